@@ -1,0 +1,33 @@
+"""keras-compress: Deep Compression for Keras 3 models, from ``model.fit`` to TFLite.
+
+Example:
+    >>> import keras_compress as kc
+    >>> model = kc.make_prunable(kc.zoo.lenet_300_100())
+    >>> callback = kc.MagnitudePruning(target=0.92, schedule="polynomial")
+"""
+
+from keras_compress import datasets, pruning_masks, schedules, zoo
+from keras_compress.pruning import make_prunable, pruning_wrappers, sparsity
+from keras_compress.pruning_callback import MagnitudePruning
+from keras_compress.pruning_wrapper import MaskConstraint, PruningWrapper
+from keras_compress.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
+from keras_compress.strip import strip
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConstantSparsity",
+    "IterativeRounds",
+    "MagnitudePruning",
+    "MaskConstraint",
+    "PolynomialDecay",
+    "PruningWrapper",
+    "datasets",
+    "make_prunable",
+    "pruning_masks",
+    "pruning_wrappers",
+    "schedules",
+    "sparsity",
+    "strip",
+    "zoo",
+]

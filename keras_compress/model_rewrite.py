@@ -1,0 +1,90 @@
+"""Rebuild a Sequential or functional model with some layers replaced, weights carried over."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+#: ``transform(layer)`` returns ``None`` to copy the layer unchanged, or ``(new_layer, load)``
+#: where ``load()`` copies the weights into ``new_layer`` once the new model is built.
+LayerTransform = Callable[[keras.layers.Layer], "tuple[keras.layers.Layer, Callable] | None"]
+
+
+def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """An unbuilt layer with the same config (and so the same name) as ``layer``.
+
+    Example:
+        >>> fresh_copy(keras.layers.Dense(3, name="fc")).name
+        'fc'
+    """
+    return layer.__class__.from_config(layer.get_config())
+
+
+def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
+    """Clone ``model`` (recursing into nested models), replacing layers as ``transform`` says.
+
+    The input model is left untouched: every layer of the result is new and holds a copy of
+    the weights. The result is not compiled.
+
+    Args:
+        model: a built ``keras.Sequential`` or functional ``keras.Model``.
+        transform: see ``LayerTransform``.
+
+    Returns:
+        The new model.
+
+    Raises:
+        TypeError: ``model`` is a subclassed model, whose graph cannot be rebuilt.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> rewrite_model(model, lambda layer: None).count_params()
+        8
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
+    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
+        raise TypeError(
+            f"model {model.name!r} is a subclassed keras.Model; only Sequential and functional "
+            "models can be rebuilt. Wrap its layers yourself or build it functionally."
+        )
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
+    loads: list[Callable[[], None]] = []
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        replaced = transform(layer)
+        if replaced is None:
+            new = fresh_copy(layer)
+            loads.append(lambda: new.set_weights(layer.get_weights()))
+            return new
+        new, load = replaced
+        loads.append(load)
+        return new
+
+    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for load in loads:
+        load()
+    return new_model
+
+
+def _is_functional(model: keras.Model) -> bool:
+    # Functional models (and Sequential) are the ones built from a graph of layers.
+    return hasattr(model, "_operations") and hasattr(model, "_nodes_by_depth")
+
+
+def iter_layers(model: keras.Model):
+    """Yield every layer of ``model``, recursing into nested models (not into wrappers).
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> outer = keras.Sequential([keras.Input((3,)), inner])
+        >>> [layer.name for layer in iter_layers(outer)]
+        ['fc']
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer

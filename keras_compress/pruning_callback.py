@@ -1,0 +1,257 @@
+"""The ``MagnitudePruning`` callback: prunes the wrapped layers of a model during ``fit``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from keras_compress.pruning import pruning_wrappers
+from keras_compress.pruning_masks import CRITERIA, compute_masks
+from keras_compress.pruning_wrapper import PruningWrapper
+from keras_compress.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+
+SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
+
+
+@dataclass
+class _WeightClass:
+    """A weight class (See et al. 2016): variables pruned under one rule, with their masks."""
+
+    name: str
+    members: list[tuple[keras.Variable, keras.Variable]] = field(default_factory=list)
+    scale: float = 1.0  # this class's final level / the schedule's final level
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        weights = np.concatenate([np.asarray(v.numpy()).ravel() for v, _ in self.members])
+        masks = np.concatenate([np.asarray(m.numpy()).ravel() for _, m in self.members])
+        return weights, masks
+
+    def write(self, weights: np.ndarray, mask: np.ndarray) -> None:
+        start = 0
+        for variable, mask_var in self.members:
+            n = int(np.prod(variable.shape))
+            part = mask[start : start + n].reshape(variable.shape)
+            w = weights[start : start + n].reshape(variable.shape)
+            start += n
+            mask_var.assign(part)
+            variable.assign(np.where(part, w, 0).astype(w.dtype))
+
+
+class MagnitudePruning(keras.callbacks.Callback):
+    """Prune the ``PruningWrapper`` layers of the model being trained, by weight magnitude.
+
+    Before each training step the callback asks its schedule whether the masks are due; if so
+    it recomputes them with the chosen criterion, never reviving a pruned weight, and zeroes
+    the pruned weights. Between updates the masks act inside the compiled train step (see
+    ``MaskConstraint``). The global sparsity appears in the ``fit`` logs as ``sparsity``.
+
+    All state (masks, the step counter) lives in the model, so a model saved and loaded (or
+    restored by ``BackupAndRestore``) continues where it stopped with a new callback built
+    from the same arguments.
+
+    Args:
+        target: the final level: a sparsity in [0, 1) for the sparsity criteria, Han's quality
+            parameter (>= 0) for ``"std"``. Required unless ``schedule`` is a schedule object.
+        schedule: ``"polynomial"`` (Zhu & Gupta's cubic ramp from 0 to ``target`` between
+            ``begin_step`` and ``end_step``), ``"constant"`` (``target`` from ``begin_step``),
+            or a ``PruningSchedule`` such as ``IterativeRounds`` (Han's prune/retrain rounds).
+        criterion: ``"class_uniform"`` (each weight class pruned to the level),
+            ``"class_blind"`` (one global magnitude threshold), ``"class_distribution"``
+            (threshold ``lambda * std`` per class, ``lambda`` solved for the overall level) or
+            ``"std"`` (Han's threshold ``quality * std`` per class). See ``pruning_masks``.
+        begin_step: first step at which weights are pruned (string schedules).
+        end_step: where the polynomial ramp ends; ``None``: after 70% of the steps of the
+            first ``fit`` call (give it explicitly when resuming with different epochs).
+        frequency: steps between mask updates (string schedules).
+        layer_targets: per-class final levels, ``{selector: level}``, for ``"class_uniform"``
+            and ``"std"``. A selector is a layer name, a ``layer/weight`` class name or a regex
+            matched against the whole class name; classes without one take ``target``.
+        groups: regroup weight classes, ``{group_name: [regex, ...]}``: the classes whose
+            names match share one class (by default each weight tensor is one class).
+
+    Raises:
+        ValueError: bad levels, criterion or steps (at construction), or a model without
+            pruning wrappers or a selector that names no weight class (when ``fit`` starts).
+
+    Example:
+        >>> import keras_compress as kc
+        >>> model = kc.make_prunable(kc.zoo.lenet_300_100())
+        >>> model.compile("adam", "sparse_categorical_crossentropy")
+        >>> x, y = np.random.rand(64, 28, 28, 1), np.random.randint(0, 10, 64)
+        >>> _ = model.fit(x, y, epochs=1, verbose=0,
+        ...               callbacks=[kc.MagnitudePruning(0.9, schedule="constant")])
+        >>> round(kc.sparsity(model)["total"], 3)
+        0.9
+    """
+
+    def __init__(
+        self,
+        target: float | None = None,
+        schedule: str | PruningSchedule = "polynomial",
+        criterion: str = "class_uniform",
+        *,
+        begin_step: int = 0,
+        end_step: int | None = None,
+        frequency: int = 100,
+        layer_targets: Mapping[str, float] | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
+    ):
+        super().__init__()
+        self._config = {
+            "target": target,
+            "schedule": schedule
+            if isinstance(schedule, str)
+            else keras.saving.serialize_keras_object(schedule),
+            "criterion": criterion,
+            "begin_step": begin_step,
+            "end_step": end_step,
+            "frequency": frequency,
+            "layer_targets": dict(layer_targets or {}),
+            "groups": {name: list(patterns) for name, patterns in (groups or {}).items()},
+        }
+        if criterion not in CRITERIA:
+            raise ValueError(f"unknown pruning criterion {criterion!r}; choose one of {CRITERIA}")
+        if isinstance(schedule, PruningSchedule):
+            if target is not None:
+                raise ValueError("give either target or a schedule object, not both")
+            target = schedule.final_level
+        elif schedule not in ("polynomial", "constant"):
+            raise ValueError(
+                f"schedule must be 'polynomial', 'constant' or a PruningSchedule, got {schedule!r}"
+            )
+        elif target is None:
+            raise ValueError("target is required with a string schedule")
+        self.criterion, self.target = criterion, float(target)
+        self.layer_targets = dict(layer_targets or {})
+        self.groups = {name: list(patterns) for name, patterns in (groups or {}).items()}
+        for level in [self.target, *self.layer_targets.values()]:
+            self._check_level(level)
+        if self.layer_targets and criterion not in ("class_uniform", "std"):
+            raise ValueError(
+                f"layer_targets needs criterion 'class_uniform' or 'std'; {criterion!r} sets "
+                "one level for all classes"
+            )
+        if isinstance(schedule, str) and schedule == "constant":
+            schedule = ConstantSparsity(self.target, begin_step, end_step, frequency)
+        self.schedule = schedule
+        self._schedule_args = (begin_step, end_step, frequency)
+        self._classes: list[_WeightClass] = []
+        self._wrappers: list[PruningWrapper] = []
+        self._applied_level: float | None = None
+        self._sparsity = 0.0
+
+    def _check_level(self, level: float) -> None:
+        if self.criterion in SPARSITY_CRITERIA and not 0.0 <= level < 1.0:
+            raise ValueError(f"target sparsity must be in [0, 1), got {level}")
+        if level < 0.0:
+            raise ValueError(f"quality parameter must be >= 0, got {level}")
+
+    def _resolve_schedule(self) -> None:
+        if not isinstance(self.schedule, str):
+            return
+        begin_step, end_step, frequency = self._schedule_args
+        if end_step is None:
+            steps, epochs = self.params.get("steps"), self.params.get("epochs")
+            if not steps or not epochs:
+                raise ValueError(
+                    "end_step is needed when fit does not know its steps per epoch; pass "
+                    "MagnitudePruning(..., end_step=N)"
+                )
+            end_step = begin_step + max(1, int(0.7 * steps * epochs))
+        self.schedule = PolynomialDecay(0.0, self.target, begin_step, end_step, frequency=frequency)
+
+    def _build_classes(self) -> None:
+        classes: dict[str, _WeightClass] = {}
+        for wrapper in self._wrappers:
+            for path, variable, mask in zip(
+                wrapper.weight_paths, wrapper.pruned_variables, wrapper.masks
+            ):
+                name = f"{wrapper.layer.name}/{path}"
+                group = next(
+                    (
+                        g
+                        for g, pats in self.groups.items()
+                        if any(re.fullmatch(p, name) for p in pats)
+                    ),
+                    name,
+                )
+                classes.setdefault(group, _WeightClass(group)).members.append((variable, mask))
+        unused = [g for g in self.groups if g not in classes]
+        if unused:
+            raise ValueError(f"groups {unused} match no pruned weight; classes: {list(classes)}")
+        for selector, level in self.layer_targets.items():
+            hits = [c for c in classes.values() if _class_matches(c.name, selector)]
+            if not hits:
+                raise ValueError(
+                    f"layer_targets key {selector!r} matches no pruned weight; classes: "
+                    f"{list(classes)}"
+                )
+            for c in hits:
+                c.scale = level / self.target if self.target > 0 else 0.0
+        self._classes = list(classes.values())
+
+    def on_train_begin(self, logs=None):
+        """Find the wrappers, form the weight classes and check the configuration."""
+        self._wrappers = pruning_wrappers(self.model)
+        if not self._wrappers:
+            raise ValueError(
+                f"model {self.model.name!r} has no PruningWrapper layers: wrap it with "
+                "keras_compress.make_prunable(model) before compiling and fitting"
+            )
+        if not self._classes:
+            self._resolve_schedule()
+            self._build_classes()
+        self._applied_level = None
+        self._sparsity = self._current_sparsity()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Recompute the masks if the schedule says so (or a step was skipped over)."""
+        step = int(self._wrappers[0].step.numpy())
+        level = self.schedule.level(step)
+        catch_up = (
+            self.criterion != "std"
+            and self._applied_level is not None
+            and level > self._applied_level
+        )
+        if self.schedule.should_update(step) or catch_up:
+            self._update(level)
+
+    def _update(self, level: float) -> None:
+        read = [c.read() for c in self._classes]
+        weights, masks = [w for w, _ in read], [m for _, m in read]
+        levels = [level * c.scale for c in self._classes]
+        new_masks = compute_masks(self.criterion, weights, masks, levels)
+        for c, w, old, new in zip(self._classes, weights, masks, new_masks):
+            if not np.array_equal(old, new):
+                c.write(w, new)
+        self._applied_level = level
+        total = sum(m.size for m in new_masks)
+        self._sparsity = 1.0 - sum(int(np.count_nonzero(m)) for m in new_masks) / total
+
+    def _current_sparsity(self) -> float:
+        masks = [c.read()[1] for c in self._classes]
+        return 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / sum(m.size for m in masks)
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Report the global sparsity in the progress bar."""
+        if logs is not None:
+            logs["sparsity"] = self._sparsity
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Record the global sparsity in the epoch logs (and so in ``History``)."""
+        if logs is not None:
+            logs["sparsity"] = self._sparsity
+
+    def get_config(self) -> dict:
+        """Constructor arguments (a schedule object as its Keras serialization)."""
+        return dict(self._config)
+
+
+def _class_matches(name: str, selector: str) -> bool:
+    return (
+        name == selector or name.split("/", 1)[0] == selector or bool(re.fullmatch(selector, name))
+    )

@@ -1,0 +1,175 @@
+"""Pruning masks from weight magnitudes: pure numpy, no Keras state.
+
+A *weight class* is a group of weights that share one pruning decision rule (See et al. 2016,
+arXiv:1606.09274, section 3.2): by default one weight tensor. Every function takes the current
+weights and the current masks of each class (``True`` = kept) and returns new masks that only
+ever remove weights: a weight pruned once stays pruned.
+
+Criteria:
+
+* ``class_blind``: one global magnitude threshold across all classes; a fraction ``s`` of all
+  weights is pruned (See et al.).
+* ``class_uniform``: a fraction ``s_c`` of each class is pruned (See et al.; the layer-wise
+  rule of most pruning tools).
+* ``class_distribution``: class ``c`` is pruned below ``lambda * std_c``; ``lambda`` is solved so
+  that a fraction ``s`` of all weights is pruned (See et al.).
+* ``std`` (Han et al. 2015, arXiv:1506.02626): class ``c`` is pruned below ``q_c * std_c`` for a
+  given quality parameter ``q_c``. Repeated prune/retrain rounds prune more each time.
+
+``std_c`` is the standard deviation of the weights of class ``c`` that are still kept.
+Sparsity targets are met exactly: ``round(s * n)`` weights are pruned (ties broken by position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+CRITERIA = ("class_blind", "class_uniform", "class_distribution", "std")
+
+
+def _check_pair(weights: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
+    if len(weights) != len(masks):
+        raise ValueError(f"got {len(weights)} weight arrays but {len(masks)} masks")
+    for i, (w, m) in enumerate(zip(weights, masks, strict=True)):
+        if w.shape != m.shape:
+            raise ValueError(f"class {i}: weights {w.shape} and mask {m.shape} differ in shape")
+
+
+def _check_sparsity(s: float, name: str = "sparsity") -> None:
+    if not 0.0 <= s < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {s}")
+
+
+def _scores(weights: np.ndarray, mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Magnitudes divided by ``scale``, with already-pruned weights at -1 so they go first."""
+    return np.where(mask, np.abs(weights.astype(np.float64)) / scale, -1.0).ravel()
+
+
+def _prune_lowest(scores: np.ndarray, mask: np.ndarray, n_prune: int) -> np.ndarray:
+    """Keep all but the ``n_prune`` lowest scores; never revive a pruned weight."""
+    already = mask.size - int(np.count_nonzero(mask))
+    if n_prune <= already:
+        return mask.copy()
+    lowest = np.argpartition(scores, n_prune - 1)[:n_prune]
+    flat = mask.ravel().copy()
+    flat[lowest] = False
+    return flat.reshape(mask.shape)
+
+
+def kept_std(weights: np.ndarray, mask: np.ndarray) -> float:
+    """Standard deviation of the kept weights (1.0 if fewer than two are kept).
+
+    Example:
+        >>> kept_std(np.array([1.0, -1.0, 5.0]), np.array([True, True, False]))
+        1.0
+    """
+    kept = weights[mask]
+    return float(np.std(kept)) if kept.size > 1 else 1.0
+
+
+def class_uniform_masks(
+    weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], sparsities: Sequence[float]
+) -> list[np.ndarray]:
+    """Prune the fraction ``sparsities[c]`` of each class ``c`` by magnitude.
+
+    Example:
+        >>> w = [np.array([0.1, -0.5, 0.3, 2.0])]
+        >>> class_uniform_masks(w, [np.ones(4, bool)], [0.5])[0]
+        array([False,  True, False,  True])
+    """
+    _check_pair(weights, masks)
+    out = []
+    for w, m, s in zip(weights, masks, sparsities, strict=True):
+        _check_sparsity(s)
+        out.append(_prune_lowest(_scores(w, m), m, int(round(s * m.size))))
+    return out
+
+
+def _global_masks(
+    weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], sparsity: float, scales
+) -> list[np.ndarray]:
+    _check_pair(weights, masks)
+    _check_sparsity(sparsity)
+    scores = np.concatenate([_scores(w, m, s) for w, m, s in zip(weights, masks, scales)])
+    flat_mask = np.concatenate([m.ravel() for m in masks])
+    flat = _prune_lowest(scores, flat_mask, int(round(sparsity * flat_mask.size)))
+    splits = np.cumsum([m.size for m in masks])[:-1]
+    return [part.reshape(m.shape) for part, m in zip(np.split(flat, splits), masks)]
+
+
+def class_blind_masks(
+    weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], sparsity: float
+) -> list[np.ndarray]:
+    """Prune the fraction ``sparsity`` of all weights with one global magnitude threshold.
+
+    Example:
+        >>> w = [np.array([0.1, 0.2]), np.array([5.0, 6.0])]
+        >>> [m.tolist() for m in class_blind_masks(w, [np.ones(2, bool)] * 2, 0.5)]
+        [[False, False], [True, True]]
+    """
+    return _global_masks(weights, masks, sparsity, [1.0] * len(weights))
+
+
+def class_distribution_masks(
+    weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], sparsity: float
+) -> list[np.ndarray]:
+    """Prune below ``lambda * std_c`` per class, ``lambda`` chosen to prune ``sparsity`` overall.
+
+    Pruning the lowest ``|w| / std_c`` over all classes at once is the same as searching for
+    ``lambda``: the threshold on the normalised magnitudes is ``lambda`` itself.
+
+    Example:
+        >>> w = [np.array([0.1, 0.2, -0.1, -0.2]), np.array([10.0, 20.0, -10.0, -20.0])]
+        >>> [m.tolist() for m in class_distribution_masks(w, [np.ones(4, bool)] * 2, 0.5)]
+        [[False, True, False, True], [False, True, False, True]]
+    """
+    scales = [kept_std(w, m) for w, m in zip(weights, masks)]
+    return _global_masks(weights, masks, sparsity, scales)
+
+
+def std_masks(
+    weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], qualities: Sequence[float]
+) -> list[np.ndarray]:
+    """Han et al.'s rule: prune class ``c`` where ``|w| <= qualities[c] * std_c``.
+
+    Example:
+        >>> w = [np.array([0.1, -1.0, 1.0, -0.1])]
+        >>> std_masks(w, [np.ones(4, bool)], [0.5])[0]
+        array([False,  True,  True, False])
+    """
+    _check_pair(weights, masks)
+    out = []
+    for w, m, q in zip(weights, masks, qualities, strict=True):
+        if q < 0:
+            raise ValueError(f"quality parameter must be >= 0, got {q}")
+        out.append(m & (np.abs(w) > q * kept_std(w, m)))
+    return out
+
+
+def compute_masks(
+    criterion: str,
+    weights: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    levels: Sequence[float],
+) -> list[np.ndarray]:
+    """Dispatch to one criterion; ``levels`` holds one level (sparsity or quality) per class.
+
+    The global criteria (``class_blind``, ``class_distribution``) need one level for all
+    classes and take ``levels[0]``; the others take one level per class.
+
+    Example:
+        >>> w = [np.array([0.1, -0.5, 0.3, 2.0])]
+        >>> compute_masks("class_blind", w, [np.ones(4, bool)], [0.25])[0]
+        array([False,  True,  True,  True])
+    """
+    if criterion == "class_blind":
+        return class_blind_masks(weights, masks, levels[0])
+    if criterion == "class_distribution":
+        return class_distribution_masks(weights, masks, levels[0])
+    if criterion == "class_uniform":
+        return class_uniform_masks(weights, masks, levels)
+    if criterion == "std":
+        return std_masks(weights, masks, levels)
+    raise ValueError(f"unknown pruning criterion {criterion!r}; choose one of {CRITERIA}")

@@ -1,0 +1,130 @@
+"""The layer wrapper that holds pruning state (masks, step counter) inside the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from keras_compress.layer_weights import compressible_variables, relative_path
+from keras_compress.model_rewrite import fresh_copy
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Keeps pruned weights at exactly +0.0 after every optimizer step.
+
+    Keras optimizers apply ``variable.constraint`` after each update inside the compiled train
+    step, so this is where the mask acts. An existing constraint of the weight runs first.
+    It holds a variable, so it is attached by ``PruningWrapper.build`` and never serialized.
+
+    Args:
+        mask: boolean variable, ``True`` where the weight is kept.
+        inner: the weight's own constraint, or ``None``.
+
+    Example:
+        >>> mask = keras.Variable([True, False], dtype="bool", trainable=False)
+        >>> MaskConstraint(mask)(keras.ops.array([-1.5, -2.0])).numpy().tolist()
+        [-1.5, 0.0]
+    """
+
+    def __init__(self, mask: keras.Variable, inner: keras.constraints.Constraint | None = None):
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, w):
+        """Apply the inner constraint, then zero the pruned entries (``where``, so never -0.0)."""
+        if self.inner is not None:
+            w = self.inner(w)
+        return ops.where(self.mask, w, ops.zeros_like(w))
+
+
+@keras.saving.register_keras_serializable(package="keras_compress")
+class PruningWrapper(keras.layers.Wrapper):
+    """Wraps a layer whose weight matrices are pruned by a ``MagnitudePruning`` callback.
+
+    It adds one boolean mask per pruned weight and a step counter, all non-trainable Keras
+    variables of the model: they are saved by ``model.save``, restored by
+    ``keras.models.load_model`` and ``BackupAndRestore``, and mirrored under ``tf.distribute``.
+    The counter advances once per training call. Usually created by ``make_prunable``.
+
+    Args:
+        layer: the layer to wrap (Dense, Conv, Embedding, RNN, Bidirectional, ...).
+        weights: names of the variables to prune (``None``: the layer's weight matrices, see
+            ``keras_compress.layer_weights``); name a custom layer's weights here.
+        **kwargs: passed to ``keras.layers.Wrapper`` (``name``, ...).
+
+    Raises:
+        ValueError: at build time, if the layer has no variable of those names.
+
+    Example:
+        >>> wrapped = PruningWrapper(keras.layers.Dense(4), name="pruned_fc")
+        >>> wrapped.build((None, 3))
+        >>> [tuple(m.shape) for m in wrapped.masks]
+        [(3, 4)]
+    """
+
+    def __init__(self, layer: keras.layers.Layer, weights: Sequence[str] | None = None, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.weight_names = list(weights) if weights is not None else None
+        self.supports_masking = layer.supports_masking
+
+    def build(self, input_shape=None):
+        """Build the wrapped layer, add a mask per pruned weight and attach the constraints."""
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.pruned_variables = compressible_variables(self.layer, self.weight_names)
+        if not self.pruned_variables:
+            wanted = self.weight_names or "the default weight matrices"
+            raise ValueError(
+                f"layer {self.layer.name!r} ({type(self.layer).__name__}) has no trainable "
+                f"weights named {wanted}; name its weights with weights=[...]"
+            )
+        self.weight_paths = [relative_path(self.layer, v) for v in self.pruned_variables]
+        self.masks = []
+        for path, variable in zip(self.weight_paths, self.pruned_variables):
+            mask = self.add_weight(
+                name=path.replace("/", "__") + "_mask",
+                shape=variable.shape,
+                dtype="bool",
+                initializer="ones",
+                trainable=False,
+            )
+            variable.constraint = MaskConstraint(mask, variable.constraint)
+            self.masks.append(mask)
+        self.step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.built = True
+
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
+        """Run the wrapped layer; in training, count the step."""
+        if training:
+            self.step.assign_add(1)
+        if mask is not None:
+            kwargs["mask"] = mask
+        return self.layer(inputs, *args, training=training, **kwargs)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
+        return self.layer.compute_mask(inputs, previous_mask)
+
+    def compute_output_shape(self, input_shape):
+        """The wrapped layer's output shape."""
+        return self.layer.compute_output_shape(input_shape)
+
+    def strip_layer(self):
+        """A plain copy of the wrapped layer and a function that loads its pruned weights.
+
+        Used by ``keras_compress.strip``; returns ``(layer, load)``.
+        """
+        plain = fresh_copy(self.layer)
+        return plain, lambda: plain.set_weights(self.layer.get_weights())
+
+    def get_config(self) -> dict:
+        """Serializable config: the wrapped layer and the pruned weight names."""
+        return {**super().get_config(), "weights": self.weight_names}
