@@ -212,10 +212,13 @@ class MagnitudePruning(keras.callbacks.Callback):
         """Recompute the masks if the schedule says so (or a step was skipped over)."""
         step = int(self._wrappers[0].step.numpy())
         level = self.schedule.level(step)
+        # Sparsity levels are idempotent, so a level not yet applied in this fit (the first
+        # batch, a step skipped by steps_per_execution) is applied now. Han's rule is not:
+        # it prunes more each time, so it runs only on the schedule's own update steps.
         catch_up = (
             self.criterion != "std"
-            and self._applied_level is not None
-            and level > self._applied_level
+            and level > 0
+            and (self._applied_level is None or level > self._applied_level)
         )
         if self.schedule.should_update(step) or catch_up:
             self._update(level)

@@ -113,10 +113,6 @@ class PruningWrapper(keras.layers.Wrapper):
         """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
         return self.layer.compute_mask(inputs, previous_mask)
 
-    def compute_output_shape(self, input_shape):
-        """The wrapped layer's output shape."""
-        return self.layer.compute_output_shape(input_shape)
-
     def strip_layer(self):
         """A plain copy of the wrapped layer and a function that loads its pruned weights.
 
