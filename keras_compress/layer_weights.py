@@ -48,10 +48,12 @@ def relative_path(layer: keras.layers.Layer, variable: keras.Variable) -> str:
         >>> relative_path(dense, dense.kernel)
         'kernel'
     """
+    # Keras builds nested layers under name scopes that differ with how the layer was built
+    # (directly, in a model, inside a wrapper), so cut after the *last* scope named like the
+    # layer; a path without it is already relative (sublayers built outside any scope).
     parts = variable.path.split("/")
-    if layer.name in parts[:-1]:
-        return "/".join(parts[parts.index(layer.name) + 1 :])
-    return variable_name(variable)
+    scopes = [i for i, part in enumerate(parts[:-1]) if part == layer.name]
+    return "/".join(parts[scopes[-1] + 1 :]) if scopes else variable.path
 
 
 def compressible_variables(

@@ -1,0 +1,36 @@
+"""MirroredStrategy over two logical CPU devices (set up in conftest.py)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import mlp
+
+import keras_compress as kc
+
+
+def _replica_values(variable):
+    inner = getattr(variable, "value", variable)
+    return [np.asarray(v.numpy()) for v in getattr(inner, "values", [inner])]
+
+
+def test_mirrored_strategy_gives_the_same_masks_on_every_replica(toy_data):
+    x, y = toy_data
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        model = kc.make_prunable(mlp())
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = kc.MagnitudePruning(0.75, end_step=12, frequency=3)
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[callback])
+    assert kc.sparsity(model)["total"] == pytest.approx(0.75, abs=2e-3)
+    for wrapper in kc.pruning_wrappers(model):
+        steps = _replica_values(wrapper.step)
+        assert len(steps) == 2 and all(int(s) == 24 for s in steps)
+        for var, mask in zip(wrapper.pruned_variables, wrapper.masks):
+            masks, weights = _replica_values(mask), _replica_values(var)
+            assert len(masks) == 2 and len(weights) == 2
+            np.testing.assert_array_equal(masks[0], masks[1])
+            np.testing.assert_array_equal(weights[0], weights[1])
+            assert round(0.75 * masks[0].size) == (~masks[0]).sum()
+            assert np.all(weights[0][~masks[0]] == 0)

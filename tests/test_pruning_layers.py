@@ -1,0 +1,81 @@
+"""Every supported layer type reaches its sparsity and keeps its zeros through fit."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_compress as kc
+
+L = keras.layers
+
+
+def _seq(input_shape, *layers):
+    return keras.Sequential([keras.Input(input_shape), *layers, L.Flatten(), L.Dense(2)])
+
+
+CASES = {
+    "conv1d": lambda: _seq((10, 3), L.Conv1D(8, 3)),
+    "conv2d": lambda: _seq((8, 8, 3), L.Conv2D(8, 3)),
+    "conv3d": lambda: _seq((5, 5, 5, 2), L.Conv3D(4, 3)),
+    "depthwise": lambda: _seq((8, 8, 4), L.DepthwiseConv2D(3, depth_multiplier=2)),
+    "separable": lambda: _seq((8, 8, 4), L.SeparableConv2D(8, 3)),
+    "embedding_lstm": lambda: keras.Sequential(
+        [
+            keras.Input((6,), dtype="int32"),
+            L.Embedding(20, 8, mask_zero=True),
+            L.LSTM(8),
+            L.Dense(2),
+        ]  # fmt: skip
+    ),
+    "gru": lambda: _seq((6, 4), L.GRU(8)),
+    "simple_rnn": lambda: _seq((6, 4), L.SimpleRNN(8)),
+    "bidirectional": lambda: _seq((6, 4), L.Bidirectional(L.LSTM(8, return_sequences=True))),
+    "time_distributed": lambda: _seq((6, 4), L.TimeDistributed(L.Dense(8))),
+}
+
+
+def _data(model):
+    shape = model.inputs[0].shape[1:]
+    rng = np.random.default_rng(0)
+    if model.inputs[0].dtype == "int32":
+        x = rng.integers(0, 20, size=(64, *shape)).astype("int32")
+        x[:, -2:] = 0  # padding, masked by mask_zero
+    else:
+        x = rng.normal(size=(64, *shape)).astype("float32")
+    return x, rng.integers(0, 2, size=64)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_weight_matrix_reaches_its_sparsity(case):
+    model = kc.make_prunable(CASES[case]())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(model)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[kc.MagnitudePruning(0.6, end_step=4, frequency=2)])  # fmt: skip
+    report = kc.sparsity(model)
+    names = [n for n in report if n != "total"]
+    if case in ("bidirectional", "embedding_lstm", "gru", "simple_rnn"):
+        assert any(n.endswith("recurrent_kernel") for n in names)
+    if case == "bidirectional":
+        assert any("forward" in n for n in names) and any("backward" in n for n in names)
+    for wrapper in kc.pruning_wrappers(model):
+        for path, var, mask in zip(wrapper.weight_paths, wrapper.pruned_variables, wrapper.masks):
+            w, m = var.numpy(), mask.numpy()
+            assert (~m).sum() == round(0.6 * m.size), path
+            assert np.all(w[~m] == 0) and np.all(w[m] != 0), path
+    stripped = kc.strip(model)
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    assert kc.sparsity(stripped)["total"] == pytest.approx(report["total"])
+
+
+def test_embedding_mask_reaches_the_lstm_through_the_wrapper():
+    model = kc.make_prunable(CASES["embedding_lstm"]())
+    x, _ = _data(model)
+    plain = kc.strip(model)
+    # Masked padding must not change the output: compare with and without trailing padding.
+    np.testing.assert_allclose(
+        model.predict(x[:, :4], verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
