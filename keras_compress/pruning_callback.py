@@ -47,7 +47,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     Before each training step the callback asks its schedule whether the masks are due; if so
     it recomputes them with the chosen criterion, never reviving a pruned weight, and zeroes
     the pruned weights. Between updates the masks act inside the compiled train step (see
-    ``MaskConstraint``). The global sparsity appears in the ``fit`` logs as ``sparsity``.
+    ``MaskConstraint``). The global sparsity appears in the epoch logs as ``sparsity``.
 
     All state (masks, the step counter) lives in the model, so a model saved and loaded (or
     restored by ``BackupAndRestore``) continues where it stopped with a new callback built
@@ -143,6 +143,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._wrappers: list[PruningWrapper] = []
         self._applied_level: float | None = None
         self._sparsity = 0.0
+        self._epoch_base_step = 0
 
     def _check_level(self, level: float) -> None:
         if self.criterion in SPARSITY_CRITERIA and not 0.0 <= level < 1.0:
@@ -208,9 +209,14 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._applied_level = None
         self._sparsity = self._current_sparsity()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        """Read the model's step counter once per epoch (not per batch: reading syncs)."""
+        self._epoch_base_step = int(self._wrappers[0].step.numpy())
+
     def on_train_batch_begin(self, batch, logs=None):
         """Recompute the masks if the schedule says so (or a step was skipped over)."""
-        step = int(self._wrappers[0].step.numpy())
+        # ``batch`` is the step index within the epoch, also with steps_per_execution > 1.
+        step = self._epoch_base_step + batch
         level = self.schedule.level(step)
         # Sparsity levels are idempotent, so a level not yet applied in this fit (the first
         # batch, a step skipped by steps_per_execution) is applied now. Han's rule is not:
@@ -239,13 +245,9 @@ class MagnitudePruning(keras.callbacks.Callback):
         masks = [c.read()[1] for c in self._classes]
         return 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / sum(m.size for m in masks)
 
-    def on_train_batch_end(self, batch, logs=None):
-        """Report the global sparsity in the progress bar."""
-        if logs is not None:
-            logs["sparsity"] = self._sparsity
-
+    # No on_train_batch_end: overriding it makes Keras run every batch synchronously.
     def on_epoch_end(self, epoch, logs=None):
-        """Record the global sparsity in the epoch logs (and so in ``History``)."""
+        """Record the global sparsity in the epoch logs (progress bar and ``History``)."""
         if logs is not None:
             logs["sparsity"] = self._sparsity
 
