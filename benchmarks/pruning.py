@@ -192,7 +192,7 @@ def plot(rows, path):
             title=f"{name} on Fashion-MNIST",
             xlabel="parameters pruned away (%)",
             ylabel="accuracy change (points)",
-            ylim=(-10, 2),
+            ylim=(-10, 3),
         )
         ax.legend(fontsize=8)
     fig.tight_layout()

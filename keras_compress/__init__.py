@@ -10,6 +10,7 @@ from keras_compress import datasets, pruning_masks, schedules, zoo
 from keras_compress.pruning import make_prunable, pruning_wrappers, sparsity
 from keras_compress.pruning_callback import MagnitudePruning
 from keras_compress.pruning_wrapper import MaskConstraint, PruningWrapper
+from keras_compress.report import summary, weight_rows
 from keras_compress.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
 from keras_compress.strip import strip
 
@@ -29,5 +30,7 @@ __all__ = [
     "schedules",
     "sparsity",
     "strip",
+    "summary",
+    "weight_rows",
     "zoo",
 ]

@@ -12,10 +12,10 @@ from keras_compress.layer_weights import (
     check_selectors,
     compressible_variables,
     layer_matches,
-    relative_path,
 )
 from keras_compress.model_rewrite import fresh_copy, iter_layers, rewrite_model
 from keras_compress.pruning_wrapper import PruningWrapper
+from keras_compress.report import compressed_weights
 
 
 def make_prunable(
@@ -100,29 +100,18 @@ def pruning_wrappers(model: keras.Model) -> list[PruningWrapper]:
 
 
 def sparsity(model: keras.Model) -> dict[str, float]:
-    """Fraction of zeros per pruned weight (by ``layer/weight`` name), and ``"total"``.
+    """Fraction of zeros per weight matrix (by ``layer/weight`` name), and ``"total"``.
 
-    Works on wrapped models (reads the masks) and on plain or stripped models (reads the
-    weight matrices, ``kernel``, ``embeddings``, ...).
+    Works on wrapped, shared and plain models (see ``report.compressed_weights``).
 
     Example:
         >>> import keras_compress as kc
         >>> sparsity(make_prunable(kc.zoo.lenet_300_100()))["total"]
         0.0
     """
-    zeros = {}
-    for layer in iter_layers(model):
-        if isinstance(layer, PruningWrapper):
-            pairs = zip(layer.weight_paths, layer.masks)
-            for path, mask in pairs:
-                m = np.asarray(mask.numpy())
-                zeros[f"{layer.layer.name}/{path}"] = (m.size - np.count_nonzero(m), m.size)
-        else:
-            for variable in compressible_variables(layer):
-                w = np.asarray(variable.numpy())
-                name = f"{layer.name}/{relative_path(layer, variable)}"
-                zeros[name] = (w.size - np.count_nonzero(w), w.size)
-    report = {name: float(z / n) for name, (z, n) in zeros.items()}
-    total = sum(n for _, n in zeros.values())
-    report["total"] = float(sum(z for z, _ in zeros.values()) / total) if total else 0.0
+    weights = compressed_weights(model)
+    report = {name: float(1.0 - np.count_nonzero(w) / w.size) for name, w in weights}
+    total = sum(w.size for _, w in weights)
+    zeros = sum(w.size - np.count_nonzero(w) for _, w in weights)
+    report["total"] = float(zeros / total) if total else 0.0
     return report

@@ -113,6 +113,10 @@ class PruningWrapper(keras.layers.Wrapper):
         """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
         return self.layer.compute_mask(inputs, previous_mask)
 
+    def compressed_weights(self) -> list[tuple[str, object]]:
+        """``(path, value)`` of each pruned weight as the model uses it (zeros where masked)."""
+        return [(p, v.numpy()) for p, v in zip(self.weight_paths, self.pruned_variables)]
+
     def strip_layer(self):
         """A plain copy of the wrapped layer and a function that loads its pruned weights.
 

@@ -19,6 +19,15 @@ def _seed():
     keras.backend.clear_session()
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    # One strategy per process: several MirroredStrategy objects in one process can reuse
+    # collective instance keys and abort with shape mismatches.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
+
+
 @pytest.fixture
 def toy_data():
     rng = np.random.default_rng(0)

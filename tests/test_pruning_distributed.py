@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import mlp
 
 import keras_compress as kc
@@ -14,10 +13,9 @@ def _replica_values(variable):
     return [np.asarray(v.numpy()) for v in getattr(inner, "values", [inner])]
 
 
-def test_mirrored_strategy_gives_the_same_masks_on_every_replica(toy_data):
+def test_mirrored_strategy_gives_the_same_masks_on_every_replica(toy_data, mirrored):
     x, y = toy_data
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert strategy.num_replicas_in_sync == 2
+    strategy = mirrored
     with strategy.scope():
         model = kc.make_prunable(mlp())
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
