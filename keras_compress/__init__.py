@@ -6,12 +6,14 @@ Example:
     >>> callback = kc.MagnitudePruning(target=0.92, schedule="polynomial")
 """
 
-from keras_compress import datasets, pruning_masks, schedules, zoo
+from keras_compress import datasets, hessian, kmeans1d, pruning_masks, quantizers, schedules, zoo
 from keras_compress.pruning import make_prunable, pruning_wrappers, sparsity
 from keras_compress.pruning_callback import MagnitudePruning
 from keras_compress.pruning_wrapper import MaskConstraint, PruningWrapper
 from keras_compress.report import summary, weight_rows
 from keras_compress.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
+from keras_compress.sharing import share_weights
+from keras_compress.sharing_wrapper import WeightSharingWrapper
 from keras_compress.strip import strip
 
 __version__ = "0.1.0"
@@ -23,11 +25,16 @@ __all__ = [
     "MaskConstraint",
     "PolynomialDecay",
     "PruningWrapper",
+    "WeightSharingWrapper",
     "datasets",
+    "hessian",
+    "kmeans1d",
     "make_prunable",
     "pruning_masks",
     "pruning_wrappers",
+    "quantizers",
     "schedules",
+    "share_weights",
     "sparsity",
     "strip",
     "summary",

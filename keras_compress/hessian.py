@@ -1,0 +1,108 @@
+"""Diagonal Hessian estimates for Hessian-weighted quantization (Choi et al. 2016, section 4).
+
+Two estimates the paper uses:
+
+* ``fisher_diagonal``: the empirical Fisher / Gauss-Newton diagonal, the mean over a
+  calibration set of the squared per-batch gradients of the loss.
+* ``adam_second_moments``: the second-moment estimate ``v`` an Adam optimizer kept while
+  training the model (section 4.5: "Alternative of Hessian"), available for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_compress.layer_weights import compressible_variables, relative_path
+from keras_compress.model_rewrite import iter_layers
+
+
+def _named_variables(model: keras.Model) -> dict[str, keras.Variable]:
+    named = {}
+    for layer in iter_layers(model):
+        inner = getattr(layer, "layer", layer)
+        for variable in compressible_variables(inner):
+            named[f"{inner.name}/{relative_path(inner, variable)}"] = variable
+    return named
+
+
+def fisher_diagonal(
+    model: keras.Model,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    loss: Callable | str,
+) -> dict[str, np.ndarray]:
+    """Mean squared gradient of ``loss`` per weight, over the given (x, y) batches.
+
+    Args:
+        model: a plain (unwrapped) model.
+        batches: an iterable of ``(x, y)`` pairs (a ``tf.data.Dataset`` works); memory is
+            bounded by one batch.
+        loss: a Keras loss (object or name).
+
+    Returns:
+        ``{"layer/weight": diagonal}`` for each weight matrix, shaped like the weight.
+
+    Raises:
+        ValueError: ``batches`` is empty.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> model = kc.zoo.lenet_300_100()
+        >>> x, y = np.random.rand(8, 28, 28, 1), np.zeros(8, "int32")
+        >>> h = fisher_diagonal(model, [(x, y)], "sparse_categorical_crossentropy")
+        >>> h["fc1/kernel"].shape
+        (784, 300)
+    """
+    loss_fn = keras.losses.get(loss)
+    named = _named_variables(model)
+    variables = list(named.values())
+    sums = [np.zeros(v.shape, np.float64) for v in variables]
+    count = 0
+    for x, y in batches:
+        with tf.GradientTape() as tape:
+            value = loss_fn(y, model(x, training=False))
+        for total, grad in zip(sums, tape.gradient(value, [v.value for v in variables])):
+            if grad is not None:
+                total += np.square(np.asarray(grad, np.float64))
+        count += 1
+    if count == 0:
+        raise ValueError("fisher_diagonal needs at least one calibration batch")
+    return {name: total / count for name, total in zip(named, sums)}
+
+
+def adam_second_moments(model: keras.Model) -> dict[str, np.ndarray]:
+    """Adam's second-moment estimates ``v`` of the weight matrices of a trained model.
+
+    Args:
+        model: a model trained with ``keras.optimizers.Adam`` (or AdamW, ...).
+
+    Returns:
+        ``{"layer/weight": v}`` for each weight matrix the optimizer tracked.
+
+    Raises:
+        ValueError: the model has no Adam-style optimizer with state.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> model = kc.zoo.lenet_300_100()
+        >>> model.compile("adam", "sparse_categorical_crossentropy")
+        >>> _ = model.fit(np.random.rand(8, 28, 28, 1), np.zeros(8), verbose=0)
+        >>> adam_second_moments(model)["fc3/kernel"].shape
+        (100, 10)
+    """
+    optimizer = getattr(model, "optimizer", None)
+    # Keras names an optimizer slot "<variable path with _ for />_<slot>".
+    slots = {v.name: v for v in getattr(optimizer, "variables", [])}
+    out = {}
+    for name, variable in _named_variables(model).items():
+        slot = slots.get(variable.path.replace("/", "_") + "_velocity")
+        if slot is None:
+            raise ValueError(
+                f"model {model.name!r} has no Adam second moment for {name!r}; train it with "
+                "keras.optimizers.Adam first, or use fisher_diagonal"
+            )
+        out[name] = np.asarray(slot.numpy())
+    return out

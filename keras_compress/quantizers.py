@@ -1,0 +1,162 @@
+"""Scalar quantizers besides k-means: uniform, entropy-constrained (ECSQ), linear fixed point.
+
+Choi et al. 2016 (arXiv:1612.01543, section 5) show that, followed by Huffman coding, uniform
+quantization and ECSQ beat k-means: they aim at the *entropy* of the cluster indices (what
+Huffman coding spends), not only at the number of clusters. Optional per-weight importances
+(a Hessian diagonal) weight the distortion, as in their Hessian-weighted variants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_compress.kmeans1d import Clustering, SortedData
+
+
+def uniform_quantize(x: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> Clustering:
+    """Uniform quantization: ``k`` equal-width bins over ``[min, max]``, each bin's (weighted) mean.
+
+    Choi et al. section 5.1: evenly spaced thresholds, each cluster represented by the mean (or
+    Hessian-weighted mean) of its members rather than the bin centre. Empty bins are dropped,
+    so at most ``k`` centroids come back.
+
+    Example:
+        >>> q = uniform_quantize(np.array([0.0, 0.2, 0.9, 1.0]), 2)
+        >>> q.centroids.round(6).tolist(), q.labels.tolist()
+        ([0.1, 0.95], [0, 0, 1, 1])
+    """
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"number of levels must be an integer >= 1, got {k!r}")
+    data = SortedData(x, sample_weight)
+    edges = np.linspace(data.x[0], data.x[-1], k + 1)[1:-1]
+    bounds = np.concatenate([[0], np.searchsorted(data.x, edges, side="left"), [data.x.size]])
+    bounds = np.unique(bounds)  # drop empty bins
+    sw, swx, _ = data.range_sums(bounds[:-1], bounds[1:])
+    # A bin whose members all have zero importance takes its plain mean.
+    plain_mean = np.add.reduceat(data.x, bounds[:-1]) / np.diff(bounds)
+    centroids = np.where(sw > 0, swx / np.where(sw > 0, sw, 1.0), plain_mean)
+    return Clustering(centroids, data.labels_from_bounds(bounds), data.inertia(centroids, bounds))
+
+
+def ecsq(
+    x: np.ndarray,
+    k: int,
+    lam: float,
+    sample_weight: np.ndarray | None = None,
+    max_iter: int = 100,
+    chunk: int = 1 << 16,
+) -> Clustering:
+    """Entropy-constrained scalar quantization by Chou, Lookabaugh & Gray's iteration.
+
+    Choi et al. section 5.2: start from ``k`` uniform levels; repeat (1) assign each value to
+    the cluster minimising ``h_i * (x_i - c_j)^2 + lam * (-log2 p_j)`` and (2) set each ``c_j`` to
+    its members' (weighted) mean and ``p_j`` to its share of the values, dropping empty clusters,
+    until the assignment is stable. ``lam`` trades distortion for index entropy: 0 is plain
+    (weighted) k-means from a uniform start; larger values merge clusters.
+
+    Args:
+        x: values to quantize.
+        k: initial (and largest) number of clusters.
+        lam: the Lagrange multiplier, >= 0, in units of distortion per bit.
+        sample_weight: per-value importance ``h_i`` (``None``: 1).
+        max_iter: upper bound on iterations.
+        chunk: values per block of the assignment step (bounds memory to ``chunk * k``).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.laplace(size=2000)
+        >>> len(ecsq(x, 16, lam=0.0).centroids) > len(ecsq(x, 16, lam=0.5).centroids)
+        True
+    """
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    flat = np.asarray(x, dtype=np.float64).ravel()
+    h = np.ones_like(flat) if sample_weight is None else np.ravel(sample_weight).astype(float)
+    start = uniform_quantize(flat, k, h)
+    centroids = start.centroids
+    labels = start.labels.ravel()
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        counts = np.bincount(labels, minlength=centroids.size)
+        keep = counts > 0
+        centroids, counts = centroids[keep], counts[keep]
+        code_length = -np.log2(counts / flat.size)
+        new = np.empty_like(labels)
+        for lo in range(0, flat.size, chunk):
+            part, hp = flat[lo : lo + chunk, None], h[lo : lo + chunk, None]
+            cost = hp * (part - centroids[None, :]) ** 2 + lam * code_length[None, :]
+            new[lo : lo + chunk] = np.argmin(cost, axis=1)
+        sw = np.bincount(new, weights=h, minlength=centroids.size)
+        swx = np.bincount(new, weights=h * flat, minlength=centroids.size)
+        sx = np.bincount(new, weights=flat, minlength=centroids.size)
+        n = np.bincount(new, minlength=centroids.size)
+        means = np.where(sw > 0, swx / np.where(sw > 0, sw, 1), sx / np.maximum(n, 1))
+        centroids = np.where(n > 0, means, centroids)
+        converged = iterations > 1 and np.array_equal(new, labels)
+        labels = new
+        if converged:
+            break
+    used = np.unique(labels)
+    remap = np.zeros(centroids.size, dtype=np.int64)
+    remap[used] = np.arange(used.size)
+    centroids, labels = centroids[used], remap[labels]
+    order = np.argsort(centroids)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    centroids, labels = centroids[order], rank[labels]
+    inertia = float(np.sum(h * (flat - centroids[labels]) ** 2))
+    return Clustering(centroids, labels.reshape(np.shape(x)), inertia, iterations)
+
+
+def entropy_bits(labels: np.ndarray) -> float:
+    """Empirical entropy of cluster indices in bits per value (Huffman's lower bound).
+
+    Example:
+        >>> entropy_bits(np.array([0, 0, 1, 1]))
+        1.0
+    """
+    counts = np.bincount(np.ravel(labels))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def linear_quantize(
+    x: np.ndarray, bits: int, axis: int | None = None, power_of_two: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric linear (fixed-point) quantization to ``bits`` bits, per tensor or per channel.
+
+    ``q = round(x / scale)`` clipped to ``[-(2^(bits-1) - 1), 2^(bits-1) - 1]`` with
+    ``scale = max|x| / (2^(bits-1) - 1)`` over the tensor, or over each slice along ``axis``
+    (per output channel). With ``power_of_two`` the scale is rounded up to a power of two, which
+    is true fixed point (ESE, arXiv:1612.00694, uses 12-bit fixed point for LSTM weights).
+    Rounding error is at most half a step.
+
+    Args:
+        x: the values.
+        bits: from 2 to 16.
+        axis: the channel axis for per-channel scales; ``None`` for one scale.
+        power_of_two: round scales up to powers of two.
+
+    Returns:
+        ``(q, scale)``: integers (int16 or int32) of ``x``'s shape and the scale(s), broadcastable
+        against ``q``; ``q * scale`` is the dequantized tensor.
+
+    Example:
+        >>> q, scale = linear_quantize(np.array([-1.0, 0.5, 1.0]), bits=8)
+        >>> q.tolist(), float(scale)
+        ([-127, 64, 127], 0.007874015748031496)
+    """
+    if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an integer from 2 to 16, got {bits!r}")
+    x = np.asarray(x, dtype=np.float64)
+    qmax = 2 ** (bits - 1) - 1
+    if axis is None:
+        peak = np.max(np.abs(x))
+    else:
+        reduce = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+        peak = np.max(np.abs(x), axis=reduce, keepdims=True)
+    scale = np.where(peak > 0, peak / qmax, 1.0)
+    if power_of_two:
+        scale = 2.0 ** np.ceil(np.log2(scale))
+    q = np.clip(np.round(x / scale), -qmax, qmax)
+    return q.astype(np.int16 if bits <= 16 else np.int32), scale

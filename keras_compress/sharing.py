@@ -1,0 +1,191 @@
+"""Turning a (possibly pruned) model into a shared-weight model: Deep Compression stage two."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras_compress.kmeans1d import INITS, Clustering, kmeans1d
+from keras_compress.layer_weights import (
+    LayerSelector,
+    check_selectors,
+    compressible_variables,
+    layer_matches,
+)
+from keras_compress.model_rewrite import fresh_copy, iter_layers, rewrite_model
+from keras_compress.quantizers import ecsq, uniform_quantize
+from keras_compress.sharing_wrapper import WeightSharingWrapper
+from keras_compress.strip import strip
+
+QUANTIZERS = ("kmeans", "hessian_kmeans", "uniform", "ecsq")
+
+#: Shorthands for ``bits`` keys: families of layers.
+LAYER_FAMILIES: dict[str, tuple[type, ...]] = {
+    "conv": (
+        keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+        keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+        keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+    ),
+    "dense": (keras.layers.Dense, keras.layers.EinsumDense),
+    "embedding": (keras.layers.Embedding,),
+    "rnn": (keras.layers.RNN, keras.layers.Bidirectional),
+}  # fmt: skip
+
+
+def quantize(
+    values: np.ndarray,
+    k: int,
+    quantizer: str = "kmeans",
+    init: str = "linear",
+    importance: np.ndarray | None = None,
+    lam: float = 0.0,
+    seed: int = 0,
+) -> Clustering:
+    """Cluster ``values`` into at most ``k`` shared values with the named quantizer.
+
+    Args:
+        values: 1-D array of the weights to share (non-zero ones for a pruned tensor).
+        k: the number of clusters.
+        quantizer: ``"kmeans"``, ``"hessian_kmeans"`` (needs ``importance``), ``"uniform"``
+            (weighted by ``importance`` if given) or ``"ecsq"`` (with ``lam``).
+        init: k-means initialisation, one of ``kmeans1d.INITS``.
+        importance: per-value Hessian diagonal.
+        lam: ECSQ's Lagrange multiplier.
+        seed: seed for random initialisations.
+
+    Raises:
+        ValueError: unknown quantizer, or more clusters than distinct values.
+
+    Example:
+        >>> quantize(np.array([0.1, 0.2, 0.9, 1.0]), 2).centroids.round(2).tolist()
+        [0.15, 0.95]
+    """
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {quantizer!r}; choose one of {QUANTIZERS}")
+    distinct = np.unique(values).size
+    if k > distinct:
+        raise ValueError(
+            f"{k} clusters requested but the weights have only {distinct} distinct values"
+        )
+    if quantizer == "hessian_kmeans":
+        if importance is None:
+            raise ValueError("hessian_kmeans needs a Hessian diagonal (see keras_compress.hessian)")
+        return kmeans1d(values, k, init, sample_weight=importance, seed=seed)
+    if quantizer == "kmeans":
+        return kmeans1d(values, k, init, seed=seed)
+    if quantizer == "uniform":
+        return uniform_quantize(values, k, importance)
+    return ecsq(values, k, lam, importance)
+
+
+def _bits_for(layer: keras.layers.Layer, bits: int | Mapping, weights) -> int | None:
+    if not isinstance(bits, Mapping):
+        return bits if compressible_variables(layer, weights) else None
+    for key, value in bits.items():
+        family = LAYER_FAMILIES.get(key) if isinstance(key, str) else None
+        if family is not None and isinstance(layer, family):
+            return value
+        if family is None and layer_matches(layer, [key]):
+            return value
+    return None
+
+
+def share_weights(
+    model: keras.Model,
+    bits: int | Mapping[LayerSelector, int] = 5,
+    quantizer: str = "kmeans",
+    init: str = "linear",
+    hessian: Mapping[str, np.ndarray] | None = None,
+    lam: float = 0.0,
+    weights: Sequence[str] | None = None,
+    gradient: str = "sum",
+    seed: int = 0,
+) -> keras.Model:
+    """Return a copy of ``model`` whose weight matrices share ``2**bits`` trainable values.
+
+    Each selected weight is clustered (its non-zero entries, if it was pruned: zeros stay
+    zero) and its layer wrapped in ``WeightSharingWrapper``; fine-tune the centroids with an
+    ordinary ``compile`` + ``fit``. Pruning wrappers are stripped first, so this composes with
+    ``MagnitudePruning``. Then ``strip`` gives a plain model with the shared values.
+
+    Args:
+        model: a Sequential or functional model (pruned or not, wrapped or not).
+        bits: bits per weight for every weight layer (int), or ``{selector: bits}`` where a
+            selector is ``"conv"``, ``"dense"``, ``"embedding"``, ``"rnn"``, a layer name, a
+            regex or a layer class; layers no key selects are left alone. Deep Compression
+            uses ``{"conv": 8, "dense": 5}``.
+        quantizer: ``"kmeans"``, ``"hessian_kmeans"``, ``"uniform"`` or ``"ecsq"``.
+        init: k-means initialisation: ``"linear"`` (Han et al.'s choice), ``"density"``,
+            ``"forgy"`` or ``"kmeans++"``.
+        hessian: ``{"layer/weight": diagonal}`` (see ``keras_compress.hessian``), required by
+            ``"hessian_kmeans"`` and used to weight ``"uniform"`` and ``"ecsq"`` when given.
+        lam: ECSQ's Lagrange multiplier (distortion per bit of index entropy).
+        weights: variable names to share (``None``: the weight matrices).
+        gradient: centroid update, ``"sum"`` of the members' gradients or their ``"mean"``.
+        seed: seed for random initialisations.
+
+    Returns:
+        The new, uncompiled model; ``model`` is not changed.
+
+    Raises:
+        ValueError: bits outside 1..16, unknown quantizer or init, a missing Hessian, more
+            clusters than distinct weights in some tensor (the message names it), or nothing
+            selected.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> shared = share_weights(kc.zoo.lenet_300_100(), bits=4)
+        >>> [len(np.unique(w)) <= 16 for w in kc.strip(shared).get_weights()[0::2]]
+        [True, True, True]
+    """
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {quantizer!r}; choose one of {QUANTIZERS}")
+    if init not in INITS:
+        raise ValueError(f"unknown k-means init {init!r}; choose one of {INITS}")
+    if quantizer == "hessian_kmeans" and hessian is None:
+        raise ValueError("quantizer='hessian_kmeans' needs hessian= (see keras_compress.hessian)")
+    if isinstance(bits, Mapping):
+        check_selectors([k for k in bits if not (isinstance(k, str) and k in LAYER_FAMILIES)])
+    plain = strip(model)
+    picked = {}
+    for layer in iter_layers(plain):
+        layer_bits = _bits_for(layer, bits, weights)
+        if layer_bits is None or isinstance(layer, keras.Model):
+            continue
+        WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
+        picked[id(layer)] = layer_bits
+    if not picked:
+        raise ValueError(f"no layer of model {model.name!r} is selected by bits={bits!r}")
+
+    def transform(layer):
+        if id(layer) not in picked:
+            return None
+        wrapper = WeightSharingWrapper(
+            fresh_copy(layer), picked[id(layer)], weights, gradient, name=f"shared_{layer.name}"
+        )
+
+        def load():
+            wrapper.layer.set_weights(layer.get_weights())
+            for i, (path, variable) in enumerate(
+                zip(wrapper.weight_paths, wrapper.shared_variables)
+            ):
+                name = f"{wrapper.layer.name}/{path}"
+                w = np.asarray(variable.numpy())
+                nonzero = w != 0
+                k = 2**wrapper.bits - (1 if not nonzero.all() else 0)
+                if hessian is not None and name not in hessian:
+                    raise ValueError(f"hessian has no entry for {name!r}")
+                importance = None if hessian is None else np.asarray(hessian[name])[nonzero]
+                try:
+                    result = quantize(w[nonzero], k, quantizer, init, importance, lam, seed)
+                except ValueError as err:
+                    raise ValueError(f"{name}: {err}; use fewer bits for this layer") from err
+                labels = np.zeros(w.shape, np.int32)
+                labels[nonzero] = result.labels
+                wrapper.assign_clusters(i, result.centroids, labels, nonzero)
+
+        return wrapper, load
+
+    return rewrite_model(plain, transform)

@@ -1,0 +1,178 @@
+"""The layer wrapper that holds shared weights (codebook + assignments) inside the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_compress.layer_weights import compressible_variables, relative_path
+from keras_compress.model_rewrite import fresh_copy
+
+GRADIENTS = ("sum", "mean")
+
+
+@keras.saving.register_keras_serializable(package="keras_compress")
+class WeightSharingWrapper(keras.layers.Wrapper):
+    """Wraps a layer whose weight matrices are drawn from a small trainable codebook.
+
+    For each shared weight ``W`` the wrapper holds ``centroids`` (trainable, ``2**bits``
+    values), ``indices`` (which centroid each entry uses) and ``nonzero`` (``False`` where the
+    weight was pruned). Every forward pass runs the wrapped layer with
+    ``W = where(nonzero, centroids[indices], 0)`` through ``keras.StatelessScope``, so the
+    gradient that reaches a centroid is the sum of its members' gradients: Deep Compression's
+    centroid fine-tuning (Han et al. 2016, arXiv:1510.00149, section 3.3) inside any Keras
+    optimizer. ``gradient="mean"`` divides it by the cluster size. The wrapped layer's own
+    copy of ``W`` is frozen and ignored. Usually created by ``share_weights``.
+
+    A tensor with pruned zeros uses at most ``2**bits - 1`` clusters for its non-zero weights,
+    so with the zero it has at most ``2**bits`` distinct values.
+
+    Args:
+        layer: the layer to wrap.
+        bits: codebook size is ``2**bits``, 1 to 16.
+        weights: names of the variables to share (``None``: the weight matrices).
+        gradient: ``"sum"`` (Deep Compression) or ``"mean"`` of the members' gradients.
+        **kwargs: passed to ``keras.layers.Wrapper``.
+
+    Raises:
+        ValueError: bad ``bits`` or ``gradient``; at build time, no such weights.
+
+    Example:
+        >>> wrapped = WeightSharingWrapper(keras.layers.Dense(4), bits=2)
+        >>> wrapped.build((None, 3))
+        >>> [tuple(v.shape) for v in wrapped.centroids]
+        [(4,)]
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        bits: int = 5,
+        weights: Sequence[str] | None = None,
+        gradient: str = "sum",
+        **kwargs,
+    ):
+        super().__init__(layer, **kwargs)
+        if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
+            raise ValueError(f"bits must be an integer from 1 to 16, got {bits!r}")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+        self.bits, self.gradient = int(bits), gradient
+        self.weight_names = list(weights) if weights is not None else None
+        self.supports_masking = layer.supports_masking
+
+    def build(self, input_shape=None):
+        """Build the wrapped layer, freeze its shared weights and add the codebook state."""
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.shared_variables = compressible_variables(self.layer, self.weight_names)
+        if not self.shared_variables:
+            wanted = self.weight_names or "the default weight matrices"
+            raise ValueError(
+                f"layer {self.layer.name!r} ({type(self.layer).__name__}) has no trainable "
+                f"weights named {wanted}; name its weights with weights=[...]"
+            )
+        self.weight_paths = [relative_path(self.layer, v) for v in self.shared_variables]
+        self.centroids, self.indices, self.nonzero = [], [], []
+        for path, variable in zip(self.weight_paths, self.shared_variables):
+            stem = path.replace("/", "__")
+            self.centroids.append(
+                self.add_weight(
+                    name=f"{stem}_centroids", shape=(2**self.bits,), initializer="zeros"
+                )
+            )
+            self.indices.append(
+                self.add_weight(
+                    name=f"{stem}_indices",
+                    shape=variable.shape,
+                    dtype="int32",
+                    initializer="zeros",
+                    trainable=False,
+                )  # fmt: skip
+            )
+            self.nonzero.append(
+                self.add_weight(
+                    name=f"{stem}_nonzero",
+                    shape=variable.shape,
+                    dtype="bool",
+                    initializer="ones",
+                    trainable=False,
+                )  # fmt: skip
+            )
+            variable.trainable = False
+        self.built = True
+
+    def _shared_value(self, i: int):
+        centroids = self.centroids[i]
+        if self.gradient == "mean":
+            counts = ops.bincount(
+                ops.reshape(self.indices[i], (-1,)),
+                weights=ops.reshape(ops.cast(self.nonzero[i], centroids.dtype), (-1,)),
+                minlength=2**self.bits,
+            )
+            scale = 1.0 / ops.maximum(counts, 1.0)
+            # Same value, gradient divided by the cluster size.
+            centroids = (
+                ops.stop_gradient(centroids) + (centroids - ops.stop_gradient(centroids)) * scale
+            )
+        value = ops.take(centroids, self.indices[i])
+        return ops.where(self.nonzero[i], value, ops.zeros_like(value))
+
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
+        """Run the wrapped layer with its shared weights substituted."""
+        if mask is not None:
+            kwargs["mask"] = mask
+        mapping = [(v, self._shared_value(i)) for i, v in enumerate(self.shared_variables)]
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.layer(inputs, *args, training=training, **kwargs)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """Keras masking passes through to the wrapped layer."""
+        return self.layer.compute_mask(inputs, previous_mask)
+
+    def shared_weights(self) -> list[np.ndarray]:
+        """The current shared value of each shared weight, as numpy arrays."""
+        out = []
+        for variable, centroids, indices, nonzero in zip(
+            self.shared_variables, self.centroids, self.indices, self.nonzero
+        ):
+            value = np.asarray(centroids.numpy())[np.asarray(indices.numpy())]
+            out.append(np.where(nonzero.numpy(), value, 0).astype(variable.dtype))
+        return out
+
+    def compressed_weights(self) -> list[tuple[str, np.ndarray]]:
+        """``(path, value)`` of each shared weight as the model uses it."""
+        return list(zip(self.weight_paths, self.shared_weights()))
+
+    def assign_clusters(self, i: int, centroids: np.ndarray, labels: np.ndarray, nonzero) -> None:
+        """Load a clustering of shared weight ``i`` (centroids padded to ``2**bits``)."""
+        k = 2**self.bits
+        if centroids.size > k:
+            raise ValueError(f"{centroids.size} centroids do not fit in {self.bits} bits")
+        padded = np.zeros(k, dtype=np.float32)
+        padded[: centroids.size] = centroids
+        self.centroids[i].assign(padded)
+        self.indices[i].assign(np.asarray(labels, dtype=np.int32))
+        self.nonzero[i].assign(np.asarray(nonzero, dtype=bool))
+
+    def strip_layer(self):
+        """A plain copy of the wrapped layer and a function that loads the shared values."""
+        plain = fresh_copy(self.layer)
+
+        def load():
+            shared = dict(zip(map(id, self.shared_variables), self.shared_weights()))
+            plain.set_weights([shared.get(id(v), v.numpy()) for v in self.layer.weights])
+
+        return plain, load
+
+    def get_config(self) -> dict:
+        """Serializable config: the wrapped layer, bits, weight names and gradient rule."""
+        return {
+            **super().get_config(),
+            "bits": self.bits,
+            "weights": self.weight_names,
+            "gradient": self.gradient,
+        }

@@ -1,0 +1,167 @@
+"""Weight sharing with centroid fine-tuning inside fit (Deep Compression, section 3)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import mlp
+
+import keras_compress as kc
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _trained(toy_data, prune=None):
+    x, y = toy_data
+    model = mlp()
+    model.compile("adam", LOSS)
+    model.fit(x, y, epochs=3, verbose=0)
+    if prune:
+        model = kc.make_prunable(model)
+        model.compile("adam", LOSS)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kc.MagnitudePruning(prune, "constant")])
+    return model
+
+
+def _distinct(model):
+    return {r["weight"]: r["distinct"] for r in kc.weight_rows(model)}
+
+
+@pytest.mark.parametrize("prune", [None, 0.7])
+def test_at_most_two_to_the_bits_values_after_fine_tuning(toy_data, prune):
+    x, y = toy_data
+    model = _trained(toy_data, prune)
+    zeros_before = {k: v for k, v in kc.sparsity(model).items()}
+    shared = kc.share_weights(model, bits={"fc1": 3, "dense": 2})
+    shared.compile(keras.optimizers.Adam(1e-2), LOSS)
+    centroids_before = [c.numpy().copy() for w in _sharing(shared) for c in w.centroids]
+    shared.fit(x, y, epochs=2, verbose=0)
+    distinct = _distinct(shared)
+    assert distinct["fc1/kernel"] <= 8 and distinct["fc2/kernel"] <= 4
+    assert distinct["out/kernel"] <= 4
+    moved = [c.numpy() for w in _sharing(shared) for c in w.centroids]
+    assert any(not np.allclose(a, b) for a, b in zip(centroids_before, moved))
+    assert kc.sparsity(shared) == pytest.approx(zeros_before)  # zeros stay zero
+    plain = kc.strip(shared)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), shared.predict(x, verbose=0), atol=1e-5)
+    for w in _sharing(shared):
+        for value, centroids in zip(w.shared_weights(), w.centroids):
+            assert set(np.unique(value)) <= set(centroids.numpy()) | {0.0}
+
+
+def _sharing(model):
+    return [layer for layer in model.layers if isinstance(layer, kc.WeightSharingWrapper)]
+
+
+def test_fine_tuning_lowers_the_loss_on_a_fixed_batch(toy_data):
+    x, y = toy_data
+    shared = kc.share_weights(_trained(toy_data), bits=2)
+    shared.compile(keras.optimizers.SGD(0.05), LOSS)
+    before = shared.evaluate(x, y, verbose=0)
+    shared.fit(x, y, batch_size=256, epochs=20, verbose=0)
+    assert shared.evaluate(x, y, verbose=0) < before
+
+
+@pytest.mark.parametrize("rule", ["sum", "mean"])
+def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(toy_data, rule):
+    x, y = toy_data
+    shared = kc.share_weights(_trained(toy_data), bits=3, gradient=rule)
+    wrapper = _sharing(shared)[0]
+    with tf.GradientTape() as tape:
+        loss = LOSS(y, shared(x))
+    grad_c = tape.gradient(loss, wrapper.centroids[0].value).numpy()
+    # Oracle: the gradient w.r.t. the dense kernel of the equivalent plain model.
+    plain = kc.strip(shared)
+    kernel = plain.get_layer("fc1").kernel
+    with tf.GradientTape() as tape:
+        loss = LOSS(y, plain(x))
+    grad_w = tape.gradient(loss, kernel.value).numpy()
+    idx, nz = wrapper.indices[0].numpy(), wrapper.nonzero[0].numpy()
+    expected = np.bincount(idx[nz], weights=grad_w[nz], minlength=8)
+    if rule == "mean":
+        expected /= np.maximum(np.bincount(idx[nz], minlength=8), 1)
+    np.testing.assert_allclose(grad_c, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_save_load_keeps_codebooks_and_training_continues(toy_data, tmp_path):
+    x, y = toy_data
+    shared = kc.share_weights(_trained(toy_data, prune=0.5), bits=3)
+    shared.compile("adam", LOSS)
+    shared.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "shared.keras"
+    shared.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), shared.predict(x, verbose=0))
+    for a, b in zip(_sharing(shared), _sharing(loaded)):
+        for ca, cb in zip(a.centroids, b.centroids):
+            np.testing.assert_array_equal(ca.numpy(), cb.numpy())
+    loaded.fit(x, y, epochs=1, verbose=0)
+    assert max(_distinct(loaded).values()) <= 8
+
+
+def test_mirrored_strategy_keeps_replicas_identical(toy_data, mirrored):
+    x, y = toy_data
+    model = _trained(toy_data)
+    strategy = mirrored
+    with strategy.scope():
+        shared = kc.share_weights(model, bits=3)
+        shared.compile(keras.optimizers.Adam(1e-2), LOSS)
+    shared.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    for wrapper in _sharing(shared):
+        for c in wrapper.centroids:
+            values = [v.numpy() for v in c.value.values]
+            assert len(values) == 2
+            np.testing.assert_array_equal(values[0], values[1])
+    assert max(_distinct(shared).values()) <= 8
+
+
+def test_embedding_and_lstm_kernels_are_shared():
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 50, size=(64, 7)).astype("int32")
+    y = rng.integers(0, 2, size=64)
+    model = keras.Sequential(
+        [keras.Input((7,), dtype="int32"), keras.layers.Embedding(50, 8, name="emb"),
+         keras.layers.LSTM(8, name="lstm"), keras.layers.Dense(2, name="out")]
+    )  # fmt: skip
+    shared = kc.share_weights(model, bits={"embedding": 2, "rnn": 3, "out": 4})
+    shared.compile("adam", LOSS)
+    shared.fit(x, y, epochs=1, verbose=0)
+    distinct = _distinct(shared)
+    assert distinct["emb/embeddings"] <= 4
+    assert (
+        distinct["lstm/lstm_cell/kernel"] <= 8 and distinct["lstm/lstm_cell/recurrent_kernel"] <= 8
+    )
+    assert distinct["out/kernel"] <= 16
+
+
+@pytest.mark.parametrize("quantizer", ["hessian_kmeans", "uniform", "ecsq"])
+def test_other_quantizers_share_weights(toy_data, quantizer):
+    x, y = toy_data
+    model = _trained(toy_data)
+    batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+    hessian = kc.hessian.fisher_diagonal(model, batches, LOSS)
+    shared = kc.share_weights(model, bits=3, quantizer=quantizer, hessian=hessian, lam=1e-4)
+    assert max(_distinct(shared).values()) <= 8
+
+
+def test_adam_second_moments_are_a_hessian_estimate(toy_data):
+    model = _trained(toy_data)
+    v = kc.hessian.adam_second_moments(model)
+    assert set(v) == {"fc1/kernel", "fc2/kernel", "out/kernel"}
+    assert all(np.all(a >= 0) and np.any(a > 0) for a in v.values())
+
+
+def test_bad_input_is_rejected(toy_data):
+    model = _trained(toy_data)
+    with pytest.raises(ValueError, match="from 1 to 16"):
+        kc.share_weights(model, bits=17)
+    with pytest.raises(ValueError, match="from 1 to 16"):
+        kc.share_weights(model, bits=0)
+    with pytest.raises(ValueError, match="unknown quantizer"):
+        kc.share_weights(model, quantizer="lloyd-max")
+    with pytest.raises(ValueError, match="needs hessian"):
+        kc.share_weights(model, quantizer="hessian_kmeans")
+    with pytest.raises(ValueError, match="out/kernel: 64 clusters requested but the weights"):
+        kc.share_weights(model, bits=6)  # out/kernel has only 32 weights
+    with pytest.raises(ValueError, match="no layer"):
+        kc.share_weights(model, bits={"conv": 4})
