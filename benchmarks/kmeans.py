@@ -21,7 +21,8 @@ from keras_compress.kmeans1d import initial_centroids, kmeans1d
 
 def weights(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.concatenate([rng.laplace(0, 0.02, n // 2), rng.normal(0, 0.05, n - n // 2)])
+    mix = [rng.laplace(0, 0.02, n // 2), rng.normal(0, 0.05, n - n // 2)]
+    return np.concatenate(mix).astype(np.float32)  # trained weights are float32
 
 
 def main():

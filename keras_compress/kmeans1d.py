@@ -44,6 +44,9 @@ class Clustering:
 class SortedData:
     """Values sorted once, with prefix sums of ``w``, ``w*x`` and ``w*x^2`` for O(1) range sums.
 
+    Without ``sample_weight`` only a sort (not an argsort) is needed: float32 weights are
+    sorted as float32, which is twice as fast, and labels come from the midpoints directly.
+
     Example:
         >>> data = SortedData(np.array([3.0, 1.0, 2.0]))
         >>> data.range_sums(np.array([0, 2]), np.array([2, 3]))[1].tolist()  # sum of x
@@ -51,27 +54,31 @@ class SortedData:
     """
 
     def __init__(self, x: np.ndarray, sample_weight: np.ndarray | None = None):
-        flat = np.asarray(x, dtype=np.float64).ravel()
+        flat = np.ravel(np.asarray(x))
+        if flat.dtype not in (np.float32, np.float64):
+            flat = flat.astype(np.float64)
         if flat.size == 0:
             raise ValueError("cannot cluster an empty array")
         if not np.all(np.isfinite(flat)):
             raise ValueError("values to cluster contain NaN or infinity")
-        self.order = np.argsort(flat, kind="stable")
-        self.x = flat[self.order]
+        self.flat, self.shape = flat, np.shape(x)
+        zero = np.zeros(1)
         if sample_weight is None:
-            self.w = np.ones_like(self.x)
+            self.x = np.sort(flat).astype(np.float64)
+            self.w = None
+            self.cw = np.arange(flat.size + 1, dtype=np.float64)
         else:
             sw = np.asarray(sample_weight, dtype=np.float64).ravel()
             if sw.shape != flat.shape:
                 raise ValueError(f"sample_weight has {sw.size} values, data has {flat.size}")
             if np.any(sw < 0) or not np.all(np.isfinite(sw)):
                 raise ValueError("sample_weight must be finite and >= 0")
-            self.w = sw[self.order]
-        zero = np.zeros(1)
-        self.cw = np.concatenate([zero, np.cumsum(self.w)])
-        self.cwx = np.concatenate([zero, np.cumsum(self.w * self.x)])
-        self.cwxx = np.concatenate([zero, np.cumsum(self.w * self.x * self.x)])
-        self.shape = np.shape(x)
+            order = np.argsort(flat)
+            self.x, self.w = flat[order].astype(np.float64), sw[order]
+            self.cw = np.concatenate([zero, np.cumsum(self.w)])
+        wx = self.x if self.w is None else self.w * self.x
+        self.cwx = np.concatenate([zero, np.cumsum(wx)])
+        self.cwxx = np.concatenate([zero, np.cumsum(wx * self.x)])
 
     def range_sums(self, starts: np.ndarray, ends: np.ndarray):
         """Sums of ``w``, ``w*x``, ``w*x^2`` over sorted positions ``[starts, ends)``."""
@@ -88,12 +95,18 @@ class SortedData:
         inner = np.searchsorted(self.x, mids, side="right")
         return np.concatenate([[0], inner, [self.x.size]])
 
-    def labels_from_bounds(self, bounds: np.ndarray) -> np.ndarray:
-        """Cluster index per input value (in the input's order and shape)."""
-        sorted_labels = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
-        labels = np.empty_like(sorted_labels)
-        labels[self.order] = sorted_labels
-        return labels.reshape(self.shape)
+    def labels(self, centroids: np.ndarray) -> np.ndarray:
+        """Nearest-centroid index per input value, in the input's order and shape."""
+        mids = (centroids[1:] + centroids[:-1]) / 2.0
+        return np.searchsorted(mids, self.flat, side="left").reshape(self.shape)
+
+    def farthest(self, centroids: np.ndarray, bounds: np.ndarray, count: int) -> np.ndarray:
+        """Sorted positions of the ``count`` values with the largest (weighted) error."""
+        assigned = np.repeat(centroids, np.diff(bounds))
+        err = (self.x - assigned) ** 2
+        if self.w is not None:
+            err *= self.w
+        return np.argpartition(err, -count)[-count:]
 
     def inertia(self, centroids: np.ndarray, bounds: np.ndarray) -> float:
         """Weighted squared error of assigning the ranges ``bounds`` to ``centroids``."""
@@ -168,6 +181,7 @@ def kmeans1d(
     sample_weight: np.ndarray | None = None,
     max_iter: int = 300,
     seed: int | None = 0,
+    tol: float = 1e-9,
 ) -> Clustering:
     """Lloyd's k-means on 1-D data, run until the assignment stops changing.
 
@@ -178,10 +192,12 @@ def kmeans1d(
         sample_weight: per-value importance (Hessian-weighted k-means); ``None``: all 1.
         max_iter: upper bound on Lloyd iterations.
         seed: seed for the random initialisations.
+        tol: also stop once no centroid moves by more than ``tol`` times the data's range
+            (the assignment of a few values can creep for many iterations on long tails).
 
     Returns:
-        A ``Clustering`` with sorted centroids. A cluster that loses all its members keeps
-        its previous centroid (it can regain members later).
+        A ``Clustering`` with sorted centroids. A cluster that loses all its members is moved
+        onto the value worst served by the others, as scikit-learn does.
 
     Raises:
         ValueError: bad ``k``, ``init`` or ``sample_weight``, or NaN/inf in ``x``.
@@ -198,17 +214,29 @@ def kmeans1d(
         centroids = np.sort(np.asarray(init, dtype=np.float64).ravel())
         if centroids.size != k:
             raise ValueError(f"init has {centroids.size} centroids, k is {k}")
+    scale = float(data.x[-1] - data.x[0]) or 1.0
     bounds = data.bounds(centroids)
     iterations = 0
     while iterations < max_iter:
         iterations += 1
         sw, swx, _ = data.range_sums(bounds[:-1], bounds[1:])
-        centroids = np.where(sw > 0, swx / np.where(sw > 0, sw, 1.0), centroids)
-        centroids.sort()
+        empty = sw <= 0
+        updated = np.where(empty, centroids, swx / np.where(empty, 1.0, sw))
+        if empty.any():
+            # As scikit-learn does: move empty clusters onto the values farthest from the
+            # centroids they were just assigned to.
+            far = data.x[data.farthest(centroids, bounds, int(empty.sum()))]
+            fresh = far[~np.isin(far, updated)]
+            slots = np.flatnonzero(empty)[: fresh.size]
+            updated[slots] = fresh[: slots.size]
+        updated.sort()
+        shift = np.max(np.abs(updated - centroids))
+        centroids = updated
         new_bounds = data.bounds(centroids)
-        if np.array_equal(new_bounds, bounds):
+        if np.array_equal(new_bounds, bounds) or shift <= tol * scale:
+            bounds = new_bounds
             break
         bounds = new_bounds
     return Clustering(
-        centroids, data.labels_from_bounds(bounds), data.inertia(centroids, bounds), iterations
+        centroids, data.labels(centroids), data.inertia(centroids, bounds), iterations
     )

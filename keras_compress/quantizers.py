@@ -29,13 +29,18 @@ def uniform_quantize(x: np.ndarray, k: int, sample_weight: np.ndarray | None = N
         raise ValueError(f"number of levels must be an integer >= 1, got {k!r}")
     data = SortedData(x, sample_weight)
     edges = np.linspace(data.x[0], data.x[-1], k + 1)[1:-1]
+    # Bin j holds edges[j-1] <= x < edges[j]; in sorted order that is a contiguous range.
     bounds = np.concatenate([[0], np.searchsorted(data.x, edges, side="left"), [data.x.size]])
-    bounds = np.unique(bounds)  # drop empty bins
-    sw, swx, _ = data.range_sums(bounds[:-1], bounds[1:])
+    used = np.flatnonzero(np.diff(bounds) > 0)  # drop empty bins
+    starts, ends = bounds[used], bounds[used + 1]
+    sw, swx, _ = data.range_sums(starts, ends)
     # A bin whose members all have zero importance takes its plain mean.
-    plain_mean = np.add.reduceat(data.x, bounds[:-1]) / np.diff(bounds)
+    plain_mean = np.add.reduceat(data.x, starts) / (ends - starts)
     centroids = np.where(sw > 0, swx / np.where(sw > 0, sw, 1.0), plain_mean)
-    return Clustering(centroids, data.labels_from_bounds(bounds), data.inertia(centroids, bounds))
+    bins = np.searchsorted(edges, data.flat, side="right")
+    labels = np.searchsorted(used, bins).reshape(data.shape)
+    kept = np.concatenate([starts, [data.x.size]])
+    return Clustering(centroids, labels, data.inertia(centroids, kept))
 
 
 def ecsq(
