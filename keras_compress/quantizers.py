@@ -50,6 +50,7 @@ def ecsq(
     sample_weight: np.ndarray | None = None,
     max_iter: int = 100,
     chunk: int = 1 << 16,
+    tol: float = 1e-4,
 ) -> Clustering:
     """Entropy-constrained scalar quantization by Chou, Lookabaugh & Gray's iteration.
 
@@ -66,6 +67,7 @@ def ecsq(
         sample_weight: per-value importance ``h_i`` (``None``: 1).
         max_iter: upper bound on iterations.
         chunk: values per block of the assignment step (bounds memory to ``chunk * k``).
+        tol: stop when at most this fraction of the values changed cluster (0: exact).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -78,13 +80,27 @@ def ecsq(
     flat = np.asarray(x, dtype=np.float64).ravel()
     h = np.ones_like(flat) if sample_weight is None else np.ravel(sample_weight).astype(float)
     start = uniform_quantize(flat, k, h)
-    centroids = start.centroids
-    labels = start.labels.ravel()
+    centroids, labels = start.centroids, start.labels.ravel()
+    centroids, labels, iterations = _ecsq_iterate(
+        flat, h, centroids, labels, lam, max_iter, chunk, tol
+    )
+    order = np.argsort(centroids)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    centroids, labels = centroids[order], rank[labels]
+    inertia = float(np.sum(h * (flat - centroids[labels]) ** 2))
+    return Clustering(centroids, labels.reshape(np.shape(x)), inertia, iterations)
+
+
+def _ecsq_iterate(flat, h, centroids, labels, lam, max_iter, chunk, tol):
+    """Chou-Lookabaugh-Gray iterations at one ``lam``; returns centroids, labels, iterations."""
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    while iterations < max_iter:
+        iterations += 1
         counts = np.bincount(labels, minlength=centroids.size)
         keep = counts > 0
-        centroids, counts = centroids[keep], counts[keep]
+        remap = np.cumsum(keep) - 1
+        centroids, counts, labels = centroids[keep], counts[keep], remap[labels]
         code_length = -np.log2(counts / flat.size)
         new = np.empty_like(labels)
         for lo in range(0, flat.size, chunk):
@@ -97,20 +113,14 @@ def ecsq(
         n = np.bincount(new, minlength=centroids.size)
         means = np.where(sw > 0, swx / np.where(sw > 0, sw, 1), sx / np.maximum(n, 1))
         centroids = np.where(n > 0, means, centroids)
-        converged = iterations > 1 and np.array_equal(new, labels)
+        converged = np.count_nonzero(new != labels) <= tol * flat.size
         labels = new
         if converged:
             break
     used = np.unique(labels)
     remap = np.zeros(centroids.size, dtype=np.int64)
     remap[used] = np.arange(used.size)
-    centroids, labels = centroids[used], remap[labels]
-    order = np.argsort(centroids)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    centroids, labels = centroids[order], rank[labels]
-    inertia = float(np.sum(h * (flat - centroids[labels]) ** 2))
-    return Clustering(centroids, labels.reshape(np.shape(x)), inertia, iterations)
+    return centroids[used], remap[labels], iterations
 
 
 def entropy_bits(labels: np.ndarray) -> float:

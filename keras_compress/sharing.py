@@ -52,7 +52,9 @@ def quantize(
             (weighted by ``importance`` if given) or ``"ecsq"`` (with ``lam``).
         init: k-means initialisation, one of ``kmeans1d.INITS``.
         importance: per-value Hessian diagonal.
-        lam: ECSQ's Lagrange multiplier.
+        lam: ECSQ's Lagrange multiplier in units of the values' variance (importance-weighted:
+            ``mean(h * (x - mean(x))**2)``) per bit of index entropy, so one value suits
+            tensors of any scale.
         seed: seed for random initialisations.
 
     Raises:
@@ -77,7 +79,11 @@ def quantize(
         return kmeans1d(values, k, init, seed=seed)
     if quantizer == "uniform":
         return uniform_quantize(values, k, importance)
-    return ecsq(values, k, lam, importance)
+    # lam is relative: in units of the tensor's mean importance-weighted squared deviation
+    # (its variance when unweighted) per bit, the same units as ECSQ's distortion term.
+    h = np.ones_like(values) if importance is None else importance
+    spread = float(np.mean(h * (values - values.mean()) ** 2))
+    return ecsq(values, k, lam * spread, importance)
 
 
 def _bits_for(layer: keras.layers.Layer, bits: int | Mapping, weights) -> int | None:
@@ -121,7 +127,8 @@ def share_weights(
             ``"forgy"`` or ``"kmeans++"``.
         hessian: ``{"layer/weight": diagonal}`` (see ``keras_compress.hessian``), required by
             ``"hessian_kmeans"`` and used to weight ``"uniform"`` and ``"ecsq"`` when given.
-        lam: ECSQ's Lagrange multiplier (distortion per bit of index entropy).
+        lam: ECSQ's Lagrange multiplier, relative to each tensor's weight variance (see
+            ``quantize``); larger values give fewer, more unequal clusters.
         weights: variable names to share (``None``: the weight matrices).
         gradient: centroid update, ``"sum"`` of the members' gradients or their ``"mean"``.
         seed: seed for random initialisations.

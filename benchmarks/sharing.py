@@ -1,0 +1,184 @@
+"""Weight sharing on pruned LeNet-300-100 and LeNet-5 (Fashion-MNIST), Deep Compression stage 2.
+
+For each model: train, prune to Han et al.'s levels with prune/retrain rounds, then for each
+quantizer (k-means with linear/density/forgy init, Hessian-weighted k-means with the
+empirical Fisher diagonal, uniform, ECSQ) and bit width: accuracy right after clustering and
+after centroid fine-tuning, and the entropy of the cluster indices in bits per non-zero weight
+(what Huffman coding would spend). Also the wall time of a fine-tuning epoch against a plain
+training epoch of the same model, in the same run (goal: ratio <= 1.3).
+
+    python benchmarks/sharing.py            # ~15 minutes on 2 cores
+    python benchmarks/sharing.py --quick    # subset smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import keras
+import numpy as np
+import results_io
+
+import keras_compress as kc
+from keras_compress.quantizers import entropy_bits
+
+HAN_LEVELS = {
+    "lenet_300_100": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
+    "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81},
+}
+BITS = {  # Deep Compression's widths first, then narrower ones
+    "lenet_300_100": [{"dense": 6}, {"dense": 4}, {"dense": 3}],
+    "lenet5": [{"conv": 8, "dense": 5}, {"conv": 4, "dense": 3}, {"conv": 3, "dense": 2}],
+}
+QUANTIZERS = [
+    ("kmeans", "linear"), ("kmeans", "density"), ("kmeans", "forgy"),
+    ("hessian_kmeans", "linear"), ("uniform", "linear"), ("ecsq", "linear"),
+]  # fmt: skip
+# ECSQ's multiplier (per bit, relative to each tensor's weighted variance), by dense bits:
+# roughly the slope of the rate-distortion curve at that rate.
+ECSQ_LAMBDA = {6: 0.003, 5: 0.005, 4: 0.01, 3: 0.02, 2: 0.05}
+BATCH = 128
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compiled(model, lr):
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    return model
+
+
+def accuracy(model, x, y):
+    return float(compiled(kc.strip(model), 1e-3).evaluate(x, y, batch_size=1000, verbose=0)[1])
+
+
+def index_entropy(model):
+    """Bits per non-zero weight of the cluster indices, over all shared tensors."""
+    bits, count = 0.0, 0
+    for layer in model.layers:
+        if isinstance(layer, kc.WeightSharingWrapper):
+            for idx, nz in zip(layer.indices, layer.nonzero):
+                labels = idx.numpy()[nz.numpy()]
+                bits += entropy_bits(labels) * labels.size
+                count += labels.size
+    return bits / count
+
+
+def pruned_model(build, name, x, y, cfg):
+    keras.utils.set_random_seed(0)
+    model = compiled(build(), 1e-3)
+    model.fit(x, y, batch_size=BATCH, epochs=cfg["epochs"], verbose=0)
+    steps = int(np.ceil(len(x) / BATCH))
+    levels = HAN_LEVELS[name]
+    rounds = kc.IterativeRounds([max(levels.values()) * f for f in (0.5, 0.8, 1.0)], steps)
+    pruned = compiled(kc.make_prunable(model), 5e-4)
+    callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
+    pruned.fit(x, y, batch_size=BATCH, epochs=3 + cfg["retrain"], verbose=0, callbacks=[callback])
+    return kc.strip(pruned)
+
+
+def epoch_time_ratio(plain, shared, x, y, repeats):
+    compiled(plain, 1e-4), compiled(shared, 1e-4)
+    for model in (plain, shared):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # trace and warm up
+    times = {"plain": [], "shared": []}
+    for _ in range(repeats):
+        for key, model in (("plain", plain), ("shared", shared)):
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+            times[key].append(time.perf_counter() - start)
+    plain_s, shared_s = statistics.median(times["plain"]), statistics.median(times["shared"])
+    return plain_s, shared_s, shared_s / plain_s
+
+
+def run_model(name, build, data, cfg):
+    (x, y), (xt, yt) = data
+    pruned = pruned_model(build, name, x, y, cfg)
+    pruned_acc = accuracy(pruned, xt, yt)
+    sparsity = kc.sparsity(pruned)["total"]
+    print(f"{name}: pruned to {sparsity:.4f}, accuracy {pruned_acc:.4f}")
+    rows = [{"model": name, "quantizer": "none (pruned float)", "accuracy_after": pruned_acc,
+             "sparsity": sparsity}]  # fmt: skip
+    calibration = [(x[i : i + 256], y[i : i + 256]) for i in range(0, 256 * 20, 256)]
+    hessian = kc.hessian.fisher_diagonal(pruned, calibration, LOSS)
+    for bits in BITS[name][: cfg["bit_settings"]]:
+        for quantizer, init in QUANTIZERS:
+            keras.utils.set_random_seed(0)
+            lam = ECSQ_LAMBDA[bits["dense"]]
+            shared = kc.share_weights(pruned, bits=bits, quantizer=quantizer, init=init,
+                                      hessian=hessian, lam=lam)  # fmt: skip
+            before = accuracy(shared, xt, yt)
+            compiled(shared, 1e-4).fit(x, y, batch_size=BATCH, epochs=cfg["finetune"], verbose=0)
+            after = accuracy(shared, xt, yt)
+            distinct = max(r["distinct"] for r in kc.weight_rows(shared))
+            row = {
+                "model": name, "bits": bits, "quantizer": quantizer, "init": init,
+                "accuracy_before_finetune": before, "accuracy_after": after,
+                "entropy_bits_per_nonzero": index_entropy(shared),
+                "max_distinct_per_tensor": distinct,
+                "sparsity": kc.sparsity(shared)["total"],
+            }  # fmt: skip
+            rows.append(row)
+            print(
+                f"{name} {bits} {quantizer}/{init}: {before:.4f} -> {after:.4f}, "
+                f"{row['entropy_bits_per_nonzero']:.2f} bits/nz"
+            )
+    shared = kc.share_weights(pruned, bits=BITS[name][0])
+    plain_s, shared_s, ratio = epoch_time_ratio(kc.strip(pruned), shared, x, y, cfg["repeats"])
+    rows.append({"model": name, "quantizer": "epoch_time", "plain_s": plain_s,
+                 "finetune_s": shared_s, "ratio": ratio})  # fmt: skip
+    print(f"{name}: epoch {plain_s:.2f} s plain, {shared_s:.2f} s fine-tuning, ratio {ratio:.3f}")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="subset smoke run")
+    args = parser.parse_args()
+    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
+    x, xt = x[..., None].astype("float32") / 255.0, xt[..., None].astype("float32") / 255.0
+    cfg = {"epochs": 8, "retrain": 2, "finetune": 2, "bit_settings": 3, "repeats": 3}
+    if args.quick:
+        x, y, xt, yt = x[:6000], y[:6000], xt[:2000], yt[:2000]
+        cfg = {"epochs": 2, "retrain": 1, "finetune": 1, "bit_settings": 1, "repeats": 1}
+    data = ((x, y), (xt, yt))
+    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, data, cfg)
+    rows += run_model("lenet5", kc.zoo.lenet5, data, cfg)
+    goals = []
+    for name in ("lenet_300_100", "lenet5"):
+        timing = next(r for r in rows if r["model"] == name and r["quantizer"] == "epoch_time")
+        goals.append(
+            results_io.goal(f"{name}_finetune_epoch_time_ratio", timing["ratio"], "<=", 1.3)
+        )
+    md = (
+        f"Data: Fashion-MNIST, {len(x)} train / {len(xt)} test. Baseline {cfg['epochs']} epochs, "
+        f"pruned to Han et al.'s per-layer levels (3 rounds + {cfg['retrain']} epochs), then "
+        f"shared and fine-tuned {cfg['finetune']} epochs (Adam 1e-4, gradient = sum over each "
+        "cluster). Hessian: empirical Fisher diagonal over 20 batches of 256. ECSQ starts from "
+        f"2^bits levels with lam (x the tensor's weighted variance, per bit) {ECSQ_LAMBDA} "
+        "by dense bits.\n\n"
+        + results_io.table(
+            [r for r in rows if r["quantizer"] != "epoch_time"],
+            [
+                "model",
+                "bits",
+                "quantizer",
+                "init",
+                "accuracy_before_finetune",
+                "accuracy_after",
+                "entropy_bits_per_nonzero",
+                "max_distinct_per_tensor",
+                "sparsity",
+            ],
+        )  # fmt: skip
+        + "\n\n"
+        + results_io.table(
+            [r for r in rows if r["quantizer"] == "epoch_time"],
+            ["model", "plain_s", "finetune_s", "ratio"],
+        )
+    )
+    print(results_io.write("sharing_quick" if args.quick else "sharing", goals, rows, md))
+
+
+if __name__ == "__main__":
+    main()
