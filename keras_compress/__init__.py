@@ -6,7 +6,19 @@ Example:
     >>> callback = kc.MagnitudePruning(target=0.92, schedule="polynomial")
 """
 
-from keras_compress import datasets, hessian, kmeans1d, pruning_masks, quantizers, schedules, zoo
+from keras_compress import (
+    datasets,
+    hessian,
+    huffman,
+    kmeans1d,
+    pruning_masks,
+    quantizers,
+    schedules,
+    sidecar,
+    sparse_index,
+    zoo,
+)
+from keras_compress.export import export
 from keras_compress.pruning import make_prunable, pruning_wrappers, sparsity
 from keras_compress.pruning_callback import MagnitudePruning
 from keras_compress.pruning_wrapper import MaskConstraint, PruningWrapper
@@ -27,7 +39,9 @@ __all__ = [
     "PruningWrapper",
     "WeightSharingWrapper",
     "datasets",
+    "export",
     "hessian",
+    "huffman",
     "kmeans1d",
     "make_prunable",
     "pruning_masks",
@@ -35,6 +49,8 @@ __all__ = [
     "quantizers",
     "schedules",
     "share_weights",
+    "sidecar",
+    "sparse_index",
     "sparsity",
     "strip",
     "summary",

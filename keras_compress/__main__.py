@@ -1,0 +1,60 @@
+"""Command line: ``python -m keras_compress {decode,inspect} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from keras_compress import sidecar
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 on a corrupt or mismatched sidecar).
+
+    Example:
+        >>> main(["inspect", "out/lenet5.kcz"])  # doctest: +SKIP
+    """
+    parser = argparse.ArgumentParser(prog="python -m keras_compress")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dec = sub.add_parser("decode", help="rebuild the .tflite from skeleton + sidecar")
+    dec.add_argument("skeleton")
+    dec.add_argument("sidecar")
+    dec.add_argument("output")
+    ins = sub.add_parser("inspect", help="print the sidecar's header and tensor table")
+    ins.add_argument("sidecar")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "decode":
+            model = sidecar.join(Path(args.skeleton).read_bytes(), Path(args.sidecar).read_bytes())
+            output = Path(args.output)
+            if output.resolve() in (Path(args.skeleton).resolve(), Path(args.sidecar).resolve()):
+                raise sidecar.SidecarError("output would overwrite an input")
+            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent or ".")
+            with os.fdopen(fd, "wb") as f:
+                f.write(model)
+            os.replace(name, output)
+            print(f"{output}: {len(model)} bytes, SHA-256 verified")
+        else:
+            info, entries = sidecar.read_header(Path(args.sidecar).read_bytes())
+            print(json.dumps(info, indent=1))
+            print(
+                f"{'#':>4} {'offset':>10} {'length':>10} {'payload':>10} {'elem':>4} {'ratio':>7}"
+            )
+            for i, e in enumerate(entries):
+                ratio = e.length / (e.payload_size + 4)
+                print(
+                    f"{i:>4} {e.offset:>10} {e.length:>10} {e.payload_size:>10} "
+                    f"{e.elem_size:>4} {ratio:>7.2f}"
+                )
+    except (OSError, sidecar.SidecarError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Where the weights are in a ``.tflite`` file, read with the flatbuffer schema TensorFlow ships.
+
+TensorFlow bundles the generated reader of the TFLite schema
+(``tensorflow/lite/python/schema_py_generated.py``); offsets come from it, not from guesses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+# TensorType enum of tensorflow/lite/schema/schema.fbs -> numpy dtype.
+_DTYPES = {
+    schema.TensorType.FLOAT32: np.float32,
+    schema.TensorType.FLOAT16: np.float16,
+    schema.TensorType.INT32: np.int32,
+    schema.TensorType.UINT8: np.uint8,
+    schema.TensorType.INT64: np.int64,
+    schema.TensorType.INT16: np.int16,
+    schema.TensorType.INT8: np.int8,
+}
+
+
+@dataclass(frozen=True)
+class WeightBuffer:
+    """A constant tensor's data inside a ``.tflite`` file.
+
+    Attributes:
+        tensor: the tensor's name.
+        buffer: index into the model's buffers.
+        offset: byte offset of the data in the file.
+        length: data size in bytes.
+        dtype: element type (numpy).
+        shape: the tensor's shape.
+    """
+
+    tensor: str
+    buffer: int
+    offset: int
+    length: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    def values(self, model: bytes) -> np.ndarray:
+        """The tensor's values, read from the file bytes."""
+        return np.frombuffer(model, self.dtype, self.length // self.dtype.itemsize, self.offset)
+
+
+def weight_buffers(model: bytes) -> list[WeightBuffer]:
+    """Every constant tensor with data, one entry per buffer, in file order.
+
+    Metadata buffers and tensors of types without a fixed-size numpy equivalent (strings,
+    resources) are left out.
+
+    Args:
+        model: the bytes of a ``.tflite`` file.
+
+    Raises:
+        ValueError: the bytes are not a TFLite flatbuffer.
+
+    Example:
+        >>> with open("lenet5.tflite", "rb") as f:  # doctest: +SKIP
+        ...     [(b.tensor, b.shape) for b in weight_buffers(f.read())][:1]
+        [('sequential/conv1/convolution', (20, 5, 5, 1))]
+    """
+    if len(model) < 8 or not schema.Model.ModelBufferHasIdentifier(model, 0):
+        raise ValueError("not a TFLite model: no 'TFL3' file identifier at byte offset 4")
+    root = schema.Model.GetRootAs(model, 0)
+    base = np.frombuffer(model, np.uint8).ctypes.data
+    metadata = {root.Metadata(i).Buffer() for i in range(root.MetadataLength())}
+    found: dict[int, WeightBuffer] = {}
+    for g in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            index = tensor.Buffer()
+            if index == 0 or index in metadata or index in found:
+                continue
+            dtype = _DTYPES.get(tensor.Type())
+            if dtype is None:
+                continue
+            buffer = root.Buffers(index)
+            if buffer.Offset() > 1:  # data stored after the flatbuffer (models over 2 GB)
+                offset, length = int(buffer.Offset()), int(buffer.Size())
+            elif buffer.DataLength() > 0:
+                data = buffer.DataAsNumpy()  # a view into `model`: its address gives the offset
+                offset, length = int(data.ctypes.data - base), int(data.size)
+            else:
+                continue
+            name = tensor.Name().decode("utf-8", "replace")
+            shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+            found[index] = WeightBuffer(name, index, offset, length, np.dtype(dtype), shape)
+    return sorted(found.values(), key=lambda b: b.offset)

@@ -1,0 +1,111 @@
+"""Export: .tflite + skeleton + sidecar, decoded byte for byte, run in the TFLite interpreter."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import mlp
+
+import keras_compress as kc
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture
+def compressed(toy_data):
+    x, y = toy_data
+    model = kc.make_prunable(mlp())
+    model.compile("adam", LOSS)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.8, end_step=10)])
+    shared = kc.share_weights(model, bits={"fc.*": 3})
+    shared.compile(keras.optimizers.Adam(1e-3), LOSS)
+    shared.fit(x, y, epochs=1, verbose=0)
+    return shared
+
+
+def _run(tflite_bytes, x):
+    interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for row in x:
+        interpreter.set_tensor(inp["index"], row[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"])[0])
+    return np.array(results)
+
+
+def test_export_decodes_byte_for_byte_and_runs(compressed, toy_data, tmp_path):
+    x, _ = toy_data
+    report = kc.export(compressed, tmp_path / "out" / "mlp")
+    files = {s: (tmp_path / "out" / f"mlp{s}") for s in kc.export.__globals__["SUFFIXES"]}
+    assert all(p.exists() for p in files.values())
+    tflite = files[".tflite"].read_bytes()
+    decoded = kc.sidecar.join(files[".skeleton"].read_bytes(), files[".kcz"].read_bytes())
+    assert decoded == tflite
+    t = report["totals"]
+    assert t["deployable_bytes"] == files[".skeleton"].stat().st_size + files[".kcz"].stat().st_size
+    kernels = [r for r in report["tensors"] if r["stored"] == "sidecar"]
+    assert kernels and all(r["distinct"] <= 8 for r in kernels)
+    before = sum(r["bytes_before"] for r in kernels)
+    after = sum(r["bytes_after"] for r in kernels)
+    assert after * 5 < before, (before, after)  # 80% pruned, 3-bit shared kernels
+    assert t["skeleton_bytes"] + before == t["tflite_bytes"]
+    assert after < t["sidecar_bytes"] < after + 200  # header and entry table
+    expected = compressed.predict(x[:20], verbose=0)
+    np.testing.assert_allclose(_run(decoded, x[:20]), expected, rtol=1e-4, atol=1e-5)
+    assert json.loads(files[".report.json"].read_text())["totals"] == t
+    assert "skeleton" in files[".report.md"].read_text()
+
+
+def test_cli_decode_and_inspect(compressed, tmp_path):
+    kc.export(compressed, tmp_path / "m")
+    out = tmp_path / "decoded.tflite"
+    cmd = [sys.executable, "-m", "keras_compress"]
+    skeleton, side = str(tmp_path / "m.skeleton"), str(tmp_path / "m.kcz")
+    run = subprocess.run(cmd + ["decode", skeleton, side, str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes() == (tmp_path / "m.tflite").read_bytes()
+    inspect = subprocess.run(
+        cmd + ["inspect", str(tmp_path / "m.kcz")], capture_output=True, text=True
+    )
+    assert inspect.returncode == 0 and '"version": 1' in inspect.stdout
+    bad = tmp_path / "bad.kcz"
+    data = bytearray((tmp_path / "m.kcz").read_bytes())
+    data[-3] ^= 1
+    bad.write_bytes(bytes(data))
+    args = ["decode", skeleton, str(bad), str(tmp_path / "x")]
+    run = subprocess.run(cmd + args, capture_output=True, text=True)
+    assert run.returncode == 2 and "CRC-32 mismatch" in run.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_failed_export_leaves_earlier_outputs_untouched(compressed, tmp_path):
+    kc.export(compressed, tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="representative_data"):
+        kc.export(compressed, tmp_path / "m", quantization="int8")
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert before == after
+
+
+def test_int8_export_round_trips(compressed, toy_data, tmp_path):
+    x, _ = toy_data
+
+    def calibration():
+        for row in x[:64]:
+            yield [row[None]]
+
+    report = kc.export(
+        compressed, tmp_path / "q", quantization="int8", representative_data=calibration
+    )
+    tflite = (tmp_path / "q.tflite").read_bytes()
+    assert (
+        kc.sidecar.join((tmp_path / "q.skeleton").read_bytes(), (tmp_path / "q.kcz").read_bytes())
+        == tflite
+    )
+    assert any(r["dtype"] == "int8" and r["stored"] == "sidecar" for r in report["tensors"])
