@@ -1,0 +1,94 @@
+"""The C99 decoder (tflite_export/c) against files the Python exporter wrote."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import mlp
+from test_sidecar import _model_bytes
+
+import keras_compress as kc
+
+SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
+GCC = shutil.which("gcc")
+pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed (apt-get install gcc)")
+
+
+def _build(tmp_path_factory, name, flags):
+    out = tmp_path_factory.mktemp("c") / name
+    cmd = [GCC, "-std=c99", "-Wall", "-Wextra", "-Werror", *flags, "-o", str(out),
+           str(SOURCE / "kcz_decode.c"), str(SOURCE / "kcz_cli.c")]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    return _build(tmp_path_factory, "kcz_cli", ["-O2"])
+
+
+@pytest.fixture(scope="module")
+def cli_asan(tmp_path_factory):
+    flags = ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    return _build(tmp_path_factory, "kcz_cli_asan", flags)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 12)).astype("float32")
+    y = (x[:, :3].sum(axis=1) > 0).astype("int32")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = kc.make_prunable(mlp())
+    model.compile("adam", loss)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.8, end_step=10)])
+    shared = kc.share_weights(model, bits={"fc.*": 3})
+    path = tmp_path_factory.mktemp("export") / "mlp"
+    kc.export(shared, path)
+    return path
+
+
+def _decode(cli, skeleton, sidecar, out):
+    return subprocess.run([str(cli), str(skeleton), str(sidecar), str(out)],
+                          capture_output=True, text=True)  # fmt: skip
+
+
+def test_c_decoder_rebuilds_the_exported_tflite(cli, exported, tmp_path):
+    out = tmp_path / "decoded.tflite"
+    run = _decode(cli, f"{exported}.skeleton", f"{exported}.kcz", out)
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes() == Path(f"{exported}.tflite").read_bytes()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed):
+    model, cuts = _model_bytes(seed)
+    skeleton, side, _ = kc.sidecar.split(model, cuts)
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == model
+
+
+def test_c_decoder_rejects_a_wrong_skeleton(cli, exported, tmp_path):
+    skeleton = bytearray(Path(f"{exported}.skeleton").read_bytes())
+    skeleton[len(skeleton) // 2] ^= 0x10
+    (tmp_path / "bad").write_bytes(bytes(skeleton))
+    run = _decode(cli, tmp_path / "bad", f"{exported}.kcz", tmp_path / "o")
+    assert run.returncode == 2 and "SHA-256 mismatch" in run.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_thousands_of_corruptions_are_rejected_under_sanitizers(cli_asan, exported):
+    run = subprocess.run(
+        [str(cli_asan), f"{exported}.skeleton", f"{exported}.kcz", "--mutate", "4000"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
+    rejected = int(run.stdout.split(":")[1].split()[0])
+    assert rejected >= 3900, run.stdout  # the rest are mutations that changed nothing
