@@ -1,0 +1,62 @@
+"""The Java decoder (tflite_export/java) against files the Python exporter wrote."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_c_decoder import exported  # noqa: F401  (module-scoped fixture)
+from test_sidecar import _model_bytes
+
+import keras_compress as kc
+
+SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "java" / "KczDecoder.java"
+JAVAC, JAVA = shutil.which("javac"), shutil.which("java")
+pytestmark = pytest.mark.skipif(
+    JAVAC is None or JAVA is None, reason="no JDK (apt-get install default-jdk-headless)"
+)
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("java")
+    # Java 8 language and library level: what Android API 21+ accepts.
+    cmd = [JAVAC, "--release", "8", "-Xlint:all", "-Werror", "-d", str(out), str(SOURCE)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+def _decode(classes, skeleton, sidecar, out):
+    cmd = [JAVA, "-cp", str(classes), "KczDecoder", str(skeleton), str(sidecar), str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_java_decoder_rebuilds_the_exported_tflite(classes, exported, tmp_path):  # noqa: F811
+    run = _decode(classes, f"{exported}.skeleton", f"{exported}.kcz", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == Path(f"{exported}.tflite").read_bytes()
+
+
+def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
+    model, cuts = _model_bytes(5)
+    skeleton, side, entries = kc.sidecar.split(model, cuts)
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    assert _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o").returncode == 0
+    assert (tmp_path / "o").read_bytes() == model
+    rng = np.random.default_rng(0)
+    payload = entries[0].payload_offset
+    for name, bad_side, bad_skeleton, message in [
+        ("header", side[:10] + bytes([side[10] ^ 1]) + side[11:], skeleton, "header: CRC-32"),
+        ("table", side[:70] + bytes([side[70] ^ 4]) + side[71:], skeleton, "entry table"),
+        ("payload", side[: payload + 20] + bytes([side[payload + 20] ^ 8]) + side[payload + 21 :],
+         skeleton, "tensor payload 0"),
+        ("truncated", side[: int(rng.integers(80, len(side)))], skeleton, "error"),
+        ("skeleton", side, skeleton[:5] + bytes([skeleton[5] ^ 1]) + skeleton[6:], "SHA-256"),
+    ]:  # fmt: skip
+        (tmp_path / "bk").write_bytes(bad_side)
+        (tmp_path / "bs").write_bytes(bad_skeleton)
+        run = _decode(classes, tmp_path / "bs", tmp_path / "bk", tmp_path / name)
+        assert run.returncode == 2 and message in run.stderr, (name, run.stderr)
+        assert not (tmp_path / name).exists()

@@ -1,0 +1,251 @@
+/*
+ * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v1,
+ * tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
+ * only. The result is a direct ByteBuffer in native order, ready for the TFLite/LiteRT
+ * Interpreter:
+ *
+ *   ByteBuffer model = KczDecoder.decodeToBuffer(skeletonBytes, sidecarBytes);
+ *   Interpreter interpreter = new Interpreter(model);
+ *
+ * Any malformed input raises an IOException naming the section and byte offset; a rebuilt
+ * model whose SHA-256 differs from the recorded one is never returned.
+ */
+import java.io.ByteArrayOutputStream;
+import java.io.FileInputStream;
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.Arrays;
+import java.util.zip.CRC32;
+
+public final class KczDecoder {
+    private static final int HEADER = 64;
+    private static final int ENTRY = 32;
+    private static final int MAX_CODEBOOK = 4096;
+    private static final int MAX_GAP_BITS = 8;
+    private static final int MAX_LEN = 16;
+
+    private KczDecoder() {}
+
+    /** Decodes into a direct, native-order ByteBuffer for the TFLite Interpreter. */
+    public static ByteBuffer decodeToBuffer(byte[] skeleton, byte[] sidecar) throws IOException {
+        byte[] model = decode(skeleton, sidecar);
+        ByteBuffer out = ByteBuffer.allocateDirect(model.length).order(ByteOrder.nativeOrder());
+        out.put(model);
+        out.rewind();
+        return out;
+    }
+
+    /** Decodes into a byte array holding the original .tflite. */
+    public static byte[] decode(byte[] skeleton, byte[] side) throws IOException {
+        if (side.length < HEADER + 4) fail("header", 0, "file has " + side.length + " bytes");
+        ByteBuffer b = ByteBuffer.wrap(side).order(ByteOrder.LITTLE_ENDIAN);
+        if (side[0] != 'K' || side[1] != 'C' || side[2] != 'Z' || side[3] != '1')
+            fail("header", 0, "bad magic");
+        if (b.getShort(4) != 1) fail("header", 4, "unknown version " + b.getShort(4));
+        checkCrc(side, 0, HEADER - 4, "header");
+        long modelSize = b.getLong(8), skeletonSize = b.getLong(16);
+        long count = b.getInt(56) & 0xFFFFFFFFL;
+        long tableEnd = HEADER + count * ENTRY;
+        if (tableEnd + 4 > side.length) fail("entry table", HEADER, "runs past the end of the file");
+        checkCrc(side, HEADER, (int) (tableEnd - HEADER), "entry table");
+        if (skeleton.length != skeletonSize)
+            fail("skeleton", 0, skeleton.length + " bytes, expected " + skeletonSize);
+        if (modelSize > Integer.MAX_VALUE - 8) fail("header", 8, "model too large for one array");
+        long previousEnd = 0, cut = 0, payloadAt = tableEnd + 4;
+        for (int i = 0; i < count; i++) {
+            int e = HEADER + i * ENTRY;
+            long off = b.getLong(e), len = b.getLong(e + 8), poff = b.getLong(e + 16);
+            long psize = b.getInt(e + 24) & 0xFFFFFFFFL;
+            int elem = side[e + 29];
+            if (side[e + 28] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8)
+                    || b.getShort(e + 30) != 0) fail("entry table", e, "unknown encoding");
+            if (off < previousEnd || len < 0 || len > modelSize || off > modelSize - len)
+                fail("entry table", e, "tensor range overlaps or exceeds the model");
+            if (poff != payloadAt || psize + 4 > side.length - poff)
+                fail("entry table", e, "payload not at byte offset " + payloadAt);
+            previousEnd = off + len;
+            cut += len;
+            payloadAt = poff + psize + 4;
+        }
+        if (payloadAt != side.length) fail("payloads", payloadAt, "unexpected trailing bytes");
+        if (modelSize - cut != skeletonSize) fail("header", 16, "sizes disagree");
+        byte[] model = new byte[(int) modelSize];
+        int skelPos = 0, modelPos = 0;
+        for (int i = 0; i < count; i++) {
+            int e = HEADER + i * ENTRY;
+            int off = (int) b.getLong(e), len = (int) b.getLong(e + 8), poff = (int) b.getLong(e + 16);
+            int psize = b.getInt(e + 24);
+            int keep = off - modelPos;
+            System.arraycopy(skeleton, skelPos, model, modelPos, keep);
+            skelPos += keep;
+            checkCrc(side, poff, psize, "tensor payload " + i);
+            decodeTensor(side, poff, psize, model, off, len, side[e + 29], i);
+            modelPos = off + len;
+        }
+        System.arraycopy(skeleton, skelPos, model, modelPos, skeleton.length - skelPos);
+        byte[] digest;
+        try {
+            digest = MessageDigest.getInstance("SHA-256").digest(model);
+        } catch (NoSuchAlgorithmException err) {
+            throw new IOException("SHA-256 unavailable", err);
+        }
+        if (!Arrays.equals(digest, Arrays.copyOfRange(side, 24, 56)))
+            fail("model", 0, "SHA-256 of the rebuilt .tflite differs (wrong skeleton?)");
+        return model;
+    }
+
+    private static void decodeTensor(byte[] side, int start, int size, byte[] out, int outOff,
+                                     int length, int elem, int index) throws IOException {
+        String section = "tensor payload " + index;
+        ByteBuffer b = ByteBuffer.wrap(side, start, size).order(ByteOrder.LITTLE_ENDIAN);
+        int end = start + size;
+        if (size < 10 || length % elem != 0) fail(section, start, "bad tensor header");
+        long k = b.getInt(start) & 0xFFFFFFFFL;
+        int gapBits = side[start + 4] & 0xFF, maxLen = side[start + 5] & 0xFF;
+        long entries = b.getInt(start + 6) & 0xFFFFFFFFL;
+        int n = length / elem;
+        if (k > MAX_CODEBOOK || gapBits > MAX_GAP_BITS || maxLen < 1 || maxLen > MAX_LEN)
+            fail(section, start, "bad tensor header");
+        if (entries > n || (gapBits == 0 && entries != n)) fail(section, start, "bad entry count");
+        int p = start + 10;
+        int codebook = p;
+        p = need(p, (int) k * elem, end, section);
+        int valueLengths = p;
+        p = need(p, (int) k + 1, end, section);
+        int[] valueStream = stream(b, p, end, section);
+        p = valueStream[2];
+        int[] gapStream = null;
+        int gapLengths = 0;
+        if (gapBits > 0) {
+            gapLengths = p;
+            p = need(p, 1 << gapBits, end, section);
+            gapStream = stream(b, p, end, section);
+            p = gapStream[2];
+        }
+        if (p != end) fail(section, p, "unexpected bytes at the end");
+        int[][] values = build(side, valueLengths, (int) k + 1, maxLen, section);
+        int[][] gaps = gapBits > 0 ? build(side, gapLengths, 1 << gapBits, maxLen, section) : null;
+        int[] vPos = {valueStream[0] * 8}, gPos = gapBits > 0 ? new int[] {gapStream[0] * 8} : null;
+        long vEnd = valueStream[0] * 8L + (valueStream[1] & 0xFFFFFFFFL);
+        long gEnd = gapBits > 0 ? gapStream[0] * 8L + (gapStream[1] & 0xFFFFFFFFL) : 0;
+        long pos = 0;
+        for (long i = 0; i < entries; i++) {
+            int v = symbol(side, values, vPos, vEnd, section);
+            int g = gapBits > 0 ? symbol(side, gaps, gPos, gEnd, section) : 0;
+            if (pos + g >= n || (v == k && gapBits == 0)) fail(section, start, "entry out of range");
+            pos += g;
+            if (v < k) System.arraycopy(side, codebook + v * elem, out, outOff + (int) pos * elem, elem);
+            pos++;
+        }
+        if (vPos[0] != vEnd || (gapBits > 0 && gPos[0] != gEnd))
+            fail(section, start, "Huffman stream does not end where declared");
+        // Positions not written stay zero: the array was zero-initialised.
+    }
+
+    /** [first byte, bit count, position after] of a stream; checks its declared sizes. */
+    private static int[] stream(ByteBuffer b, int p, int end, String section) throws IOException {
+        need(p, 8, end, section);
+        long bits = b.getInt(p) & 0xFFFFFFFFL, bytes = b.getInt(p + 4) & 0xFFFFFFFFL;
+        if ((bits + 7) / 8 != bytes) fail(section, p, "stream size mismatch");
+        int after = need(p + 8, (int) Math.min(bytes, Integer.MAX_VALUE), end, section);
+        return new int[] {p + 8, (int) bits, after};
+    }
+
+    private static int need(int p, int n, int end, String section) throws IOException {
+        if (n < 0 || n > end - p) fail(section, p, "needs " + n + " bytes");
+        return p + n;
+    }
+
+    /** Canonical Huffman tables: {counts per length, symbols in code order}. */
+    private static int[][] build(byte[] side, int at, int n, int maxLen, String section)
+            throws IOException {
+        int[] count = new int[MAX_LEN + 1], offs = new int[MAX_LEN + 2], symbols = new int[n];
+        for (int i = 0; i < n; i++) {
+            int len = side[at + i] & 0xFF;
+            if (len > maxLen) fail(section, at + i, "code length exceeds the limit");
+            count[len]++;
+        }
+        count[0] = 0;
+        long left = 1;
+        for (int len = 1; len <= MAX_LEN; len++) {
+            left = left * 2 - count[len];
+            if (left < 0) fail(section, at, "code lengths are not a prefix code");
+        }
+        for (int len = 1; len <= MAX_LEN; len++) offs[len + 1] = offs[len] + count[len];
+        for (int i = 0; i < n; i++) {
+            int len = side[at + i] & 0xFF;
+            if (len != 0) symbols[offs[len]++] = i;
+        }
+        return new int[][] {count, symbols};
+    }
+
+    private static int symbol(byte[] side, int[][] table, int[] bitPos, long end, String section)
+            throws IOException {
+        int code = 0, first = 0, index = 0;
+        for (int len = 1; len <= MAX_LEN; len++) {
+            if (bitPos[0] >= end) fail(section, bitPos[0] >> 3, "Huffman stream ends early");
+            int bit = (side[bitPos[0] >> 3] >> (7 - (bitPos[0] & 7))) & 1;
+            bitPos[0]++;
+            code |= bit;
+            int c = table[0][len];
+            if (code - c < first) return table[1][index + (code - first)];
+            index += c;
+            first = (first + c) << 1;
+            code <<= 1;
+        }
+        fail(section, bitPos[0] >> 3, "invalid Huffman code");
+        return -1;
+    }
+
+    private static void checkCrc(byte[] data, int start, int size, String section)
+            throws IOException {
+        CRC32 crc = new CRC32();
+        crc.update(data, start, size);
+        long stored = ByteBuffer.wrap(data, start + size, 4).order(ByteOrder.LITTLE_ENDIAN)
+                .getInt(start + size) & 0xFFFFFFFFL;
+        if (crc.getValue() != stored) fail(section, start + size, "CRC-32 mismatch");
+    }
+
+    private static void fail(String section, long offset, String what) throws IOException {
+        throw new IOException(section + ": " + what + " at byte offset " + offset);
+    }
+
+    private static byte[] readAll(String path) throws IOException {
+        InputStream in = new FileInputStream(path);
+        try {
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            byte[] buf = new byte[65536];
+            for (int n; (n = in.read(buf)) > 0; ) out.write(buf, 0, n);
+            return out.toByteArray();
+        } finally {
+            in.close();
+        }
+    }
+
+    /** java KczDecoder SKELETON SIDECAR OUT: exit 0, or 2 with the error on stderr. */
+    public static void main(String[] args) throws IOException {
+        if (args.length != 3) {
+            System.err.println("usage: java KczDecoder SKELETON SIDECAR OUT");
+            System.exit(64);
+        }
+        byte[] model;
+        try {
+            model = decode(readAll(args[0]), readAll(args[1]));
+        } catch (IOException err) {
+            System.err.println("error: " + err.getMessage());
+            System.exit(2);
+            return;
+        }
+        FileOutputStream out = new FileOutputStream(args[2]);
+        try {
+            out.write(model);
+        } finally {
+            out.close();
+        }
+    }
+}
