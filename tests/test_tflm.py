@@ -1,0 +1,59 @@
+"""A full-integer int8 export, decoded by the C decoder, runs in TensorFlow Lite Micro.
+
+TFLM rejects dynamic-range models, so the microcontroller path is full-integer int8.
+"""
+
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import mlp
+from test_c_decoder import cli  # noqa: F401  (module-scoped fixture)
+
+import keras_compress as kc
+
+runtime = pytest.importorskip(
+    "tflite_micro.python.tflite_micro.runtime",
+    reason="TFLM's Python runtime is missing: pip install -e '.[dev]' installs tflite-micro",
+)
+
+
+def test_int8_model_decoded_by_c_runs_in_tflm(cli, toy_data, tmp_path):  # noqa: F811
+    x, y = toy_data
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = kc.make_prunable(mlp())
+    model.compile("adam", loss)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.7, end_step=10)])
+
+    def calibration():
+        for row in x[:100]:
+            yield [row[None]]
+
+    kc.export(kc.share_weights(model, bits={"fc.*": 4}), tmp_path / "q", quantization="int8",
+              representative_data=calibration)  # fmt: skip
+    decoded = tmp_path / "decoded.tflite"
+    run = subprocess.run([str(cli), str(tmp_path / "q.skeleton"), str(tmp_path / "q.kcz"),
+                          str(decoded)], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = decoded.read_bytes()
+    assert data == (tmp_path / "q.tflite").read_bytes()
+
+    lite = tf.lite.Interpreter(model_content=data)
+    lite.allocate_tensors()
+    inp, out = lite.get_input_details()[0], lite.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    micro = runtime.Interpreter.from_bytes(data)
+    original = runtime.Interpreter.from_bytes((tmp_path / "q.tflite").read_bytes())
+    for row in x[:50]:
+        q = np.clip(np.round(row / scale + zero), -128, 127).astype(np.int8)[None]
+        lite.set_tensor(inp["index"], q)
+        lite.invoke()
+        for interpreter in (micro, original):
+            interpreter.set_input(q, 0)
+            interpreter.invoke()
+        got = micro.get_output(0)
+        np.testing.assert_array_equal(got, original.get_output(0))
+        # TFLM rounds its requantization once, TFLite's kernels twice: one step apart at most.
+        assert np.abs(got.astype(int) - lite.get_tensor(out["index"]).astype(int)).max() <= 1
