@@ -77,8 +77,19 @@ static void sha_init(kcz_sha256 *s) {
 
 static void sha_update(kcz_sha256 *s, const uint8_t *p, size_t n) {
     s->length += n;
-    while (n--) {
-        s->block[s->used++] = *p++;
+    while (n) {
+        size_t take;
+        if (s->used == 0 && n >= 64) { /* whole blocks straight from the input */
+            sha_block(s, p);
+            p += 64;
+            n -= 64;
+            continue;
+        }
+        take = 64u - s->used < n ? 64u - s->used : n;
+        memcpy(s->block + s->used, p, take);
+        s->used += (uint32_t)take;
+        p += take;
+        n -= take;
         if (s->used == 64) {
             sha_block(s, s->block);
             s->used = 0;
