@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 from keras import ops
 
-from keras_compress.layer_weights import compressible_variables, relative_path
-from keras_compress.model_rewrite import fresh_copy
+from keras_compress.compression_wrapper import CompressionWrapper
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -39,7 +36,7 @@ class MaskConstraint(keras.constraints.Constraint):
 
 
 @keras.saving.register_keras_serializable(package="keras_compress")
-class PruningWrapper(keras.layers.Wrapper):
+class PruningWrapper(CompressionWrapper):
     """Wraps a layer whose weight matrices are pruned by a ``MagnitudePruning`` callback.
 
     It adds one boolean mask per pruned weight and a step counter, all non-trainable Keras
@@ -63,23 +60,9 @@ class PruningWrapper(keras.layers.Wrapper):
         [(3, 4)]
     """
 
-    def __init__(self, layer: keras.layers.Layer, weights: Sequence[str] | None = None, **kwargs):
-        super().__init__(layer, **kwargs)
-        self.weight_names = list(weights) if weights is not None else None
-        self.supports_masking = layer.supports_masking
-
     def build(self, input_shape=None):
         """Build the wrapped layer, add a mask per pruned weight and attach the constraints."""
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.pruned_variables = compressible_variables(self.layer, self.weight_names)
-        if not self.pruned_variables:
-            wanted = self.weight_names or "the default weight matrices"
-            raise ValueError(
-                f"layer {self.layer.name!r} ({type(self.layer).__name__}) has no trainable "
-                f"weights named {wanted}; name its weights with weights=[...]"
-            )
-        self.weight_paths = [relative_path(self.layer, v) for v in self.pruned_variables]
+        self.pruned_variables = self._build_layer(input_shape)
         self.masks = []
         for path, variable in zip(self.weight_paths, self.pruned_variables):
             mask = self.add_weight(
@@ -105,26 +88,8 @@ class PruningWrapper(keras.layers.Wrapper):
         """Run the wrapped layer; in training, count the step."""
         if training:
             self.step.assign_add(1)
-        if mask is not None:
-            kwargs["mask"] = mask
-        return self.layer(inputs, *args, training=training, **kwargs)
-
-    def compute_mask(self, inputs, previous_mask=None):
-        """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
-        return self.layer.compute_mask(inputs, previous_mask)
+        return self._call_layer(inputs, args, training, mask, kwargs)
 
     def compressed_weights(self) -> list[tuple[str, object]]:
         """``(path, value)`` of each pruned weight as the model uses it (zeros where masked)."""
         return [(p, v.numpy()) for p, v in zip(self.weight_paths, self.pruned_variables)]
-
-    def strip_layer(self):
-        """A plain copy of the wrapped layer and a function that loads its pruned weights.
-
-        Used by ``keras_compress.strip``; returns ``(layer, load)``.
-        """
-        plain = fresh_copy(self.layer)
-        return plain, lambda: plain.set_weights(self.layer.get_weights())
-
-    def get_config(self) -> dict:
-        """Serializable config: the wrapped layer and the pruned weight names."""
-        return {**super().get_config(), "weights": self.weight_names}

@@ -8,14 +8,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.layer_weights import compressible_variables, relative_path
-from keras_compress.model_rewrite import fresh_copy
+from keras_compress.compression_wrapper import CompressionWrapper
 
 GRADIENTS = ("sum", "mean")
 
 
 @keras.saving.register_keras_serializable(package="keras_compress")
-class WeightSharingWrapper(keras.layers.Wrapper):
+class WeightSharingWrapper(CompressionWrapper):
     """Wraps a layer whose weight matrices are drawn from a small trainable codebook.
 
     For each shared weight ``W`` the wrapper holds ``centroids`` (trainable, ``2**bits``
@@ -55,27 +54,16 @@ class WeightSharingWrapper(keras.layers.Wrapper):
         gradient: str = "sum",
         **kwargs,
     ):
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, weights, **kwargs)
         if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
             raise ValueError(f"bits must be an integer from 1 to 16, got {bits!r}")
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         self.bits, self.gradient = int(bits), gradient
-        self.weight_names = list(weights) if weights is not None else None
-        self.supports_masking = layer.supports_masking
 
     def build(self, input_shape=None):
         """Build the wrapped layer, freeze its shared weights and add the codebook state."""
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.shared_variables = compressible_variables(self.layer, self.weight_names)
-        if not self.shared_variables:
-            wanted = self.weight_names or "the default weight matrices"
-            raise ValueError(
-                f"layer {self.layer.name!r} ({type(self.layer).__name__}) has no trainable "
-                f"weights named {wanted}; name its weights with weights=[...]"
-            )
-        self.weight_paths = [relative_path(self.layer, v) for v in self.shared_variables]
+        self.shared_variables = self._build_layer(input_shape)
         self.centroids, self.indices, self.nonzero = [], [], []
         for path, variable in zip(self.weight_paths, self.shared_variables):
             stem = path.replace("/", "__")
@@ -123,15 +111,9 @@ class WeightSharingWrapper(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         """Run the wrapped layer with its shared weights substituted."""
-        if mask is not None:
-            kwargs["mask"] = mask
         mapping = [(v, self._shared_value(i)) for i, v in enumerate(self.shared_variables)]
         with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(inputs, *args, training=training, **kwargs)
-
-    def compute_mask(self, inputs, previous_mask=None):
-        """Keras masking passes through to the wrapped layer."""
-        return self.layer.compute_mask(inputs, previous_mask)
+            return self._call_layer(inputs, args, training, mask, kwargs)
 
     def shared_weights(self) -> list[np.ndarray]:
         """The current shared value of each shared weight, as numpy arrays."""
@@ -158,21 +140,6 @@ class WeightSharingWrapper(keras.layers.Wrapper):
         self.indices[i].assign(np.asarray(labels, dtype=np.int32))
         self.nonzero[i].assign(np.asarray(nonzero, dtype=bool))
 
-    def strip_layer(self):
-        """A plain copy of the wrapped layer and a function that loads the shared values."""
-        plain = fresh_copy(self.layer)
-
-        def load():
-            shared = dict(zip(map(id, self.shared_variables), self.shared_weights()))
-            plain.set_weights([shared.get(id(v), v.numpy()) for v in self.layer.weights])
-
-        return plain, load
-
     def get_config(self) -> dict:
         """Serializable config: the wrapped layer, bits, weight names and gradient rule."""
-        return {
-            **super().get_config(),
-            "bits": self.bits,
-            "weights": self.weight_names,
-            "gradient": self.gradient,
-        }
+        return {**super().get_config(), "bits": self.bits, "gradient": self.gradient}
