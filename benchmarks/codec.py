@@ -24,29 +24,22 @@ from pathlib import Path
 import keras
 import numpy as np
 import results_io
+from fashion import BATCH, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
 from keras_compress import sidecar
 from keras_compress.tflite_buffers import weight_buffers
 
 C_SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def compressed_lenet5(x, y, epochs):
     keras.utils.set_random_seed(0)
-    model = kc.zoo.lenet5()
-    model.compile("adam", LOSS)
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
-    steps = int(np.ceil(len(x) / 128))
-    pruned = kc.make_prunable(model)
-    pruned.compile(keras.optimizers.Adam(5e-4), LOSS)
-    levels = {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}
-    callback = kc.MagnitudePruning(0.92, end_step=steps, layer_targets=levels)
-    pruned.fit(x, y, batch_size=128, epochs=epochs + 1, verbose=0, callbacks=[callback])
-    shared = kc.share_weights(pruned, bits={"conv": 8, "dense": 5})
-    shared.compile(keras.optimizers.Adam(1e-4), LOSS)
-    shared.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    model = compiled(kc.zoo.lenet5(), 1e-3)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
+    pruned = prune_to_han_levels(model, "lenet5", x, y, retrain=1)
+    shared = compiled(kc.share_weights(pruned, bits={"conv": 8, "dense": 5}), 1e-4)
+    shared.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
     return shared
 
 
@@ -98,10 +91,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="subset smoke run")
     args = parser.parse_args()
-    (x, y), _ = kc.datasets.fashion_mnist()
-    x = x[..., None].astype("float32") / 255.0
-    if args.quick:
-        x, y = x[:6000], y[:6000]
+    (x, y), _ = data(args.quick)
     work = Path(tempfile.mkdtemp())
     kc.export(compressed_lenet5(x, y, 1 if args.quick else 3), work / "lenet5")
     model = (work / "lenet5.tflite").read_bytes()

@@ -19,28 +19,13 @@ import time
 import keras
 import numpy as np
 import results_io
+from fashion import BATCH, accuracy, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
 from keras_compress import pruning_masks
 
-# Han et al. 2015, Tables 1 and 2: fraction of weights pruned per layer.
-HAN_LEVELS = {
-    "lenet_300_100": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
-    "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81},
-}
 CURVE_LEVELS = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98]
 RETRAIN_LEVELS = [0.5, 0.7, 0.8, 0.9, 0.95, 0.97]
-BATCH = 128
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def compiled(model, lr):
-    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
-    return model
-
-
-def accuracy(model, x, y):
-    return float(compiled(kc.strip(model), 1e-3).evaluate(x, y, batch_size=1000, verbose=0)[1])
 
 
 def one_shot(model, level, criterion):
@@ -91,16 +76,7 @@ def run_model(name, build, data, cfg):
     rows = [{"model": name, "experiment": "baseline", "fraction_pruned": 0.0, "accuracy": base_acc}]
 
     steps = int(np.ceil(len(x) / BATCH))
-    levels = HAN_LEVELS[name]
-    top = max(levels.values())
-    rounds = kc.IterativeRounds([top * f for f in (0.5, 0.8, 1.0)], steps_per_round=steps)
-    han = prune_and_retrain(
-        baseline,
-        x,
-        y,
-        kc.MagnitudePruning(schedule=rounds, layer_targets={k: v for k, v in levels.items()}),
-        epochs=3 + cfg["retrain"],
-    )
+    han = prune_to_han_levels(baseline, name, x, y, cfg["retrain"])
     report = kc.sparsity(han)
     han_acc = accuracy(han, xt, yt)
     rows.append(
@@ -203,15 +179,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="subset smoke run")
     args = parser.parse_args()
-    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
-    x, xt = x[..., None].astype("float32") / 255.0, xt[..., None].astype("float32") / 255.0
+    (x, y), (xt, yt) = dataset = data(args.quick)
     cfg = {"epochs": 10, "retrain": 3, "retrain_levels": RETRAIN_LEVELS, "repeats": 5}
     if args.quick:
-        x, y, xt, yt = x[:6000], y[:6000], xt[:2000], yt[:2000]
         cfg = {"epochs": 2, "retrain": 1, "retrain_levels": [0.9], "repeats": 1}
-    data = ((x, y), (xt, yt))
-    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, data, cfg)
-    rows += run_model("lenet5", kc.zoo.lenet5, data, cfg)
+    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, dataset, cfg)
+    rows += run_model("lenet5", kc.zoo.lenet5, dataset, cfg)
 
     goals = []
     for name in ("lenet_300_100", "lenet5"):

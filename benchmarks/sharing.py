@@ -18,16 +18,12 @@ import statistics
 import time
 
 import keras
-import numpy as np
 import results_io
+from fashion import BATCH, LOSS, accuracy, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
 from keras_compress.quantizers import entropy_bits
 
-HAN_LEVELS = {
-    "lenet_300_100": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
-    "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81},
-}
 BITS = {  # Deep Compression's widths first, then narrower ones
     "lenet_300_100": [{"dense": 6}, {"dense": 4}, {"dense": 3}],
     "lenet5": [{"conv": 8, "dense": 5}, {"conv": 4, "dense": 3}, {"conv": 3, "dense": 2}],
@@ -39,17 +35,6 @@ QUANTIZERS = [
 # ECSQ's multiplier (per bit, relative to each tensor's weighted variance), by dense bits:
 # roughly the slope of the rate-distortion curve at that rate.
 ECSQ_LAMBDA = {6: 0.003, 5: 0.005, 4: 0.01, 3: 0.02, 2: 0.05}
-BATCH = 128
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def compiled(model, lr):
-    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
-    return model
-
-
-def accuracy(model, x, y):
-    return float(compiled(kc.strip(model), 1e-3).evaluate(x, y, batch_size=1000, verbose=0)[1])
 
 
 def index_entropy(model):
@@ -68,13 +53,7 @@ def pruned_model(build, name, x, y, cfg):
     keras.utils.set_random_seed(0)
     model = compiled(build(), 1e-3)
     model.fit(x, y, batch_size=BATCH, epochs=cfg["epochs"], verbose=0)
-    steps = int(np.ceil(len(x) / BATCH))
-    levels = HAN_LEVELS[name]
-    rounds = kc.IterativeRounds([max(levels.values()) * f for f in (0.5, 0.8, 1.0)], steps)
-    pruned = compiled(kc.make_prunable(model), 5e-4)
-    callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
-    pruned.fit(x, y, batch_size=BATCH, epochs=3 + cfg["retrain"], verbose=0, callbacks=[callback])
-    return kc.strip(pruned)
+    return kc.strip(prune_to_han_levels(model, name, x, y, cfg["retrain"]))
 
 
 def epoch_time_ratio(plain, shared, x, y, repeats):
@@ -135,15 +114,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="subset smoke run")
     args = parser.parse_args()
-    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
-    x, xt = x[..., None].astype("float32") / 255.0, xt[..., None].astype("float32") / 255.0
+    (x, y), (xt, yt) = dataset = data(args.quick)
     cfg = {"epochs": 8, "retrain": 2, "finetune": 2, "bit_settings": 3, "repeats": 3}
     if args.quick:
-        x, y, xt, yt = x[:6000], y[:6000], xt[:2000], yt[:2000]
         cfg = {"epochs": 2, "retrain": 1, "finetune": 1, "bit_settings": 1, "repeats": 1}
-    data = ((x, y), (xt, yt))
-    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, data, cfg)
-    rows += run_model("lenet5", kc.zoo.lenet5, data, cfg)
+    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, dataset, cfg)
+    rows += run_model("lenet5", kc.zoo.lenet5, dataset, cfg)
     goals = []
     for name in ("lenet_300_100", "lenet5"):
         timing = next(r for r in rows if r["model"] == name and r["quantizer"] == "epoch_time")

@@ -1,0 +1,47 @@
+"""Shared by the Fashion-MNIST benchmarks: data, training settings, Han et al.'s pruning levels."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+import keras_compress as kc
+
+# Han et al. 2015, Tables 1 and 2: fraction of weights pruned per layer.
+HAN_LEVELS = {
+    "lenet_300_100": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
+    "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81},
+}
+BATCH = 128
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data(quick: bool = False):
+    """((x, y), (x_test, y_test)) as float32 images in [0, 1]; a subset when ``quick``."""
+    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
+    x, xt = x[..., None].astype("float32") / 255.0, xt[..., None].astype("float32") / 255.0
+    if quick:
+        return (x[:6000], y[:6000]), (xt[:2000], yt[:2000])
+    return (x, y), (xt, yt)
+
+
+def compiled(model: keras.Model, lr: float) -> keras.Model:
+    """``model`` compiled with Adam at ``lr``, the benchmarks' loss and accuracy."""
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    return model
+
+
+def accuracy(model: keras.Model, x, y) -> float:
+    """Test accuracy of the stripped (plain) model."""
+    return float(compiled(kc.strip(model), 1e-3).evaluate(x, y, batch_size=1000, verbose=0)[1])
+
+
+def prune_to_han_levels(model: keras.Model, name: str, x, y, retrain: int) -> keras.Model:
+    """Han's iterative pruning: 3 one-epoch rounds to 50/80/100% of the levels, then retrain."""
+    steps = int(np.ceil(len(x) / BATCH))
+    levels = HAN_LEVELS[name]
+    rounds = kc.IterativeRounds([max(levels.values()) * f for f in (0.5, 0.8, 1.0)], steps)
+    pruned = compiled(kc.make_prunable(model), 5e-4)
+    callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
+    pruned.fit(x, y, batch_size=BATCH, epochs=3 + retrain, verbose=0, callbacks=[callback])
+    return pruned
