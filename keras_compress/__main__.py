@@ -1,4 +1,4 @@
-"""Command line: ``python -m keras_compress {decode,inspect} ...``."""
+"""Command line: ``python -m keras_compress {export,decode,inspect} ...``."""
 
 from __future__ import annotations
 
@@ -26,9 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("output")
     ins = sub.add_parser("inspect", help="print the sidecar's header and tensor table")
     ins.add_argument("sidecar")
+    exp = sub.add_parser("export", help="a saved .keras model to .tflite + skeleton + sidecar")
+    exp.add_argument("model", help="a .keras file (keras_compress wrappers allowed)")
+    exp.add_argument("prefix", help="output prefix, e.g. out/lenet5")
+    exp.add_argument("--int8", metavar="CALIBRATION.npy", help="full-integer int8 export, "
+                     "calibrated on the input samples in this .npy file")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        if args.command == "decode":
+        if args.command == "export":
+            import keras
+            import numpy as np
+
+            from keras_compress.export import export, report_markdown
+
+            model = keras.models.load_model(args.model)
+            kwargs = {}
+            if args.int8:
+                samples = np.load(args.int8).astype("float32")
+                kwargs = {"quantization": "int8",
+                          "representative_data": lambda: ([s[None]] for s in samples)}  # fmt: skip
+            print(report_markdown(export(model, args.prefix, **kwargs)))
+        elif args.command == "decode":
             model = sidecar.join(Path(args.skeleton).read_bytes(), Path(args.sidecar).read_bytes())
             output = Path(args.output)
             if output.resolve() in (Path(args.skeleton).resolve(), Path(args.sidecar).resolve()):
@@ -50,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{i:>4} {e.offset:>10} {e.length:>10} {e.payload_size:>10} "
                     f"{e.elem_size:>4} {ratio:>7.2f}"
                 )
-    except (OSError, sidecar.SidecarError) as err:
+    except (OSError, ValueError) as err:  # SidecarError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compress import sidecar
+from keras_compress.model_rewrite import fresh_copy, iter_layers
 from keras_compress.strip import strip
 from keras_compress.tflite_buffers import weight_buffers
 
@@ -51,7 +52,24 @@ def convert(
     try:
         return converter.convert()
     except Exception as err:  # the converter raises many types; keep the cause attached
-        raise ValueError(f"TFLite conversion of model {model.name!r} failed: {err}") from err
+        culprit = _first_unconvertible_layer(strip(model))
+        where = f" at layer {culprit.name!r} ({type(culprit).__name__})" if culprit else ""
+        raise ValueError(f"TFLite conversion of model {model.name!r} failed{where}: {err}") from err
+
+
+def _first_unconvertible_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """Convert each single-input layer alone, in order, to name the one the converter rejects."""
+    for layer in iter_layers(model):
+        try:
+            shape = layer.input.shape[1:]
+        except (AttributeError, ValueError):  # several inputs, or no symbolic input
+            continue
+        probe = keras.Sequential([keras.Input(shape), fresh_copy(layer)])
+        try:
+            tf.lite.TFLiteConverter.from_keras_model(probe).convert()
+        except Exception:  # noqa: BLE001 - any failure marks the culprit
+            return layer
+    return None
 
 
 def tensor_rows(model_bytes: bytes, entries: list[sidecar.Entry]) -> list[dict]:

@@ -109,3 +109,31 @@ def test_int8_export_round_trips(compressed, toy_data, tmp_path):
         == tflite
     )
     assert any(r["dtype"] == "int8" and r["stored"] == "sidecar" for r in report["tensors"])
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Stringy(keras.layers.Layer):
+    """A layer TFLite's builtin ops cannot express (string ops)."""
+
+    def call(self, x):
+        return tf.cast(tf.strings.length(tf.strings.as_string(x)), tf.float32)
+
+
+def test_conversion_error_names_the_layer(tmp_path):
+    layers = [keras.layers.Dense(4, name="fc"), Stringy(name="stringy"), keras.layers.Dense(2)]
+    model = keras.Sequential([keras.Input((4,)), *layers])
+    with pytest.raises(ValueError, match="failed at layer 'stringy' \\(Stringy\\)"):
+        kc.export(model, tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_of_a_saved_model(compressed, tmp_path):
+    compressed.save(tmp_path / "m.keras")
+    cmd = [sys.executable, "-m", "keras_compress", "export", str(tmp_path / "m.keras"),
+           str(tmp_path / "out" / "m")]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "skeleton" in run.stdout
+    out = tmp_path / "out"
+    decoded = kc.sidecar.join((out / "m.skeleton").read_bytes(), (out / "m.kcz").read_bytes())
+    assert decoded == (out / "m.tflite").read_bytes()
