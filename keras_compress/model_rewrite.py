@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import keras
@@ -63,10 +64,23 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
         loads.append(load)
         return new
 
-    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    extra = {} if isinstance(model, keras.Sequential) else {"call_function": _call_dropping_mask}
+    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True, **extra)
     for load in loads:
         load()
     return new_model
+
+
+def _call_dropping_mask(layer: keras.layers.Layer, *args, **kwargs):
+    # A functional model replays each node's recorded keyword arguments. A wrapper's call
+    # takes `mask`; the plain layer that replaces it (or the wrapper replacing a plain layer)
+    # may not, and Keras still propagates masks by itself, so drop an argument it cannot take.
+    if "mask" in kwargs:
+        parameters = inspect.signature(layer.call).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        if "mask" not in parameters and not takes_any:
+            kwargs.pop("mask")
+    return layer(*args, **kwargs)
 
 
 def _is_functional(model: keras.Model) -> bool:

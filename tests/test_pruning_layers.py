@@ -79,3 +79,31 @@ def test_embedding_mask_reaches_the_lstm_through_the_wrapper():
         model.predict(x[:, :4], verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_functional_model_with_a_nested_sequential_and_tf_data():
+    import tensorflow as tf
+
+    block = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu", name="inner")])
+    inp = keras.Input((8,))
+    h = block(inp)
+    merged = L.Add()([L.Dense(8, name="a")(h), L.Dense(8, name="b")(h)])
+    model = keras.Model(inp, L.Dense(2, name="out")(merged))
+    wrapped = kc.make_prunable(model)
+    assert [w.layer.name for w in kc.pruning_wrappers(wrapped)] == ["inner", "a", "b", "out"]
+    wrapped.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 8)).astype("float32"), rng.integers(0, 2, 256)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    wrapped.fit(data, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.75, end_step=16)])
+    assert kc.sparsity(wrapped)["total"] == pytest.approx(0.75, abs=1 / 200)
+    plain = kc.strip(wrapped)
+    assert not any(isinstance(layer, kc.PruningWrapper) for layer in plain.layers)
+    np.testing.assert_allclose(
+        plain.predict(x, verbose=0), wrapped.predict(x, verbose=0), atol=1e-6
+    )
+    shared = kc.share_weights(wrapped, bits={"inner": 3, "a": 2, "b": 2})
+    np.testing.assert_allclose(
+        kc.strip(shared).predict(x, verbose=0), shared.predict(x, verbose=0), atol=1e-6
+    )
+    assert kc.weight_rows(shared)[0]["distinct"] <= 8
