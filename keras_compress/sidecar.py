@@ -24,8 +24,8 @@ MAGIC = b"KCZ1"
 VERSION = 1
 HEADER = struct.Struct("<4sHHQQ32sI")  # magic, version, flags, model/skeleton size, sha, count
 ENTRY = struct.Struct("<QQQIBBH")  # offset, length, payload offset, payload size, enc, elem, 0
-RAW, CODED = 0, 1
-MAX_CODEBOOK = 4096  # more distinct values than this: the tensor is not shared, store it raw
+CODED = 1  # the only encoding of format version 1
+MAX_CODEBOOK = 4096  # more distinct values: not shared, the tensor stays in the skeleton
 MAX_GAP_BITS = 8
 
 
@@ -61,7 +61,7 @@ def encode_tensor(data: bytes, elem_size: int, max_code_length: int = 15) -> byt
     """Code one tensor's bytes as codebook + Huffman values + Huffman gaps, or ``None``.
 
     ``None`` means coding would not make it smaller (or it has over ``MAX_CODEBOOK`` distinct
-    non-zero values): store it raw. The layout is in ``tflite_export/FORMAT.md``.
+    non-zero values): the tensor stays in the skeleton. Layout: ``tflite_export/FORMAT.md``.
 
     Example:
         >>> w = np.zeros(1000, np.float32); w[::10] = 0.5

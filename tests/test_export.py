@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import mlp
 
 import keras_compress as kc
+from keras_compress.export import SUFFIXES
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -42,7 +43,7 @@ def _run(tflite_bytes, x):
 def test_export_decodes_byte_for_byte_and_runs(compressed, toy_data, tmp_path):
     x, _ = toy_data
     report = kc.export(compressed, tmp_path / "out" / "mlp")
-    files = {s: (tmp_path / "out" / f"mlp{s}") for s in kc.export.__globals__["SUFFIXES"]}
+    files = {s: (tmp_path / "out" / f"mlp{s}") for s in SUFFIXES}
     assert all(p.exists() for p in files.values())
     tflite = files[".tflite"].read_bytes()
     decoded = kc.sidecar.join(files[".skeleton"].read_bytes(), files[".kcz"].read_bytes())
