@@ -1,0 +1,34 @@
+"""A short libFuzzer run of the C decoder (tflite_export/c/fuzz), seeded with a real export."""
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_c_decoder import SOURCE, exported  # noqa: F401  (module-scoped fixture)
+
+CLANG = shutil.which("clang")
+pytestmark = pytest.mark.skipif(
+    CLANG is None, reason="clang is not installed (apt-get install clang)"
+)
+
+
+def test_libfuzzer_finds_no_crash_in_fifteen_seconds(exported, tmp_path):  # noqa: F811
+    binary = tmp_path / "kcz_fuzz"
+    sources = [str(SOURCE / "kcz_decode.c"), str(SOURCE / "fuzz" / "kcz_fuzz.c")]
+    flags = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", f"-I{SOURCE}"]
+    cmd = [CLANG, *flags, *sources, "-o", str(binary)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    skeleton = Path(f"{exported}.skeleton").read_bytes()
+    sidecar = Path(f"{exported}.kcz").read_bytes()
+    # The harness reads the skeleton's length (mod the input size) from the first two bytes.
+    (corpus / "seed").write_bytes(struct.pack("<H", len(skeleton)) + skeleton + sidecar)
+    run = subprocess.run(
+        [str(binary), "-max_total_time=15", "-max_len=65536", "-seed=1", str(corpus)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Done" in run.stderr and "ERROR" not in run.stderr
