@@ -4,8 +4,8 @@ The format is specified in ``tflite_export/FORMAT.md``; this module is its refer
 and decoder. ``split`` cuts the chosen weight buffers out of a ``.tflite`` (the *skeleton* is
 what remains) and codes them; ``join`` puts the original file back together byte for byte, or
 raises ``SidecarError`` naming the section and byte offset of the first problem. Integrity is
-checked three ways: a CRC-32 per section, sizes and ranges against each other, and the SHA-256
-of the rebuilt file.
+checked three ways: a CRC-32 per section and of the skeleton, sizes and ranges against each
+other, and the SHA-256 of the rebuilt file.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from keras_compress import huffman
 from keras_compress.sparse_index import absolute_positions, relative_gaps
 
 MAGIC = b"KCZ1"
-VERSION = 1
-HEADER = struct.Struct("<4sHHQQ32sI")  # magic, version, flags, model/skeleton size, sha, count
+VERSION = 2
+# magic, version, flags, model size, skeleton size, SHA-256 of the model, CRC-32 of the skeleton,
+# entry count
+HEADER = struct.Struct("<4sHHQQ32sII")
 ENTRY = struct.Struct("<QQQIBBH")  # offset, length, payload offset, payload size, enc, elem, 0
-CODED = 1  # the only encoding of format version 1
+CODED = 1  # the only encoding of format version 2
 MAX_CODEBOOK = 4096  # more distinct values: not shared, the tensor stays in the skeleton
 MAX_GAP_BITS = 8
 
@@ -227,8 +229,9 @@ def split(model: bytes, cuts: list[tuple[int, int, int]], max_code_length: int =
         model[start:end]
         for start, end in _kept_ranges(len(model), [(e.offset, e.length) for e in entries])
     )
+    digest = hashlib.sha256(model).digest()
     header = HEADER.pack(
-        MAGIC, VERSION, 0, len(model), len(skeleton), hashlib.sha256(model).digest(), len(entries)
+        MAGIC, VERSION, 0, len(model), len(skeleton), digest, zlib.crc32(skeleton), len(entries)
     )
     table = b"".join(
         ENTRY.pack(e.offset, e.length, e.payload_offset, e.payload_size, e.encoding, e.elem_size, 0)
@@ -257,7 +260,7 @@ def read_header(sidecar: bytes) -> tuple[dict, list[Entry]]:
             f"header: file has {len(sidecar)} bytes, the header needs {HEADER.size + 4}"
         )
     raw = sidecar[: HEADER.size]
-    magic, version, flags, model_size, skeleton_size, sha, count = HEADER.unpack(raw)
+    magic, version, flags, model_size, skeleton_size, sha, skeleton_crc, count = HEADER.unpack(raw)
     if magic != MAGIC:
         raise SidecarError(f"header: bad magic {magic!r} at byte offset 0 (expected {MAGIC!r})")
     if version != VERSION:
@@ -299,7 +302,8 @@ def read_header(sidecar: bytes) -> tuple[dict, list[Entry]]:
             "header: model size minus the cut tensors does not equal the skeleton size"
         )
     info = {"version": version, "flags": flags, "model_size": model_size,
-            "skeleton_size": skeleton_size, "sha256": sha.hex(), "entries": count}  # fmt: skip
+            "skeleton_size": skeleton_size, "sha256": sha.hex(), "skeleton_crc32": skeleton_crc,
+            "entries": count}  # fmt: skip
     return info, entries
 
 
@@ -308,13 +312,16 @@ def join(skeleton: bytes, sidecar: bytes) -> bytes:
 
     Raises:
         SidecarError: anything malformed, a skeleton of the wrong size, or a rebuilt file
-            whose SHA-256 differs from the one recorded (a wrong or altered skeleton).
+            whose skeleton CRC-32 or SHA-256 differs from the one recorded (a wrong or
+            altered skeleton).
     """
     info, entries = read_header(sidecar)
     if len(skeleton) != info["skeleton_size"]:
         raise SidecarError(
             f"skeleton: {len(skeleton)} bytes, the sidecar expects {info['skeleton_size']}"
         )
+    if zlib.crc32(skeleton) != info["skeleton_crc32"]:
+        raise SidecarError("skeleton: CRC-32 differs from the sidecar's (wrong or changed file?)")
     parts, skeleton_pos, model_pos = [], 0, 0
     for i, e in enumerate(entries):
         keep = e.offset - model_pos

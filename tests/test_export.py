@@ -74,7 +74,7 @@ def test_cli_decode_and_inspect(compressed, tmp_path):
     inspect = subprocess.run(
         cmd + ["inspect", str(tmp_path / "m.kcz")], capture_output=True, text=True
     )
-    assert inspect.returncode == 0 and '"version": 1' in inspect.stdout
+    assert inspect.returncode == 0 and '"version": 2' in inspect.stdout
     bad = tmp_path / "bad.kcz"
     data = bytearray((tmp_path / "m.kcz").read_bytes())
     data[-3] ^= 1

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,18 @@ def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
     assert (tmp_path / "o").read_bytes() == model
     rng = np.random.default_rng(0)
     payload = entries[0].payload_offset
+    size = kc.sidecar.HEADER.size
+    digest = bytearray(side)
+    digest[30] ^= 1  # the SHA-256 field, with the header CRC fixed up
+    digest[size : size + 4] = zlib.crc32(bytes(digest[:size])).to_bytes(4, "little")
     for name, bad_side, bad_skeleton, message in [
         ("header", side[:10] + bytes([side[10] ^ 1]) + side[11:], skeleton, "header: CRC-32"),
         ("table", side[:70] + bytes([side[70] ^ 4]) + side[71:], skeleton, "entry table"),
         ("payload", side[: payload + 20] + bytes([side[payload + 20] ^ 8]) + side[payload + 21 :],
          skeleton, "tensor payload 0"),
         ("truncated", side[: int(rng.integers(80, len(side)))], skeleton, "error"),
-        ("skeleton", side, skeleton[:5] + bytes([skeleton[5] ^ 1]) + skeleton[6:], "SHA-256"),
+        ("skeleton", side, skeleton[:5] + bytes([skeleton[5] ^ 1]) + skeleton[6:], "skeleton"),
+        ("digest", bytes(digest), skeleton, "model: SHA-256"),
     ]:  # fmt: skip
         (tmp_path / "bk").write_bytes(bad_side)
         (tmp_path / "bs").write_bytes(bad_skeleton)

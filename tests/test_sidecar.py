@@ -59,8 +59,22 @@ def test_truncation_extension_and_wrong_skeleton_are_rejected():
         sidecar.join(skeleton[:-1], side)
     other = bytearray(skeleton)
     other[10] ^= 0x40
-    with pytest.raises(sidecar.SidecarError, match="SHA-256"):
+    with pytest.raises(sidecar.SidecarError, match="skeleton: CRC-32"):
         sidecar.join(bytes(other), side)
+
+
+def test_the_sha256_of_the_rebuilt_model_is_checked():
+    """A header whose digest was altered (its CRC fixed up) never yields a model."""
+    import zlib
+
+    model, cuts = _model_bytes(2)
+    skeleton, side, _ = sidecar.split(model, cuts)
+    bad = bytearray(side)
+    bad[30] ^= 1  # inside the SHA-256 field (bytes 24..55)
+    size = sidecar.HEADER.size
+    bad[size : size + 4] = zlib.crc32(bytes(bad[:size])).to_bytes(4, "little")
+    with pytest.raises(sidecar.SidecarError, match="model: SHA-256"):
+        sidecar.join(skeleton, bytes(bad))
 
 
 def test_wrong_version_and_magic_name_the_offset():
@@ -69,8 +83,8 @@ def test_wrong_version_and_magic_name_the_offset():
     with pytest.raises(sidecar.SidecarError, match="bad magic .* at byte offset 0"):
         sidecar.join(skeleton, b"XXXX" + side[4:])
     newer = bytearray(side)
-    newer[4] = 2
-    with pytest.raises(sidecar.SidecarError, match="version 2 at byte offset 4"):
+    newer[4] = 3
+    with pytest.raises(sidecar.SidecarError, match="version 3 at byte offset 4"):
         sidecar.join(skeleton, bytes(newer))
 
 

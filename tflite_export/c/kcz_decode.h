@@ -1,4 +1,4 @@
-/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v1).
+/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2).
  *
  * Rebuilds the original .tflite from its skeleton and sidecar, byte for byte, for
  * TensorFlow Lite Micro targets: C99, no malloc, no globals, caller-provided memory, every
@@ -10,8 +10,15 @@
  *   int rc = kcz_decode(sidecar, sidecar_len, skeleton, skeleton_len, write_fn, ctx, &ws);
  *   if (rc != KCZ_OK) { puts(kcz_error_name(rc)); }
  *
- * On an error the callback may already have received part of the model: treat the output as
- * invalid unless kcz_decode returns KCZ_OK (it checks the SHA-256 of everything written).
+ * Every input byte is checked (CRC-32 of the header, entry table, each payload and the
+ * skeleton) before the first byte is written, so a corrupted or mismatched input is rejected
+ * without output. Only a payload that passes its CRC yet is malformed (a buggy encoder) can fail
+ * after part of the model was written: treat the output as invalid unless this returns KCZ_OK.
+ *
+ * Builds: with -Os (microcontrollers) Huffman codes are decoded bit by bit; about 1.5 KB of
+ * Cortex-M4 code and a few hundred bytes of stack. Any other optimisation level adds lookup
+ * tables on the stack (8 KB) and in-place output, several times faster on hosts.
+ * KCZ_MAX_CODEBOOK and KCZ_CHUNK change kcz_workspace: define them the same way everywhere.
  */
 #ifndef KCZ_DECODE_H
 #define KCZ_DECODE_H
@@ -20,13 +27,17 @@
 #include <stdint.h>
 
 /* Largest codebook accepted; 4096 is the format's limit. Microcontroller builds can pass
- * -DKCZ_MAX_CODEBOOK=256 to shrink the workspace to about 1.4 KB. */
+ * -DKCZ_MAX_CODEBOOK=256 to shrink the workspace to about 1.4 KB (8-bit shared weights). */
 #ifndef KCZ_MAX_CODEBOOK
 #define KCZ_MAX_CODEBOOK 4096u
 #endif
 #define KCZ_MAX_GAP_BITS 8u
 #define KCZ_MAX_CODE_LEN 16u
-#define KCZ_CHUNK 64u
+/* Bytes handed to the write callback at a time (the last piece may be shorter): a common flash
+ * page size. Host builds can pass e.g. -DKCZ_CHUNK=4096 for fewer callbacks. */
+#ifndef KCZ_CHUNK
+#define KCZ_CHUNK 256u
+#endif
 
 enum {
     KCZ_OK = 0,
@@ -35,35 +46,26 @@ enum {
     KCZ_E_VERSION = 3,     /* a version this decoder does not know */
     KCZ_E_CRC = 4,         /* a section's CRC-32 does not match */
     KCZ_E_TABLE = 5,       /* inconsistent entry table (ranges, sizes, order) */
-    KCZ_E_SKELETON = 6,    /* skeleton size differs from the header's */
+    KCZ_E_SKELETON = 6,    /* the skeleton's size or CRC-32 differs from the header's */
     KCZ_E_PAYLOAD = 7,     /* a malformed tensor payload */
     KCZ_E_HUFFMAN = 8,     /* an invalid code, bad code lengths, or a stream of wrong size */
     KCZ_E_WORKSPACE = 9,   /* codebook or gap alphabet larger than the workspace allows */
-    KCZ_E_HASH = 10,       /* the rebuilt model's SHA-256 differs (wrong skeleton?) */
-    KCZ_E_WRITE = 11       /* the write callback reported an error */
+    KCZ_E_WRITE = 10       /* the write callback reported an error */
 };
 
 /* Returns 0 on success, non-zero to abort decoding. */
 typedef int (*kcz_write_fn)(void *ctx, const uint8_t *data, size_t len);
 
-typedef struct {
-    uint32_t h[8];
-    uint64_t length;
-    uint8_t block[64];
-    uint32_t used;
-} kcz_sha256;
-
 /* All the memory the decoder uses besides a few hundred bytes of stack: canonical Huffman
  * state (code counts per length, symbols in code order) for the value and gap streams, the
- * running SHA-256 and the output chunk. */
+ * output chunk and the write callback. */
 typedef struct {
-    uint16_t value_count[KCZ_MAX_CODE_LEN + 1];
-    uint16_t value_symbol[KCZ_MAX_CODEBOOK + 1];
-    uint16_t gap_count[KCZ_MAX_CODE_LEN + 1];
-    uint16_t gap_symbol[1u << KCZ_MAX_GAP_BITS];
-    kcz_sha256 sha;
+    uint16_t count[2][KCZ_MAX_CODE_LEN + 1];                         /* value, gap */
+    uint16_t symbol[KCZ_MAX_CODEBOOK + 1 + (1u << KCZ_MAX_GAP_BITS)]; /* value, then gap */
     uint8_t out[KCZ_CHUNK];
     uint32_t out_used;
+    kcz_write_fn write;
+    void *ctx;
 } kcz_workspace;
 
 int kcz_decode(const uint8_t *sidecar, size_t sidecar_size, const uint8_t *skeleton,

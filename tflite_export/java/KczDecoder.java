@@ -1,5 +1,5 @@
 /*
- * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v1,
+ * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2,
  * tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
  * only. The result is a direct ByteBuffer in native order, ready for the TFLite/LiteRT
  * Interpreter:
@@ -8,7 +8,7 @@
  *   Interpreter interpreter = new Interpreter(model);
  *
  * Any malformed input raises an IOException naming the section and byte offset; a rebuilt
- * model whose SHA-256 differs from the recorded one is never returned.
+ * model whose skeleton CRC-32 or SHA-256 differs from the recorded one is never returned.
  */
 import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
@@ -23,7 +23,7 @@ import java.util.Arrays;
 import java.util.zip.CRC32;
 
 public final class KczDecoder {
-    private static final int HEADER = 64;
+    private static final int HEADER = 68; // header fields and their CRC-32
     private static final int ENTRY = 32;
     private static final int MAX_CODEBOOK = 4096;
     private static final int MAX_GAP_BITS = 8;
@@ -46,15 +46,19 @@ public final class KczDecoder {
         ByteBuffer b = ByteBuffer.wrap(side).order(ByteOrder.LITTLE_ENDIAN);
         if (side[0] != 'K' || side[1] != 'C' || side[2] != 'Z' || side[3] != '1')
             fail("header", 0, "bad magic");
-        if (b.getShort(4) != 1) fail("header", 4, "unknown version " + b.getShort(4));
+        if (b.getShort(4) != 2) fail("header", 4, "unknown version " + b.getShort(4));
         checkCrc(side, 0, HEADER - 4, "header");
         long modelSize = b.getLong(8), skeletonSize = b.getLong(16);
-        long count = b.getInt(56) & 0xFFFFFFFFL;
+        long count = b.getInt(60) & 0xFFFFFFFFL;
         long tableEnd = HEADER + count * ENTRY;
         if (tableEnd + 4 > side.length) fail("entry table", HEADER, "runs past the end of the file");
         checkCrc(side, HEADER, (int) (tableEnd - HEADER), "entry table");
         if (skeleton.length != skeletonSize)
             fail("skeleton", 0, skeleton.length + " bytes, expected " + skeletonSize);
+        CRC32 skeletonCrc = new CRC32();
+        skeletonCrc.update(skeleton, 0, skeleton.length);
+        if (skeletonCrc.getValue() != (b.getInt(56) & 0xFFFFFFFFL))
+            fail("skeleton", 0, "CRC-32 differs from the sidecar's (wrong skeleton?)");
         if (modelSize > Integer.MAX_VALUE - 8) fail("header", 8, "model too large for one array");
         long previousEnd = 0, cut = 0, payloadAt = tableEnd + 4;
         for (int i = 0; i < count; i++) {
