@@ -1,11 +1,13 @@
 """Exact 1-D k-means (Lloyd's algorithm) for weight sharing, with Han et al.'s initialisations.
 
 Deep Compression (Han et al. 2016, arXiv:1510.00149, section 3.1) clusters the weights of each
-layer in one dimension. In 1-D a Lloyd step needs no distance matrix: with the data sorted
-once and the centroids sorted, each cluster is the run of points between two midpoints, so an
-assignment is a ``searchsorted`` of ``k - 1`` midpoints and a centroid update is a difference of
-prefix sums. One iteration costs ``O(k log n)`` after an ``O(n log n)`` sort, against ``O(nk)``
-for generic k-means; scikit-learn has no 1-D specialisation, hence this module.
+layer in one dimension. In 1-D a Lloyd step needs no distance matrix: with sorted centroids
+each cluster is the set of values between two midpoints, so an update only needs the sums of
+``w``, ``w*x`` and ``w*x^2`` below each midpoint. This module gets those sums without sorting:
+the values are binned once on a 65,536-bin grid with exact per-bin sums (``np.bincount``), and
+only the few bins that contain a midpoint are opened up (their values sorted) to split them
+exactly. An iteration then costs ``O(k log n)``, the set-up ``O(n)``; scikit-learn has no 1-D
+specialisation and pays ``O(nk)`` per iteration, hence this module.
 
 Optional per-weight importances (``sample_weight``, e.g. a Hessian diagonal) give Choi et
 al.'s Hessian-weighted k-means (arXiv:1612.01543, section 4.1).
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INITS = ("linear", "density", "forgy", "kmeans++")
+POLISH = 10  # exact Lloyd iterations after the binned ones
 
 
 @dataclass
@@ -41,77 +44,177 @@ class Clustering:
         return self.centroids[self.labels]
 
 
-class SortedData:
-    """Values sorted once, with prefix sums of ``w``, ``w*x`` and ``w*x^2`` for O(1) range sums.
+def validated(x: np.ndarray, sample_weight: np.ndarray | None = None):
+    """``x`` flattened (float32 stays float32) and the weights as float64, after checks.
 
-    Without ``sample_weight`` only a sort (not an argsort) is needed: float32 weights are
-    sorted as float32, which is twice as fast, and labels come from the midpoints directly.
+    Raises:
+        ValueError: empty ``x``, NaN or infinity in it, or weights of the wrong size, negative
+            or not finite.
 
     Example:
-        >>> data = SortedData(np.array([3.0, 1.0, 2.0]))
-        >>> data.range_sums(np.array([0, 2]), np.array([2, 3]))[1].tolist()  # sum of x
-        [3.0, 3.0]
+        >>> validated(np.ones((2, 2)))[0].shape
+        (4,)
+    """
+    flat = np.ravel(np.asarray(x))
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    if flat.size == 0:
+        raise ValueError("cannot cluster an empty array")
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("values to cluster contain NaN or infinity")
+    if sample_weight is None:
+        return flat, None
+    sw = np.asarray(sample_weight, dtype=np.float64).ravel()
+    if sw.shape != flat.shape:
+        raise ValueError(f"sample_weight has {sw.size} values, data has {flat.size}")
+    if np.any(sw < 0) or not np.all(np.isfinite(sw)):
+        raise ValueError("sample_weight must be finite and >= 0")
+    return flat, sw
+
+
+def _prefix(values: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(values)])
+
+
+class BinnedData:
+    """Values binned once, with exact sums of ``w``, ``w*x``, ``w*x^2`` below any threshold.
+
+    The bin of a value is ``floor((x - min) * scale)``, monotone in ``x``: a value in a lower
+    bin than a threshold's is below it, one in a higher bin above it. So the sums below a
+    threshold are the sums of the bins below its bin (prefix sums of ``np.bincount``) plus, in
+    its own bin, the members up to it. ``split`` opens the bins of the given thresholds: one
+    pass over the bin indices collects their members, which are sorted (a few per bin).
+
+    Example:
+        >>> data = BinnedData(np.array([3.0, 1.0, 2.0]))
+        >>> data.split(np.array([2.5]))
+        >>> data.below(np.array([2.5]))[1].tolist()  # sum of the values <= 2.5
+        [3.0]
     """
 
+    MAX_BINS = 1 << 16
+    REACH = 4
+
     def __init__(self, x: np.ndarray, sample_weight: np.ndarray | None = None):
-        flat = np.ravel(np.asarray(x))
-        if flat.dtype not in (np.float32, np.float64):
-            flat = flat.astype(np.float64)
-        if flat.size == 0:
-            raise ValueError("cannot cluster an empty array")
-        if not np.all(np.isfinite(flat)):
-            raise ValueError("values to cluster contain NaN or infinity")
-        self.flat, self.shape = flat, np.shape(x)
-        zero = np.zeros(1)
-        if sample_weight is None:
-            self.x = np.sort(flat).astype(np.float64)
-            self.w = None
-            self.cw = np.arange(flat.size + 1, dtype=np.float64)
-        else:
-            sw = np.asarray(sample_weight, dtype=np.float64).ravel()
-            if sw.shape != flat.shape:
-                raise ValueError(f"sample_weight has {sw.size} values, data has {flat.size}")
-            if np.any(sw < 0) or not np.all(np.isfinite(sw)):
-                raise ValueError("sample_weight must be finite and >= 0")
-            order = np.argsort(flat)
-            self.x, self.w = flat[order].astype(np.float64), sw[order]
-            self.cw = np.concatenate([zero, np.cumsum(self.w)])
-        wx = self.x if self.w is None else self.w * self.x
-        self.cwx = np.concatenate([zero, np.cumsum(wx)])
-        self.cwxx = np.concatenate([zero, np.cumsum(wx * self.x)])
+        self.flat, self.w = validated(x, sample_weight)
+        self.shape = np.shape(x)
+        x64 = self.flat.astype(np.float64)
+        self.lo, self.hi = float(x64.min()), float(x64.max())
+        self.nbins = min(self.MAX_BINS, x64.size)
+        self.scale = self.nbins / (self.hi - self.lo) if self.hi > self.lo else 0.0
+        self.bins = self.bin_of(x64).astype(np.int32)
+        wx = x64 if self.w is None else self.w * x64
+        sums = [np.bincount(self.bins, v, self.nbins) for v in (self.w, wx, wx * x64)]
+        self.prefix = [_prefix(v) for v in sums]  # over bins: [0, bin 0, bins 0..1, ...]
+        self.open = np.zeros(self.nbins, dtype=bool)
+        self.members = self.order = np.zeros(0, dtype=np.int64)
+        self._collect(self.members)
 
-    def range_sums(self, starts: np.ndarray, ends: np.ndarray):
-        """Sums of ``w``, ``w*x``, ``w*x^2`` over sorted positions ``[starts, ends)``."""
-        return (
-            self.cw[ends] - self.cw[starts],
-            self.cwx[ends] - self.cwx[starts],
-            self.cwxx[ends] - self.cwxx[starts],
-        )
+    def bin_position(self, values: np.ndarray) -> np.ndarray:
+        """Position on the grid (float64 arithmetic, clipped): the bin is its integer part."""
+        t = (np.asarray(values, dtype=np.float64) - self.lo) * self.scale
+        return np.clip(t, 0, np.nextafter(self.nbins, 0))
 
-    def bounds(self, centroids: np.ndarray) -> np.ndarray:
-        """Start position of each cluster (plus ``n``) for sorted ``centroids`` (nearest rule)."""
+    def bin_of(self, values: np.ndarray) -> np.ndarray:
+        """Bin index of each value."""
+        return self.bin_position(values).astype(np.int64)
+
+    def split(self, thresholds: np.ndarray) -> None:
+        """Open the bins of ``thresholds`` (if not open yet): collect and sort their members.
+
+        Bins within ``REACH`` of a threshold's are opened with it, as thresholds creep over
+        Lloyd's iterations; each opening is one pass over the bin indices.
+        """
+        wanted = self.bin_of(thresholds)
+        if self.open[wanted].all():
+            return
+        around = wanted[:, None] + np.arange(-self.REACH, self.REACH + 1)[None, :]
+        fresh = np.zeros(self.nbins, dtype=bool)
+        fresh[np.clip(around, 0, self.nbins - 1)] = True
+        fresh &= ~self.open
+        self.open |= fresh
+        self._collect(np.concatenate([self.members, np.flatnonzero(fresh[self.bins])]))
+
+    def _collect(self, members: np.ndarray) -> None:
+        old = self.order.size
+        self.members, self.member_values = members, self.flat[members].astype(np.float64)
+        # The members collected before are sorted already: sorting the new ones and merging the
+        # two runs with a stable sort (timsort) takes linear time.
+        runs = np.concatenate([self.order, np.argsort(self.member_values[old:]) + old])
+        self.order = runs[np.argsort(self.member_values[runs], kind="stable")]
+        self.values = self.member_values[self.order]
+        w = np.ones(members.size) if self.w is None else self.w[members[self.order]]
+        self.member_bins = self.bin_of(self.values)
+        self.member_prefix = [_prefix(v) for v in (w, w * self.values, w * self.values**2)]
+
+    def below(self, thresholds: np.ndarray, exact: bool = True) -> list[np.ndarray]:
+        """Sums of ``w``, ``w*x``, ``w*x^2`` over the values ``<= thresholds``.
+
+        With ``exact=False`` a threshold's own bin counts in proportion to where the threshold
+        falls in it (as if its values were spread evenly): no bin needs opening, a cheap and
+        close approximation for the iterations before the last.
+        """
+        t = self.bin_position(thresholds)
+        j = t.astype(np.int64)
+        sums = [p[j] for p in self.prefix]
+        if exact:
+            self.split(thresholds)
+            start = np.searchsorted(self.member_bins, j, side="left")
+            stop = np.searchsorted(self.values, thresholds, side="right")
+            return [s + mp[stop] - mp[start] for s, mp in zip(sums, self.member_prefix)]
+        share = t - j
+        return [s + share * (p[j + 1] - p[j]) for s, p in zip(sums, self.prefix)]
+
+    def cluster_sums(self, centroids: np.ndarray, exact: bool = True) -> list[np.ndarray]:
+        """Sums of ``w``, ``w*x``, ``w*x^2`` per cluster of sorted ``centroids``."""
         mids = (centroids[1:] + centroids[:-1]) / 2.0
-        # side="right": a point exactly on a midpoint goes to the lower cluster, as argmin does.
-        inner = np.searchsorted(self.x, mids, side="right")
-        return np.concatenate([[0], inner, [self.x.size]])
+        inner = self.below(mids, exact)
+        return [np.diff(np.concatenate([[0.0], c, [p[-1]]])) for c, p in zip(inner, self.prefix)]
+
+    def empty(self, centroids: np.ndarray) -> np.ndarray:
+        """Which clusters of sorted ``centroids`` have no weight, decided exactly.
+
+        A cluster spans the bins of its two midpoints and the bins between. If the bins between
+        hold weight it is not empty; if they and the two end bins hold none it is; only
+        otherwise (a cluster within a bin or two) are the end bins opened.
+        """
+        j = self.bin_of((centroids[1:] + centroids[:-1]) / 2.0)
+        first, last = np.concatenate([[-1], j]), np.concatenate([j, [self.nbins]])
+        w = self.prefix[0]
+        inside = w[np.maximum(last, first + 1)] - w[first + 1]
+        if np.all(inside > 0):  # the usual case
+            return np.zeros(centroids.size, dtype=bool)
+        in_bin = np.diff(w)
+        ends = (first >= 0) & (in_bin[np.maximum(first, 0)] > 0)
+        ends |= (last < self.nbins) & (in_bin[np.minimum(last, self.nbins - 1)] > 0)
+        empty = (inside <= 0) & ~ends
+        unsure = (inside <= 0) & ends
+        if unsure.any():
+            empty |= unsure & (self.cluster_sums(centroids)[0] <= 0)
+        return empty
 
     def labels(self, centroids: np.ndarray) -> np.ndarray:
-        """Nearest-centroid index per input value, in the input's order and shape."""
+        """Nearest-centroid index per input value (ties to the lower), in the input's shape."""
         mids = (centroids[1:] + centroids[:-1]) / 2.0
-        return np.searchsorted(mids, self.flat, side="left").reshape(self.shape)
+        self.split(mids)
+        # A bin without a midpoint has one label for all its members: the midpoints below it.
+        per_bin = np.searchsorted(self.bin_of(mids), np.arange(self.nbins), side="left")
+        dtype = np.uint8 if centroids.size <= 256 else np.int32
+        labels = per_bin.astype(dtype)[self.bins]
+        labels[self.members] = np.searchsorted(mids, self.member_values, side="left")
+        return labels.reshape(self.shape)
 
-    def farthest(self, centroids: np.ndarray, bounds: np.ndarray, count: int) -> np.ndarray:
-        """Sorted positions of the ``count`` values with the largest (weighted) error."""
-        assigned = np.repeat(centroids, np.diff(bounds))
-        err = (self.x - assigned) ** 2
-        if self.w is not None:
-            err *= self.w
-        return np.argpartition(err, -count)[-count:]
-
-    def inertia(self, centroids: np.ndarray, bounds: np.ndarray) -> float:
-        """Weighted squared error of assigning the ranges ``bounds`` to ``centroids``."""
-        sw, swx, swxx = self.range_sums(bounds[:-1], bounds[1:])
+    def inertia(self, centroids: np.ndarray) -> float:
+        """Weighted squared error of assigning every value to its nearest centroid."""
+        sw, swx, swxx = self.cluster_sums(centroids)
         return float(np.sum(swxx - 2.0 * centroids * swx + centroids * centroids * sw).clip(0))
+
+    def farthest(self, centroids: np.ndarray, count: int) -> np.ndarray:
+        """The ``count`` values with the largest (weighted) error to their nearest centroid."""
+        err = np.abs(self.flat - centroids.astype(self.flat.dtype)[self.labels(centroids).ravel()])
+        if self.w is not None:
+            err = err * err * self.w
+        return self.flat[np.argpartition(err, -count)[-count:]].astype(np.float64)
 
 
 def initial_centroids(
@@ -181,19 +284,23 @@ def kmeans1d(
     sample_weight: np.ndarray | None = None,
     max_iter: int = 300,
     seed: int | None = 0,
-    tol: float = 1e-9,
+    tol: float = 1e-8,
 ) -> Clustering:
-    """Lloyd's k-means on 1-D data, run until the assignment stops changing.
+    """Lloyd's k-means on 1-D data, run until the assignment stops changing (or ``tol``).
+
+    The iterations first run on the binned sums (a threshold's own bin split in proportion),
+    then up to ``POLISH`` exact iterations follow. Labels and inertia are exact for the
+    returned centroids: every value goes to its nearest centroid, ties to the lower one.
 
     Args:
         x: values to cluster (any shape; labels come back in that shape).
         k: number of clusters.
         init: a name from ``INITS`` or an array of ``k`` initial centroids.
         sample_weight: per-value importance (Hessian-weighted k-means); ``None``: all 1.
-        max_iter: upper bound on Lloyd iterations.
+        max_iter: upper bound on the binned Lloyd iterations.
         seed: seed for the random initialisations.
-        tol: also stop once no centroid moves by more than ``tol`` times the data's range
-            (the assignment of a few values can creep for many iterations on long tails).
+        tol: also stop once the squared centroid shifts of an iteration sum to at most ``tol``
+            times the data's (weighted) variance: scikit-learn's rule (its default is 1e-4).
 
     Returns:
         A ``Clustering`` with sorted centroids. A cluster that loses all its members is moved
@@ -207,36 +314,39 @@ def kmeans1d(
         >>> result.centroids.tolist(), result.labels.tolist()
         ([0.05, 0.95], [0, 0, 1, 1])
     """
-    data = SortedData(x, sample_weight)
+    data = BinnedData(x, sample_weight)
     if isinstance(init, str):
         centroids = initial_centroids(x, k, init, seed, sample_weight)
     else:
         centroids = np.sort(np.asarray(init, dtype=np.float64).ravel())
         if centroids.size != k:
             raise ValueError(f"init has {centroids.size} centroids, k is {k}")
-    scale = float(data.x[-1] - data.x[0]) or 1.0
-    bounds = data.bounds(centroids)
+    total_w, total_wx, total_wxx = (p[-1] for p in data.prefix)
+    limit = tol * max(total_wxx / total_w - (total_wx / total_w) ** 2, 0.0) if total_w else 0.0
     iterations = 0
-    while iterations < max_iter:
-        iterations += 1
-        sw, swx, _ = data.range_sums(bounds[:-1], bounds[1:])
-        empty = sw <= 0
-        updated = np.where(empty, centroids, swx / np.where(empty, 1.0, sw))
-        if empty.any():
-            # As scikit-learn does: move empty clusters onto the values farthest from the
-            # centroids they were just assigned to.
-            far = data.x[data.farthest(centroids, bounds, int(empty.sum()))]
-            fresh = far[~np.isin(far, updated)]
-            slots = np.flatnonzero(empty)[: fresh.size]
-            updated[slots] = fresh[: slots.size]
-        updated.sort()
-        shift = np.max(np.abs(updated - centroids))
-        centroids = updated
-        new_bounds = data.bounds(centroids)
-        if np.array_equal(new_bounds, bounds) or shift <= tol * scale:
-            bounds = new_bounds
-            break
-        bounds = new_bounds
-    return Clustering(
-        centroids, data.labels(centroids), data.inertia(centroids, bounds), iterations
-    )
+    # Iterations on interpolated bin sums until they converge (at most max_iter), then at most
+    # POLISH exact ones from there: the start is close, and an exact Lloyd step never raises
+    # the inertia, so stopping early only forgoes the last creep of the centroids.
+    for exact, budget in ((False, max_iter), (True, POLISH)):
+        previous = None
+        for _ in range(budget):
+            iterations += 1
+            sw, swx, _ = data.cluster_sums(centroids, exact)
+            empty = sw <= 0 if exact else data.empty(centroids)
+            updated = np.where(sw <= 0, centroids, swx / np.where(sw <= 0, 1.0, sw))
+            if empty.any():
+                # As scikit-learn does: move empty clusters onto the values farthest from the
+                # centroids they were just assigned to.
+                far = data.farthest(centroids, int(empty.sum()))
+                fresh = far[~np.isin(far, updated)]
+                slots = np.flatnonzero(empty)[: fresh.size]
+                updated[slots] = fresh[: slots.size]
+            updated.sort()
+            shift = np.sum((updated - centroids) ** 2)
+            # Same cluster sums as the step before: same assignment (clusters are runs of
+            # sorted values), unless an empty cluster was just moved.
+            stable = np.array_equal(sw, previous) and not empty.any()
+            centroids, previous = updated, sw
+            if stable or shift <= limit:
+                break
+    return Clustering(centroids, data.labels(centroids), data.inertia(centroids), iterations)

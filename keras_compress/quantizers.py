@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_compress.kmeans1d import Clustering, SortedData
+from keras_compress.kmeans1d import Clustering, validated
 
 
 def uniform_quantize(x: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> Clustering:
@@ -27,20 +27,21 @@ def uniform_quantize(x: np.ndarray, k: int, sample_weight: np.ndarray | None = N
     """
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"number of levels must be an integer >= 1, got {k!r}")
-    data = SortedData(x, sample_weight)
-    edges = np.linspace(data.x[0], data.x[-1], k + 1)[1:-1]
-    # Bin j holds edges[j-1] <= x < edges[j]; in sorted order that is a contiguous range.
-    bounds = np.concatenate([[0], np.searchsorted(data.x, edges, side="left"), [data.x.size]])
-    used = np.flatnonzero(np.diff(bounds) > 0)  # drop empty bins
-    starts, ends = bounds[used], bounds[used + 1]
-    sw, swx, _ = data.range_sums(starts, ends)
+    flat, w = validated(x, sample_weight)
+    flat = flat.astype(np.float64)
+    edges = np.linspace(flat.min(), flat.max(), k + 1)[1:-1]
+    bins = np.searchsorted(edges, flat, side="right")  # bin j: edges[j-1] <= x < edges[j]
+    n = np.bincount(bins, minlength=k)
+    used = np.flatnonzero(n > 0)  # drop empty bins
+    sw = n if w is None else np.bincount(bins, w, k)
+    swx = np.bincount(bins, flat if w is None else w * flat, k)
     # A bin whose members all have zero importance takes its plain mean.
-    plain_mean = np.add.reduceat(data.x, starts) / (ends - starts)
-    centroids = np.where(sw > 0, swx / np.where(sw > 0, sw, 1.0), plain_mean)
-    bins = np.searchsorted(edges, data.flat, side="right")
-    labels = np.searchsorted(used, bins).reshape(data.shape)
-    kept = np.concatenate([starts, [data.x.size]])
-    return Clustering(centroids, labels, data.inertia(centroids, kept))
+    plain_mean = np.bincount(bins, flat, k)[used] / n[used]
+    centroids = np.where(sw[used] > 0, swx[used] / np.where(sw[used] > 0, sw[used], 1), plain_mean)
+    labels = np.searchsorted(used, bins)
+    err = (flat - centroids[labels]) ** 2
+    inertia = float(np.sum(err if w is None else w * err))
+    return Clustering(centroids, labels.reshape(np.shape(x)), inertia)
 
 
 def ecsq(
