@@ -13,6 +13,30 @@ from keras_compress.compression_wrapper import CompressionWrapper
 GRADIENTS = ("sum", "mean")
 
 
+def _lookup(centroids, indices, nonzero):
+    """``where(nonzero, centroids[indices], 0)``, the centroids' gradient by one ``bincount``.
+
+    Pruned entries read an extra zero centroid (index ``size``) and send their gradient to it,
+    where it is dropped. A gather's default gradient (a segment sum into a handful of slots)
+    is several times slower on CPU.
+    """
+    size = ops.shape(centroids)[0]
+    codes = ops.where(nonzero, indices, size)
+
+    @ops.custom_gradient
+    def forward(c):
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            sums = ops.bincount(
+                ops.reshape(codes, (-1,)), weights=ops.reshape(upstream, (-1,)), minlength=size + 1
+            )
+            return sums[:size]
+
+        return ops.take(ops.concatenate([c, ops.zeros((1,), c.dtype)]), codes), grad
+
+    return forward(ops.copy(centroids))  # a tensor: the variable is read outside
+
+
 @keras.saving.register_keras_serializable(package="keras_compress")
 class WeightSharingWrapper(CompressionWrapper):
     """Wraps a layer whose weight matrices are drawn from a small trainable codebook.
@@ -106,8 +130,7 @@ class WeightSharingWrapper(CompressionWrapper):
             centroids = (
                 ops.stop_gradient(centroids) + (centroids - ops.stop_gradient(centroids)) * scale
             )
-        value = ops.take(centroids, self.indices[i])
-        return ops.where(self.nonzero[i], value, ops.zeros_like(value))
+        return _lookup(centroids, self.indices[i], self.nonzero[i])
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         """Run the wrapped layer with its shared weights substituted."""
