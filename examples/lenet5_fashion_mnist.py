@@ -4,8 +4,8 @@ Train, prune (Han et al.'s per-layer levels, prune/retrain rounds), share weight
 bits, dense 5 bits, k-means with linear init), fine-tune the centroids, export the TFLite
 model with its sidecar, decode skeleton + sidecar again with the C decoder (the Python one if
 gcc is missing), check the decoded model's accuracy in the TFLite interpreter, and print the
-report. Writes ``out/lenet5.*`` and two plots: the fc1 weight histogram with its centroids (as
-in Deep Compression's figure) and the size of each stage.
+report. Writes ``out/lenet5.*`` and ``out/lenet5.png``: each layer's weight histogram with its
+centroids (as in Deep Compression's figure) and the size after each stage.
 
     python examples/lenet5_fashion_mnist.py [--epochs 4] [--out out]
 """
@@ -13,6 +13,7 @@ in Deep Compression's figure) and the size of each stage.
 from __future__ import annotations
 
 import argparse
+import gzip
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_compress as kc
-from keras_compress.export import report_markdown
+from keras_compress.export import convert, report_markdown
 
 HAN_LEVELS = {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -65,28 +66,30 @@ def tflite_accuracy(model_bytes: bytes, x, y) -> float:
 
 
 def plot(shared, report, stages, path: Path) -> None:
+    """Per layer: the non-zero weights before sharing and the centroids; the size per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wrapper = next(layer for layer in shared.layers if layer.name == "shared_fc1")
-    values = wrapper.shared_weights()[0]
-    before = wrapper.layer.kernel.numpy()  # the frozen pre-sharing weights
-    centroids = wrapper.centroids[0].numpy()[: len(np.unique(values[values != 0]))]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
-    a.hist(before[before != 0].ravel(), bins=200, color="tab:blue", alpha=0.7,
-           label="fc1 non-zero weights before sharing")  # fmt: skip
-    for c in centroids:
-        a.axvline(c, color="tab:red", lw=0.6)
-    a.set(title="fc1 after pruning, with the shared centroids (red)", xlabel="weight value",
-          ylabel="count")  # fmt: skip
-    a.legend(fontsize=8)
+    wrappers = [layer for layer in shared.layers if isinstance(layer, kc.WeightSharingWrapper)]
+    fig, axes = plt.subplots(1, len(wrappers) + 1, figsize=(4 * (len(wrappers) + 1), 3.6))
+    for ax, wrapper in zip(axes, wrappers):
+        values = wrapper.shared_weights()[0]
+        before = wrapper.layer.weights[0].numpy()  # the frozen pre-sharing kernel
+        used = np.unique(wrapper.indices[0].numpy()[wrapper.nonzero[0].numpy()])
+        ax.hist(before[before != 0].ravel(), bins=120, color="tab:blue", alpha=0.7)
+        for c in wrapper.centroids[0].numpy()[used]:
+            ax.axvline(c, color="tab:red", lw=0.5)
+        ax.set(title=f"{wrapper.layer.name}: {(values != 0).sum()} non-zeros, {used.size} values",
+               xlabel="weight (red: centroids)", ylabel="count")  # fmt: skip
     names, sizes = zip(*stages)
-    b.bar(names, [s / 1024 for s in sizes], color=["gray", "tab:blue", "tab:green"])
+    bar = axes[-1]
+    bar.bar(names, [s / 1024 for s in sizes], color=["gray", "tab:orange", "tab:green"])
     for i, s in enumerate(sizes):
-        b.text(i, s / 1024, f"{s / 1024:.1f} KiB", ha="center", va="bottom", fontsize=8)
-    b.set(title=f"deployable size ({report['totals']['ratio']:.1f}x smaller)", ylabel="KiB")
+        bar.text(i, s / 1024, f"{s / 1024:.1f} KiB", ha="center", va="bottom", fontsize=8)
+    bar.set(title=f"deployable size ({report['totals']['ratio']:.1f}x smaller)", ylabel="KiB")
+    bar.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -112,6 +115,8 @@ def main() -> None:
     pruning = kc.MagnitudePruning(schedule=rounds, layer_targets=HAN_LEVELS)
     pruned.fit(x, y, batch_size=128, epochs=4, validation_data=(xt, yt), callbacks=[pruning])
 
+    pruned_gzip = len(gzip.compress(convert(kc.strip(pruned)), 9))
+
     print("== 3/5 weight sharing (conv 8 bits, dense 5 bits) and centroid fine-tuning")
     shared = compiled(kc.share_weights(pruned, bits={"conv": 8, "dense": 5}), 1e-4)
     shared.fit(x, y, batch_size=128, epochs=2, validation_data=(xt, yt))
@@ -126,8 +131,8 @@ def main() -> None:
     assert decoded == (out / "lenet5.tflite").read_bytes(), "decoded model differs"
     accuracy = tflite_accuracy(decoded, xt, yt)
     t = report["totals"]
-    stages = [("float32 .tflite", t["tflite_bytes"]), ("skeleton", t["skeleton_bytes"]),
-              ("sidecar", t["sidecar_bytes"])]  # fmt: skip
+    stages = [("float32 .tflite", t["tflite_bytes"]), ("pruned, gzip -9", pruned_gzip),
+              ("skeleton + sidecar", t["deployable_bytes"])]  # fmt: skip
     plot(shared, report, stages, out / "lenet5.png")
     print(kc.summary(shared))
     print(f"float Keras accuracy {float_accuracy:.4f}; decoded TFLite accuracy {accuracy:.4f}")

@@ -1,0 +1,197 @@
+"""The whole pipeline on Fashion-MNIST in the layout of Choi et al.'s Table 1, with baselines.
+
+For LeNet-300-100 and the Caffe LeNet-5 on full Fashion-MNIST, from one seed and one epoch
+budget for every row (train ``--epochs``, prune in 3 prune/retrain rounds plus ``--retrain``
+epochs to Han et al.'s per-layer levels, fine-tune the shared weights ``--finetune`` epochs):
+the original model, the pruned one, then pruned + k-means + Huffman (Deep Compression), +
+Hessian-weighted k-means, + uniform quantization, + ECSQ (Choi et al. 2016,
+arXiv:1612.01543), each at Deep Compression's bit widths and at narrower ones. Columns:
+accuracy of the exported float32 ``.tflite`` decoded from skeleton + sidecar (in the TFLite
+interpreter), deployable bytes (skeleton + sidecar) and the ratio to the float32 ``.tflite``.
+
+Baselines in the same run: tensorflow-model-optimization's pipeline (``tfmot_baseline.py``,
+in its own virtual environment with legacy Keras, which this script creates with pip) and
+TFLite's post-training full-integer int8.
+
+Goals (accuracy within 0.5 points of our float model): LeNet-300-100 at least 40x, LeNet-5
+at least 50x, and at most half the bytes of the tensorflow-model-optimization pipeline at
+equal or better accuracy.
+
+    python benchmarks/table1.py            # about 30 minutes on 2 cores
+    python benchmarks/table1.py --quick    # subset smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import results_io
+import tensorflow as tf
+from fashion import BATCH, HAN_LEVELS, LOSS, compiled, data, prune_to_han_levels
+
+import keras_compress as kc
+
+HERE = Path(__file__).resolve().parent
+TFMOT_VENV = HERE / ".venv-tfmot"
+BITS = {  # Deep Compression's widths, then narrower ones
+    "lenet_300_100": [{"dense": 6}, {"dense": 3}],
+    "lenet5": [{"conv": 8, "dense": 5}, {"conv": 4, "dense": 3}],
+}
+QUANTIZERS = [("k-means", "kmeans"), ("Hessian-weighted k-means", "hessian_kmeans"),
+              ("uniform", "uniform"), ("ECSQ", "ecsq")]  # fmt: skip
+ECSQ_LAMBDA = {6: 0.003, 5: 0.005, 3: 0.02}  # by dense bits, as in benchmarks/sharing.py
+
+
+def tflite_accuracy(model_bytes: bytes, x, y) -> float:
+    """Accuracy of a float32 ``.tflite`` in the TFLite interpreter, in batches of 500."""
+    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], (500, *x.shape[1:]))
+    interpreter.allocate_tensors()
+    correct = 0
+    for i in range(0, len(x), 500):
+        interpreter.set_tensor(inp["index"], x[i : i + 500])
+        interpreter.invoke()
+        correct += int(np.sum(np.argmax(interpreter.get_tensor(out["index"]), 1) == y[i : i + 500]))
+    return correct / len(y)
+
+
+def exported_row(model, label, bits, work: Path, xt, yt) -> dict:
+    """Export, decode skeleton + sidecar again, and measure what ships."""
+    report = kc.export(model, work / model.name)
+    prefix = work / model.name
+    decoded = kc.sidecar.join(
+        prefix.with_suffix(".skeleton").read_bytes(), prefix.with_suffix(".kcz").read_bytes()
+    )
+    totals = report["totals"]
+    return {"row": label, "bits": bits, "accuracy": tflite_accuracy(decoded, xt, yt),
+            "deployable_bytes": totals["deployable_bytes"], "tflite_bytes": totals["tflite_bytes"],
+            "ratio": totals["ratio"]}  # fmt: skip
+
+
+def ensure_tfmot_python() -> str | None:
+    """The Python of a virtual environment with tf_keras and tensorflow-model-optimization."""
+    python = TFMOT_VENV / "bin" / "python"
+    if not python.exists():
+        version = ".".join(tf.__version__.split(".")[:2])
+        print(f"creating {TFMOT_VENV} (tf_keras~={version}.0, tensorflow-model-optimization)")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--system-site-packages",
+                            str(TFMOT_VENV)], check=True)  # fmt: skip
+            subprocess.run([str(python), "-m", "pip", "install", "-q", f"tf_keras~={version}.0",
+                            "tensorflow-model-optimization"], check=True)  # fmt: skip
+        except subprocess.CalledProcessError as err:
+            print(f"cannot set up the baseline ({err}); install by hand: python -m venv "
+                  f"--system-site-packages {TFMOT_VENV} && {python} -m pip install "
+                  f"tf_keras~={version}.0 tensorflow-model-optimization")  # fmt: skip
+            return None
+    return str(python)
+
+
+def tfmot_baseline(name, dataset, cfg, work: Path) -> dict:
+    python = ensure_tfmot_python()
+    if python is None:
+        return {}
+    (x, y), (xt, yt) = dataset
+    np.savez(work / "data.npz", x=x, y=y, x_test=xt, y_test=yt)
+    out = work / f"tfmot_{name}.json"
+    cmd = [python, str(HERE / "tfmot_baseline.py"), "--data", str(work / "data.npz"),
+           "--model", name, "--levels", json.dumps(HAN_LEVELS[name]), "--out", str(out),
+           "--epochs", str(cfg["epochs"]), "--prune-epochs", str(3 + cfg["retrain"]),
+           "--finetune", str(cfg["finetune"])]  # fmt: skip
+    subprocess.run(cmd, check=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    return json.loads(out.read_text())
+
+
+def run_model(name, dataset, cfg, work: Path) -> list[dict]:
+    (x, y), (xt, yt) = dataset
+    keras.utils.set_random_seed(0)
+    model = compiled(getattr(kc.zoo, name)(), 1e-3)
+    model.fit(x, y, batch_size=BATCH, epochs=cfg["epochs"], verbose=2)
+    rows = [exported_row(model, "original", "float32", work, xt, yt)]
+    pruned = kc.strip(prune_to_han_levels(model, name, x, y, cfg["retrain"]))
+    rows.append(exported_row(pruned, "pruned", "float32", work, xt, yt))
+    rows[-1]["sparsity"] = kc.sparsity(pruned)["total"]
+    calibration = [(x[i : i + 256], y[i : i + 256]) for i in range(0, 256 * 20, 256)]
+    hessian = kc.hessian.fisher_diagonal(pruned, calibration, LOSS)
+    for bits in BITS[name][: cfg["bit_settings"]]:
+        for label, quantizer in QUANTIZERS:
+            keras.utils.set_random_seed(0)
+            shared = kc.share_weights(pruned, bits=bits, quantizer=quantizer, hessian=hessian,
+                                      lam=ECSQ_LAMBDA[bits["dense"]])  # fmt: skip
+            compiled(shared, 1e-4).fit(x, y, batch_size=BATCH, epochs=cfg["finetune"], verbose=0)
+            row = exported_row(kc.strip(shared), f"pruned + {label} + Huffman", bits, work, xt, yt)
+            rows.append(row)
+            print(f"{name} {row['row']} {bits}: {row['accuracy']:.4f}, "
+                  f"{row['deployable_bytes']} bytes, {row['ratio']:.1f}x")  # fmt: skip
+    for row in rows:
+        row["model"] = name
+    baseline = tfmot_baseline(name, dataset, cfg, work)
+    if baseline:
+        float_bytes = rows[0]["tflite_bytes"]
+        rows.append({"model": name, "row": "tfmot: prune + cluster (8) + gzip", "bits": "3",
+                     "accuracy": baseline["pipeline_accuracy"],
+                     "deployable_bytes": baseline["pipeline_gzip_bytes"],
+                     "ratio": float_bytes / baseline["pipeline_gzip_bytes"]})  # fmt: skip
+        rows.append({"model": name, "row": "TFLite post-training int8", "bits": "int8",
+                     "accuracy": baseline["int8_accuracy"],
+                     "deployable_bytes": baseline["int8_tflite_bytes"],
+                     "ratio": float_bytes / baseline["int8_tflite_bytes"]})  # fmt: skip
+    return rows
+
+
+def goals_for(name, rows, target) -> list[dict]:
+    ours = [r for r in rows if r["model"] == name and r["row"].startswith("pruned +")]
+    floor = rows[[r["model"] for r in rows].index(name)]["accuracy"] - 0.005
+    good = [r for r in ours if r["accuracy"] >= floor]
+    best = max((r["ratio"] for r in good), default=0.0)
+    goals = [results_io.goal(f"{name}_ratio_within_half_a_point", best, ">=", target)]
+    tfmot = [r for r in rows if r["model"] == name and r["row"].startswith("tfmot")]
+    if tfmot:
+        as_good = [r for r in ours if r["accuracy"] >= tfmot[0]["accuracy"]]
+        smallest = min((r["deployable_bytes"] for r in as_good), default=float("inf"))
+        share = smallest / tfmot[0]["deployable_bytes"]
+        goals.append(results_io.goal(f"{name}_bytes_over_tfmot_at_its_accuracy", share, "<=", 0.5))
+    return goals
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="subset smoke run")
+    parser.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5"])
+    args = parser.parse_args()
+    dataset = data(args.quick)
+    cfg = {"epochs": 8, "retrain": 2, "finetune": 2, "bit_settings": 2}
+    if args.quick:
+        cfg = {"epochs": 1, "retrain": 1, "finetune": 1, "bit_settings": 1}
+    work = Path(tempfile.mkdtemp())
+    rows = []
+    for name in args.models:
+        rows += run_model(name, dataset, cfg, work)
+    goals = []
+    targets = {"lenet_300_100": 40, "lenet5": 50}
+    for name in args.models:
+        goals += goals_for(name, rows, targets[name])
+    md = (
+        f"Fashion-MNIST ({len(dataset[0][0])} training images, {len(dataset[1][0])} test "
+        f"images), seed 0. Epochs for every row: train {cfg['epochs']}, prune 3 rounds + "
+        f"{cfg['retrain']} retraining, fine-tune {cfg['finetune']} (the baselines: the same "
+        "train and prune epochs, then the same fine-tuning). Accuracy: the decoded float32 "
+        "`.tflite` in the TFLite interpreter. Deployable bytes: skeleton + sidecar (ours), "
+        "gzip -9 of the `.tflite` (tensorflow-model-optimization), the `.tflite` (int8). "
+        "Ratio: float32 `.tflite` bytes over deployable bytes.\n\n"
+        + results_io.table(rows, ["model", "row", "bits", "accuracy", "deployable_bytes", "ratio"])
+    )
+    print(results_io.write("table1_quick" if args.quick else "table1", goals, rows, md, cfg=cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The baseline users would otherwise pick: tensorflow-model-optimization's pipeline.
+
+Runs under legacy Keras (``TF_USE_LEGACY_KERAS=1``, ``tf_keras``) in its own process, because
+tensorflow-model-optimization does not support Keras 3; ``benchmarks/table1.py`` starts it
+(and creates its virtual environment) with the same data, architecture and epoch budget as
+keras-compress. Following TensorFlow's collaborative-optimization guide: train, then
+``prune_low_magnitude`` with a polynomial schedule (Han et al.'s per-layer levels as final
+sparsities), ``strip_pruning``, sparsity-preserving ``cluster_weights`` (8 clusters, k-means++
+init, as in the guide), fine-tune, ``strip_clustering``, convert to a float32 ``.tflite`` and
+gzip it. Also TFLite's own post-training full-integer int8 of the trained float model.
+
+    TF_USE_LEGACY_KERAS=1 python benchmarks/tfmot_baseline.py --data d.npz --model lenet5
+        --levels '{"conv1": 0.34, ...}' --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa: E402
+    cluster,
+)
+
+BATCH = 128
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def build(name: str) -> keras.Model:
+    """The same architectures as ``keras_compress.zoo``, in legacy Keras."""
+    layers = keras.layers
+    if name == "lenet_300_100":
+        body = [layers.Flatten(name="flatten"), layers.Dense(300, "relu", name="fc1"),
+                layers.Dense(100, "relu", name="fc2"), layers.Dense(10, name="fc3")]  # fmt: skip
+    else:
+        body = [layers.Conv2D(20, 5, name="conv1"), layers.MaxPooling2D(2, name="pool1"),
+                layers.Conv2D(50, 5, name="conv2"), layers.MaxPooling2D(2, name="pool2"),
+                layers.Flatten(name="flatten"), layers.Dense(500, "relu", name="fc1"),
+                layers.Dense(10, name="fc2")]  # fmt: skip
+    return keras.Sequential([keras.Input((28, 28, 1)), *body], name=name)
+
+
+def compiled(model, lr):
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    return model
+
+
+def tflite_bytes(model, representative=None) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def tflite_accuracy(model_bytes: bytes, x, y) -> float:
+    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    correct = 0
+    for image, label in zip(x, y):
+        value = image[None]
+        if inp["dtype"] == np.int8:
+            value = np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], value)
+        interpreter.invoke()
+        correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == label)
+    return correct / len(y)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help=".npz with x, y, x_test, y_test")
+    parser.add_argument("--model", required=True, choices=["lenet_300_100", "lenet5"])
+    parser.add_argument("--levels", required=True, help="JSON: layer name -> final sparsity")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--prune-epochs", type=int, default=5)
+    parser.add_argument("--finetune", type=int, default=2)
+    parser.add_argument("--clusters", type=int, default=8)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    d = np.load(args.data)
+    x, y, xt, yt = d["x"], d["y"], d["x_test"], d["y_test"]
+    levels = json.loads(args.levels)
+    keras.utils.set_random_seed(0)
+
+    model = compiled(build(args.model), 1e-3)
+    model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
+    float_tflite = tflite_bytes(model)
+    result = {"float_accuracy": tflite_accuracy(float_tflite, xt, yt),
+              "float_tflite_bytes": len(float_tflite)}  # fmt: skip
+
+    def representative():
+        for i in range(0, 2560, 256):
+            yield [x[i : i + 256]]
+
+    int8 = tflite_bytes(model, representative)
+    result.update(int8_accuracy=tflite_accuracy(int8, xt, yt), int8_tflite_bytes=len(int8),
+                  int8_gzip_bytes=len(gzip.compress(int8, 9)))  # fmt: skip
+
+    # Pruning: three epochs of polynomial decay to each layer's level, then held (the same
+    # budget as keras-compress's three prune/retrain rounds plus retraining).
+    steps = int(np.ceil(len(x) / BATCH))
+
+    def prunable(layer):
+        if layer.name not in levels:
+            return layer
+        schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, levels[layer.name], 0, 3 * steps)
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+
+    # The clone function gets the trained layers themselves: the wrappers keep their weights.
+    pruned = compiled(keras.models.clone_model(model, clone_function=prunable), 5e-4)
+    pruned.fit(x, y, batch_size=BATCH, epochs=args.prune_epochs, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])  # fmt: skip
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+
+    clustered = cluster.cluster_weights(
+        stripped,
+        number_of_clusters=args.clusters,
+        cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
+        preserve_sparsity=True,
+    )
+    compiled(clustered, 1e-4).fit(x, y, batch_size=BATCH, epochs=args.finetune, verbose=0)
+    final = tfmot.clustering.keras.strip_clustering(clustered)
+    final_tflite = tflite_bytes(final)
+    kernels = [w for w in final.get_weights() if w.ndim > 1]
+    zeros = sum(int((w == 0).sum()) for w in kernels)
+    result.update(
+        pipeline_accuracy=tflite_accuracy(final_tflite, xt, yt),
+        pipeline_tflite_bytes=len(final_tflite),
+        pipeline_gzip_bytes=len(gzip.compress(final_tflite, 9)),
+        pipeline_sparsity=zeros / sum(w.size for w in kernels),
+        pipeline_max_distinct=int(max(np.unique(w).size for w in kernels)),
+        epochs={"train": args.epochs, "prune": args.prune_epochs, "finetune": args.finetune},
+    )
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
