@@ -36,10 +36,15 @@ def accuracy(model: keras.Model, x, y) -> float:
     return float(compiled(kc.strip(model), 1e-3).evaluate(x, y, batch_size=1000, verbose=0)[1])
 
 
-def prune_to_han_levels(model: keras.Model, name: str, x, y, retrain: int) -> keras.Model:
-    """Han's iterative pruning: 3 one-epoch rounds to 50/80/100% of the levels, then retrain."""
+def prune_to_han_levels(
+    model: keras.Model, name: str, x, y, retrain: int, levels: dict | None = None
+) -> keras.Model:
+    """Han's iterative pruning: 3 one-epoch rounds to 50/80/100% of the levels, then retrain.
+
+    ``levels`` (layer name -> fraction pruned) defaults to Han et al.'s for the model.
+    """
     steps = int(np.ceil(len(x) / BATCH))
-    levels = HAN_LEVELS[name]
+    levels = HAN_LEVELS[name] if levels is None else levels
     rounds = kc.IterativeRounds([max(levels.values()) * f for f in (0.5, 0.8, 1.0)], steps)
     pruned = compiled(kc.make_prunable(model), 5e-4)
     callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
