@@ -153,7 +153,7 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     if baseline:
         float_bytes = rows[0]["tflite_bytes"]
         rows.append({"model": name, "row": "tfmot: prune + cluster (8) + gzip", "bits": "3",
-                     "levels": "Han",
+                     "levels": "Han", "float_accuracy": baseline["float_accuracy"],
                      "accuracy": baseline["pipeline_accuracy"],
                      "deployable_bytes": baseline["pipeline_gzip_bytes"],
                      "ratio": float_bytes / baseline["pipeline_gzip_bytes"]})  # fmt: skip
@@ -166,17 +166,27 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
 
 
 def goals_for(name, rows, target) -> list[dict]:
-    ours = [r for r in rows if r["model"] == name and r["row"].startswith("pruned +")]
-    floor = rows[[r["model"] for r in rows].index(name)]["accuracy"] - 0.005
-    good = [r for r in ours if r["accuracy"] >= floor]
+    """The ratio goal, and the bytes against tensorflow-model-optimization's pipeline.
+
+    The baseline trains its own float model (legacy Keras, same epochs), which lands at a
+    different accuracy than ours, so "equal or better accuracy" is measured two ways: the
+    absolute accuracy, and the change from each pipeline's own float model.
+    """
+    model_rows = [r for r in rows if r["model"] == name]
+    ours = [r for r in model_rows if r["row"].startswith("pruned +")]
+    float_accuracy = next(r["accuracy"] for r in model_rows if r["row"] == "original")
+    good = [r for r in ours if r["accuracy"] >= float_accuracy - 0.005]
     best = max((r["ratio"] for r in good), default=0.0)
     goals = [results_io.goal(f"{name}_ratio_within_half_a_point", best, ">=", target)]
-    tfmot = [r for r in rows if r["model"] == name and r["row"].startswith("tfmot")]
-    if tfmot:
-        as_good = [r for r in ours if r["accuracy"] >= tfmot[0]["accuracy"]]
-        smallest = min((r["deployable_bytes"] for r in as_good), default=float("inf"))
-        share = smallest / tfmot[0]["deployable_bytes"]
-        goals.append(results_io.goal(f"{name}_bytes_over_tfmot_at_its_accuracy", share, "<=", 0.5))
+    tfmot = next((r for r in model_rows if r["row"].startswith("tfmot")), None)
+    if tfmot is not None:
+        change = tfmot["accuracy"] - tfmot["float_accuracy"]
+        for label, floor in (("absolute", tfmot["accuracy"]), ("change", float_accuracy + change)):
+            smallest = min((r["deployable_bytes"] for r in ours if r["accuracy"] >= floor),
+                           default=float("inf"))  # fmt: skip
+            share = smallest / tfmot["deployable_bytes"]
+            goal = f"{name}_bytes_over_tfmot_equal_accuracy_{label}"
+            goals.append(results_io.goal(goal, share, "<=", 0.5))
     return goals
 
 
@@ -184,11 +194,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="subset smoke run")
     parser.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5"])
+    parser.add_argument(
+        "--rewrite", action="store_true", help="goals and tables again from table1.json's rows"
+    )
     args = parser.parse_args()
     dataset = data(args.quick)
     cfg = {"epochs": 8, "retrain": 2, "finetune": 2, "bit_settings": 2}
     if args.quick:
         cfg = {"epochs": 1, "retrain": 1, "finetune": 1, "bit_settings": 1}
+    if args.rewrite:
+        saved = json.loads((results_io.RESULTS / "table1.json").read_text())
+        write(saved["rows"], args, dataset, saved["cfg"])
+        return
     work = Path(tempfile.mkdtemp())
     rows = []
     for name in args.models:  # results are written after each model
