@@ -1,9 +1,10 @@
 """LeNet-5 pruned and shared by two MultiWorkerMirroredStrategy workers against one process.
 
 Runs ``examples/multiworker.py --model lenet5`` (two worker processes on 127.0.0.1 plus the
-single-process reference, same seed, same global batches of Fashion-MNIST) and records how
-many mask entries agree and how far the fine-tuned codebooks are apart. Goals: identical
-masks, codebooks equal to float32 rounding (1e-4 of their scale).
+single-process runs, same seed, same global batches of Fashion-MNIST) and records how many
+mask entries agree and how far the fine-tuned codebooks are apart (relative to their scale).
+Goals: the workers match each other and a single process with the same two-replica split
+exactly. Against one device (other float summation order) the differences are reported.
 
     python benchmarks/multiworker.py [--examples 12000] [--epochs 2]
 """
@@ -33,12 +34,19 @@ def main():
                          capture_output=True, text=True)  # fmt: skip
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     row = {"model": "lenet5", "examples": args.examples, "epochs": args.epochs,
-           "seconds": time.perf_counter() - start, **summary}  # fmt: skip
+           "seconds": time.perf_counter() - start,
+           "fraction_pruned": summary["fraction_pruned"]}  # fmt: skip
+    for key in ("workers_vs_each_other", "workers_vs_one_process_two_replicas",
+                "workers_vs_one_process_one_device"):  # fmt: skip
+        row[f"{key}: masks equal"] = summary[key]["mask_entries_equal"]
+        row[f"{key}: codebook difference"] = summary[key]["max_codebook_difference"]
     print(row)
-    relative = summary["max_codebook_difference"] / summary["codebook_scale"]
+    same = summary["workers_vs_one_process_two_replicas"]
     goals = [
-        results_io.goal("mask_entries_equal", summary["mask_entries_equal"], ">=", 1.0),
-        results_io.goal("codebook_difference_over_scale", relative, "<=", 1e-4),
+        results_io.goal("masks_equal_two_replicas", same["mask_entries_equal"], ">=", 1.0),
+        results_io.goal(
+            "codebook_difference_two_replicas", same["max_codebook_difference"], "<=", 0.0
+        ),  # fmt: skip
     ]
     md = (
         "Two MultiWorkerMirroredStrategy workers on 127.0.0.1 against one process (same seed, "
