@@ -37,6 +37,7 @@ import numpy as np
 import results_io
 import tensorflow as tf
 from fashion import BATCH, HAN_LEVELS, LOSS, compiled, data, prune_to_han_levels
+from tflite_eval import tflite_accuracy
 
 import keras_compress as kc
 
@@ -55,20 +56,6 @@ FURTHER = {
 QUANTIZERS = [("k-means", "kmeans"), ("Hessian-weighted k-means", "hessian_kmeans"),
               ("uniform", "uniform"), ("ECSQ", "ecsq")]  # fmt: skip
 ECSQ_LAMBDA = {6: 0.003, 5: 0.005, 3: 0.02}  # by dense bits, as in benchmarks/sharing.py
-
-
-def tflite_accuracy(model_bytes: bytes, x, y) -> float:
-    """Accuracy of a float32 ``.tflite`` in the TFLite interpreter, in batches of 500."""
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], (500, *x.shape[1:]))
-    interpreter.allocate_tensors()
-    correct = 0
-    for i in range(0, len(x), 500):
-        interpreter.set_tensor(inp["index"], x[i : i + 500])
-        interpreter.invoke()
-        correct += int(np.sum(np.argmax(interpreter.get_tensor(out["index"]), 1) == y[i : i + 500]))
-    return correct / len(y)
 
 
 def exported_row(model, label, bits, work: Path, xt, yt) -> dict:

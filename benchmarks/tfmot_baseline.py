@@ -29,6 +29,7 @@ import tf_keras as keras  # noqa: E402
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa: E402
     cluster,
 )
+from tflite_eval import tflite_accuracy  # noqa: E402
 
 BATCH = 128
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -61,22 +62,6 @@ def tflite_bytes(model, representative=None) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
     return converter.convert()
-
-
-def tflite_accuracy(model_bytes: bytes, x, y) -> float:
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
-    correct = 0
-    for image, label in zip(x, y):
-        value = image[None]
-        if inp["dtype"] == np.int8:
-            value = np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], value)
-        interpreter.invoke()
-        correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == label)
-    return correct / len(y)
 
 
 def main():
