@@ -4,16 +4,17 @@ For 1e6 and 1e7 weights (a Laplacian-like mix, as trained weights are) and 16 an
 clusters, both start from the same linear initialisation; scikit-learn runs
 ``KMeans(n_init=1, algorithm="lloyd")``. Both stop by scikit-learn's rule (squared centroid
 shifts against the variance), each at its default tolerance: 1e-8 for ours, 1e-4 for
-scikit-learn's, so ours runs more iterations. Goals: at least 20x faster, inertia ratio
-<= 1.0001.
+scikit-learn's, so ours runs more iterations. Each is timed ``--repeats`` times (median).
+Goals: at least 20x faster, inertia ratio <= 1.0001.
 
-    python benchmarks/kmeans.py [--sizes 1000000 10000000] [--clusters 16 256]
+    python benchmarks/kmeans.py [--sizes 1000000 10000000] [--clusters 16 256] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import results_io
@@ -28,23 +29,30 @@ def weights(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(mix).astype(np.float32)  # trained weights are float32
 
 
+def timed(run, repeats: int):
+    """Median wall time of ``repeats`` calls of ``run`` and its last result."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--clusters", type=int, nargs="+", default=[16, 256])
+    parser.add_argument("--repeats", type=int, default=3, help="timings per case (median)")
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
         x = weights(n)
         for k in args.clusters:
             init = initial_centroids(x, k, "linear")
-            start = time.perf_counter()
-            ours = kmeans1d(x, k, init=init)
-            ours_s = time.perf_counter() - start
-            start = time.perf_counter()
             ref = KMeans(k, init=init.reshape(-1, 1), n_init=1, algorithm="lloyd", max_iter=300)
-            ref.fit(x.reshape(-1, 1))
-            ref_s = time.perf_counter() - start
+            ours_s, ours = timed(partial(kmeans1d, x, k, init=init), args.repeats)
+            ref_s, _ = timed(partial(ref.fit, x.reshape(-1, 1)), args.repeats)
             row = {
                 "n": n, "k": k, "ours_s": ours_s, "sklearn_s": ref_s,
                 "speedup": ref_s / ours_s, "ours_inertia": ours.inertia,

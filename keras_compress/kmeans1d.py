@@ -4,9 +4,10 @@ Deep Compression (Han et al. 2016, arXiv:1510.00149, section 3.1) clusters the w
 layer in one dimension. In 1-D a Lloyd step needs no distance matrix: with sorted centroids
 each cluster is the set of values between two midpoints, so an update only needs the sums of
 ``w``, ``w*x`` and ``w*x^2`` below each midpoint. This module gets those sums without sorting:
-the values are binned once on a 65,536-bin grid with exact per-bin sums (``np.bincount``), and
-only the few bins that contain a midpoint are opened up (their values sorted) to split them
-exactly. An iteration then costs ``O(k log n)``, the set-up ``O(n)``; scikit-learn has no 1-D
+the values are binned once on a 65,536-bin grid with exact per-bin sums (``np.bincount``).
+Iterations first split a midpoint's bin in proportion (no values touched at all); the exact
+ones after them open only the bins that contain a midpoint (their values sorted). An iteration
+then costs ``O(k)`` or ``O(k log n)``, the set-up ``O(n)``; scikit-learn has no 1-D
 specialisation and pays ``O(nk)`` per iteration, hence this module.
 
 Optional per-weight importances (``sample_weight``, e.g. a Hessian diagonal) give Choi et
@@ -102,38 +103,55 @@ class BinnedData:
         self.lo, self.hi = float(x64.min()), float(x64.max())
         self.nbins = min(self.MAX_BINS, x64.size)
         self.scale = self.nbins / (self.hi - self.lo) if self.hi > self.lo else 0.0
-        self.bins = self.bin_of(x64).astype(np.int32)
-        wx = x64 if self.w is None else self.w * x64
-        sums = [np.bincount(self.bins, v, self.nbins) for v in (self.w, wx, wx * x64)]
-        self.prefix = [_prefix(v) for v in sums]  # over bins: [0, bin 0, bins 0..1, ...]
+        self.top = np.nextafter(self.nbins, 0)  # the largest position in the last bin
+        # The same arithmetic as bin_position, in place on the big array (x >= lo, so t >= 0);
+        # intp bins spare np.bincount a conversion per call.
+        t = np.subtract(x64, self.lo)
+        t *= self.scale
+        self.bins = t.astype(np.intp)
+        np.minimum(self.bins, self.nbins - 1, out=self.bins)
+        wx = x64 if self.w is None else np.multiply(self.w, x64)
+        weight = np.bincount(self.bins, self.w, self.nbins).astype(np.float64)
+        linear = np.bincount(self.bins, wx, self.nbins)
+        np.multiply(wx, x64, out=t)
+        square = np.bincount(self.bins, t, self.nbins)
+        # Row r, column b: sum of w*x^r over bins < b.
+        self.prefix = np.stack([_prefix(v) for v in (weight, linear, square)])
+        # Rows w and w*x of prefix at column b - 1, padded: 0 for b = 0, the total for nbins + 2.
+        self.padded = np.concatenate([np.zeros((2, 1)), self.prefix[:2], self.prefix[:2, -1:]], 1)
         self.open = np.zeros(self.nbins, dtype=bool)
-        self.members = self.order = np.zeros(0, dtype=np.int64)
+        self.members = self.order = np.zeros(0, dtype=np.intp)
         self._collect(self.members)
 
     def bin_position(self, values: np.ndarray) -> np.ndarray:
         """Position on the grid (float64 arithmetic, clipped): the bin is its integer part."""
         t = (np.asarray(values, dtype=np.float64) - self.lo) * self.scale
-        return np.clip(t, 0, np.nextafter(self.nbins, 0))
+        return np.minimum(np.maximum(t, 0.0), self.top)
 
     def bin_of(self, values: np.ndarray) -> np.ndarray:
         """Bin index of each value."""
-        return self.bin_position(values).astype(np.int64)
+        return self.bin_position(values).astype(np.intp)
 
-    def split(self, thresholds: np.ndarray) -> None:
+    def split(self, thresholds: np.ndarray, reach: int = 0) -> None:
         """Open the bins of ``thresholds`` (if not open yet): collect and sort their members.
 
-        Bins within ``REACH`` of a threshold's are opened with it, as thresholds creep over
-        Lloyd's iterations; each opening is one pass over the bin indices.
+        Bins within ``reach`` of a threshold's are opened with it (``REACH`` while thresholds
+        creep over Lloyd's iterations); each opening is one pass over the bin indices.
         """
         wanted = self.bin_of(thresholds)
         if self.open[wanted].all():
             return
-        around = wanted[:, None] + np.arange(-self.REACH, self.REACH + 1)[None, :]
+        around = wanted[:, None] + np.arange(-reach, reach + 1)[None, :]
         fresh = np.zeros(self.nbins, dtype=bool)
         fresh[np.clip(around, 0, self.nbins - 1)] = True
         fresh &= ~self.open
         self.open |= fresh
         self._collect(np.concatenate([self.members, np.flatnonzero(fresh[self.bins])]))
+
+    def open_all(self) -> None:
+        """Open every bin: all values sorted once, cheap for a small input."""
+        self.open[:] = True
+        self._collect(np.arange(self.flat.size))
 
     def _collect(self, members: np.ndarray) -> None:
         old = self.order.size
@@ -145,31 +163,49 @@ class BinnedData:
         self.values = self.member_values[self.order]
         w = np.ones(members.size) if self.w is None else self.w[members[self.order]]
         self.member_bins = self.bin_of(self.values)
-        self.member_prefix = [_prefix(v) for v in (w, w * self.values, w * self.values**2)]
+        wx = w * self.values
+        self.member_prefix = np.stack([_prefix(v) for v in (w, wx, wx * self.values)])
 
-    def below(self, thresholds: np.ndarray, exact: bool = True) -> list[np.ndarray]:
-        """Sums of ``w``, ``w*x``, ``w*x^2`` over the values ``<= thresholds``.
+    def below(self, thresholds: np.ndarray, reach: int = 0) -> np.ndarray:
+        """Exact sums of ``w``, ``w*x``, ``w*x^2`` (rows) over the values ``<= thresholds``.
 
-        With ``exact=False`` a threshold's own bin counts in proportion to where the threshold
-        falls in it (as if its values were spread evenly): no bin needs opening, a cheap and
-        close approximation for the iterations before the last.
+        The bins within ``reach`` of the thresholds' are opened with them (see ``split``).
         """
-        t = self.bin_position(thresholds)
-        j = t.astype(np.int64)
-        sums = [p[j] for p in self.prefix]
-        if exact:
-            self.split(thresholds)
-            start = np.searchsorted(self.member_bins, j, side="left")
-            stop = np.searchsorted(self.values, thresholds, side="right")
-            return [s + mp[stop] - mp[start] for s, mp in zip(sums, self.member_prefix)]
-        share = t - j
-        return [s + share * (p[j + 1] - p[j]) for s, p in zip(sums, self.prefix)]
+        self.split(thresholds, reach)
+        j = self.bin_of(thresholds)
+        start = np.searchsorted(self.member_bins, j, side="left")
+        stop = np.searchsorted(self.values, thresholds, side="right")
+        return self.prefix[:, j] + self.member_prefix[:, stop] - self.member_prefix[:, start]
 
-    def cluster_sums(self, centroids: np.ndarray, exact: bool = True) -> list[np.ndarray]:
-        """Sums of ``w``, ``w*x``, ``w*x^2`` per cluster of sorted ``centroids``."""
-        mids = (centroids[1:] + centroids[:-1]) / 2.0
-        inner = self.below(mids, exact)
-        return [np.diff(np.concatenate([[0.0], c, [p[-1]]])) for c, p in zip(inner, self.prefix)]
+    def _per_cluster(self, inner: np.ndarray) -> np.ndarray:
+        """Sums per cluster from the sums below each midpoint (rows as in ``prefix``)."""
+        rows = inner.shape[0]
+        return np.diff(np.concatenate([np.zeros((rows, 1)), inner, self.prefix[:rows, -1:]], 1), 1)
+
+    def cluster_sums(self, centroids: np.ndarray, reach: int = 0) -> np.ndarray:
+        """Exact sums of ``w``, ``w*x``, ``w*x^2`` (rows) per cluster of sorted ``centroids``."""
+        return self._per_cluster(self.below((centroids[1:] + centroids[:-1]) / 2.0, reach))
+
+    def approximate_sums(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sums of ``w``, ``w*x`` per cluster, each midpoint's bin split in proportion; empties.
+
+        The proportional split (as if a bin's values were spread evenly) needs no bin opened:
+        a cheap and close approximation for the iterations before the exact ones. Which
+        clusters are empty is decided exactly.
+        """
+        # Cluster boundaries on the grid: -1 and nbins stand for minus and plus infinity.
+        t = np.empty(centroids.size + 1)
+        t[0], t[-1] = -1.0, self.nbins
+        t[1:-1] = self.bin_position((centroids[1:] + centroids[:-1]) / 2.0)
+        j = t.astype(np.intp) + 1
+        low, high = self.padded[:, j], self.padded[:, j + 1]
+        below = low + (t - (j - 1)) * (high - low)
+        sums = below[:, 1:] - below[:, :-1]
+        # Weight in the bins strictly between a cluster's two boundary bins: positive for all
+        # clusters in the usual case, and then none is empty.
+        if np.all(low[0, 1:] > high[0, :-1]):
+            return sums, np.zeros(centroids.size, dtype=bool)
+        return sums, self.empty(centroids)
 
     def empty(self, centroids: np.ndarray) -> np.ndarray:
         """Which clusters of sorted ``centroids`` have no weight, decided exactly.
@@ -182,8 +218,6 @@ class BinnedData:
         first, last = np.concatenate([[-1], j]), np.concatenate([j, [self.nbins]])
         w = self.prefix[0]
         inside = w[np.maximum(last, first + 1)] - w[first + 1]
-        if np.all(inside > 0):  # the usual case
-            return np.zeros(centroids.size, dtype=bool)
         in_bin = np.diff(w)
         ends = (first >= 0) & (in_bin[np.maximum(first, 0)] > 0)
         ends |= (last < self.nbins) & (in_bin[np.minimum(last, self.nbins - 1)] > 0)
@@ -210,11 +244,39 @@ class BinnedData:
         return float(np.sum(swxx - 2.0 * centroids * swx + centroids * centroids * sw).clip(0))
 
     def farthest(self, centroids: np.ndarray, count: int) -> np.ndarray:
-        """The ``count`` values with the largest (weighted) error to their nearest centroid."""
-        err = np.abs(self.flat - centroids.astype(self.flat.dtype)[self.labels(centroids).ravel()])
-        if self.w is not None:
-            err = err * err * self.w
-        return self.flat[np.argpartition(err, -count)[-count:]].astype(np.float64)
+        """The ``count`` values with the largest (weighted) error to their nearest centroid.
+
+        Unweighted, the distance to the nearest centroid is 1-Lipschitz, so its values at a
+        bin's edges bound it over the bin: only the bins whose upper bound reaches the
+        ``count``-th largest lower bound (each bin counted with its members) can hold a
+        winner, and only their members are looked at. Weighted errors have no such bound
+        and are computed for every value.
+        """
+        if self.w is not None or not self.scale:
+            nearest = centroids.astype(self.flat.dtype)[self.labels(centroids).ravel()]
+            err = np.abs(self.flat - nearest)
+            if self.w is not None:
+                err = err * err * self.w
+            return self.flat[np.argpartition(err, -count)[-count:]].astype(np.float64)
+        width = 1.0 / self.scale
+        margin = 1e-6 * width  # values may fall this far outside their bin by rounding
+        edge = _distance(self.lo + np.arange(self.nbins + 1) * width, centroids)
+        upper = (edge[:-1] + edge[1:] + width) / 2.0 + margin
+        lower = np.maximum(edge[:-1], edge[1:]) - width - margin
+        counts = np.diff(self.prefix[0])
+        # Each bin holds a value at least its lower bound away: the count-th largest lower
+        # bound over the filled bins is reached by count values.
+        filled = lower[counts > 0]
+        bound = np.partition(filled, filled.size - count)[filled.size - count]
+        candidates = np.flatnonzero(((upper >= bound) & (counts > 0))[self.bins])
+        values = self.flat[candidates].astype(np.float64)
+        return values[np.argpartition(_distance(values, centroids), -count)[-count:]]
+
+
+def _distance(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Distance from each value to the nearest of the sorted ``centroids``."""
+    mids = (centroids[1:] + centroids[:-1]) / 2.0
+    return np.abs(values - centroids[np.searchsorted(mids, values, side="left")])
 
 
 def initial_centroids(
@@ -288,9 +350,11 @@ def kmeans1d(
 ) -> Clustering:
     """Lloyd's k-means on 1-D data, run until the assignment stops changing (or ``tol``).
 
-    The iterations first run on the binned sums (a threshold's own bin split in proportion),
-    then up to ``POLISH`` exact iterations follow. Labels and inertia are exact for the
-    returned centroids: every value goes to its nearest centroid, ties to the lower one.
+    For more than ``BinnedData.MAX_BINS`` values the iterations first run on the binned sums
+    (a threshold's own bin split in proportion); if they converge, up to ``POLISH`` exact
+    iterations follow. Smaller inputs are sorted outright and all iterations are exact.
+    Labels and inertia are exact for the returned centroids: every value goes to its nearest
+    centroid, ties to the lower one.
 
     Args:
         x: values to cluster (any shape; labels come back in that shape).
@@ -321,32 +385,47 @@ def kmeans1d(
         centroids = np.sort(np.asarray(init, dtype=np.float64).ravel())
         if centroids.size != k:
             raise ValueError(f"init has {centroids.size} centroids, k is {k}")
-    total_w, total_wx, total_wxx = (p[-1] for p in data.prefix)
+    total_w, total_wx, total_wxx = data.prefix[:, -1]
     limit = tol * max(total_wxx / total_w - (total_wx / total_w) ** 2, 0.0) if total_w else 0.0
-    iterations = 0
-    # Iterations on interpolated bin sums until they converge (at most max_iter), then at most
-    # POLISH exact ones from there: the start is close, and an exact Lloyd step never raises
-    # the inertia, so stopping early only forgoes the last creep of the centroids.
-    for exact, budget in ((False, max_iter), (True, POLISH)):
-        previous = None
-        for _ in range(budget):
-            iterations += 1
-            sw, swx, _ = data.cluster_sums(centroids, exact)
-            empty = sw <= 0 if exact else data.empty(centroids)
-            updated = np.where(sw <= 0, centroids, swx / np.where(sw <= 0, 1.0, sw))
-            if empty.any():
-                # As scikit-learn does: move empty clusters onto the values farthest from the
-                # centroids they were just assigned to.
-                far = data.farthest(centroids, int(empty.sum()))
-                fresh = far[~np.isin(far, updated)]
-                slots = np.flatnonzero(empty)[: fresh.size]
-                updated[slots] = fresh[: slots.size]
-            updated.sort()
-            shift = np.sum((updated - centroids) ** 2)
-            # Same cluster sums as the step before: same assignment (clusters are runs of
-            # sorted values), unless an empty cluster was just moved.
-            stable = np.array_equal(sw, previous) and not empty.any()
-            centroids, previous = updated, sw
-            if stable or shift <= limit:
-                break
-    return Clustering(centroids, data.labels(centroids), data.inertia(centroids), iterations)
+    # Iterations on the binned sums until they converge (at most max_iter), then exact ones
+    # from there until the assignment is stable (at most POLISH): the start is close, and an
+    # exact Lloyd step never raises the inertia. If the binned ones used up max_iter, the
+    # exact ones are skipped as scikit-learn stops at max_iter.
+    if data.flat.size <= BinnedData.MAX_BINS:  # about one value per bin: no use binning
+        data.open_all()
+        centroids, iterations, _ = _lloyd(data, centroids, True, max_iter, limit)
+        return Clustering(centroids, data.labels(centroids), data.inertia(centroids), iterations)
+    centroids, iterations, converged = _lloyd(data, centroids, False, max_iter, limit)
+    if converged:
+        centroids, polished, _ = _lloyd(data, centroids, True, POLISH, limit)
+        iterations += polished
+    labels = data.labels(centroids)
+    return Clustering(centroids, labels, data.inertia(centroids), iterations)
+
+
+def _lloyd(
+    data: BinnedData, centroids: np.ndarray, exact: bool, budget: int, limit: float
+) -> tuple[np.ndarray, int, bool]:
+    """Up to ``budget`` Lloyd iterations on exact or binned sums: (centroids, count, converged)."""
+    for iteration in range(1, budget + 1):
+        if exact:
+            sw, swx, _ = data.cluster_sums(centroids, BinnedData.REACH)
+            empty = sw <= 0
+        else:
+            (sw, swx), empty = data.approximate_sums(centroids)
+        updated = np.divide(swx, sw, out=centroids.copy(), where=sw > 0)
+        moved = empty.any()
+        if moved:
+            # As scikit-learn does: move empty clusters onto the values farthest from the
+            # centroids they were just assigned to.
+            far = data.farthest(centroids, int(empty.sum()))
+            fresh = far[~np.isin(far, updated)]
+            slots = np.flatnonzero(empty)[: fresh.size]
+            updated[slots] = fresh[: slots.size]
+            updated.sort()  # otherwise the means of consecutive runs of values are sorted
+        step = updated - centroids
+        centroids = updated
+        # An unchanged assignment gives a zero shift.
+        if not moved and np.dot(step, step) <= limit:
+            return centroids, iteration, True
+    return centroids, budget, False

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from keras_compress.kmeans1d import initial_centroids, kmeans1d
+from keras_compress.kmeans1d import BinnedData, initial_centroids, kmeans1d
 
 
 @pytest.mark.parametrize("init", ["linear", "density", "forgy", "kmeans++"])
@@ -70,3 +70,36 @@ def test_bad_input_is_rejected():
         kmeans1d(np.ones(4), 2, init="random")
     with pytest.raises(ValueError, match="sample_weight"):
         kmeans1d(np.ones(4), 2, sample_weight=-np.ones(4))
+
+
+def heavy_tailed(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.laplace(0, 0.02, n // 2), rng.normal(0, 0.05, n - n // 2)])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_binned_path_is_exact_and_no_worse_than_sklearn(weighted):
+    # More values than bins: iterations on the binned sums, empty tail clusters relocated.
+    x = heavy_tailed(100_000, 5).astype(np.float32)
+    h = np.random.default_rng(6).uniform(0.5, 2.0, x.size) if weighted else None
+    start = initial_centroids(x, 32, "linear")
+    ours = kmeans1d(x, 32, init=start, sample_weight=h)
+    ref = KMeans(32, init=start.reshape(-1, 1), n_init=1).fit(x.reshape(-1, 1), sample_weight=h)
+    assert ours.inertia <= ref.inertia_ * (1 + 1e-4)
+    x64 = x.astype(np.float64)
+    dist = np.abs(x64[:, None] - ours.centroids[None, :])
+    assert np.all(dist[np.arange(x.size), ours.labels] <= dist.min(axis=1))
+    error = (x64 - ours.values()) ** 2 * (1.0 if h is None else h)
+    np.testing.assert_allclose(ours.inertia, np.sum(error), rtol=1e-9)
+
+
+def test_farthest_values_match_a_full_search():
+    x = heavy_tailed(200_000, 7)
+    data = BinnedData(x)
+    rng = np.random.default_rng(8)
+    for count in (1, 5, 40):
+        centroids = np.sort(rng.normal(0, 0.03, 16))
+        error = np.abs(x[:, None] - centroids[None, :]).min(axis=1)
+        expected = np.sort(error)[-count:]
+        found = np.abs(data.farthest(centroids, count)[:, None] - centroids[None, :]).min(axis=1)
+        np.testing.assert_array_equal(np.sort(found), expected)
