@@ -1,0 +1,304 @@
+"""Structural surgery: remove whole units or filters from a model, really shrinking it.
+
+``remove_units(model, {"fc1": [3, 7]})`` rebuilds a Sequential or functional model without
+output units 3 and 7 of ``fc1``: its kernel loses those columns and its bias those entries,
+and every layer downstream that the channels flow through loses them as well (the rows of the
+next Dense, the input slices of the next convolution, the entries of a BatchNormalization, the
+positions of a Flatten). Every surviving weight is carried over exactly. This is the surgery
+of network trimming (Hu et al. 2016, arXiv:1607.03250); keras-surgeon did the same for
+legacy Keras, which Keras 3 cannot run, hence this module.
+
+Channel bookkeeping: each tensor in the graph carries the indices (in the original model) of
+the last-axis channels it still has, or ``None`` when it has all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import keras
+import numpy as np
+
+from keras_compress.model_rewrite import rewrite_model
+
+#: Layers whose output units can be removed, with the config key of their width.
+WIDTH_KEYS = {
+    keras.layers.Dense: "units",
+    keras.layers.Conv1D: "filters",
+    keras.layers.Conv2D: "filters",
+    keras.layers.Conv3D: "filters",
+    keras.layers.SeparableConv1D: "filters",
+    keras.layers.SeparableConv2D: "filters",
+}
+#: Layers without weights that pass channels through unchanged (last axis).
+PASS_THROUGH = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+)
+MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
+              keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum)  # fmt: skip
+
+
+class SurgeryError(ValueError):
+    """A layer cannot take part in the requested surgery; the message names it and why."""
+
+
+def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> keras.Model:
+    """A copy of ``model`` without the given output units/filters of the given layers.
+
+    Args:
+        model: a built Sequential or functional model (not changed).
+        units: layer name -> indices of its output units (Dense) or filters (Conv1D/2D/3D,
+            SeparableConv1D/2D) to remove; negative indices count from the end.
+
+    Returns:
+        The smaller model, uncompiled. On any input it computes what ``model`` computes when
+        the removed units' outputs are ignored by the layers that read them.
+
+    Channels tied by a residual merge (``Add`` and the like) are removed only where every
+    branch removes them; the others are left alone in all branches.
+
+    Raises:
+        SurgeryError: a layer that is not Dense/Conv, an index out of range, all of a layer's
+            units removed, a removal that would change the model's output shape, a shared
+            layer, or a layer downstream that cannot drop input channels (named, with the
+            reason).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
+        ...                           keras.layers.Dense(2, name="fc2")])
+        >>> remove_units(model, {"fc1": [0]}).count_params()  # (4*2 + 2) + (2*2 + 2)
+        16
+    """
+    plan = channel_plan(model, units)
+
+    def transform(layer):
+        if layer.name not in plan:
+            return None
+        in_kept, out_kept = plan[layer.name]
+        config = layer.get_config()
+        key = _width_key(layer)
+        if key is not None and out_kept is not None:
+            config[key] = int(out_kept.size)
+        new = layer.__class__.from_config(config)
+
+        def load():
+            new.set_weights(_sliced_weights(layer, in_kept, out_kept))
+
+        return new, load
+
+    return rewrite_model(model, transform)
+
+
+def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict:
+    """Which channels each changed layer keeps: name -> (input kept, output kept).
+
+    Only layers whose weights or width change are listed; ``None`` means all channels.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
+        ...                           keras.layers.Dense(2, name="fc2")])
+        >>> {k: [None if a is None else a.tolist() for a in v]
+        ...  for k, v in channel_plan(model, {"fc1": [1]}).items()}
+        {'fc1': [None, [0, 2]], 'fc2': [[0, 2], None]}
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    kept = {name: _kept_units(layers, name, indices) for name, indices in units.items()}
+    kept = {name: k for name, k in kept.items() if k is not None}
+    for _ in range(len(layers) + 1):  # each round settles at least one merge
+        try:
+            return _plan(model, kept)
+        except _MergeConflict as conflict:
+            _settle(layers, kept, conflict)
+    raise SurgeryError("residual merges could not be settled")  # pragma: no cover
+
+
+class _MergeConflict(Exception):
+    def __init__(self, layer, in_kept):
+        super().__init__(layer.name)
+        self.layer, self.in_kept = layer, in_kept
+
+
+def _kept_units(layers: dict, name: str, indices: Iterable[int]) -> np.ndarray | None:
+    if name not in layers:
+        raise SurgeryError(f"the model has no layer {name!r}")
+    layer = layers[name]
+    if _width_key(layer) is None:
+        raise SurgeryError(
+            f"layer {name!r} ({type(layer).__name__}) has no units or filters to remove; "
+            f"supported: {', '.join(t.__name__ for t in WIDTH_KEYS)}"
+        )
+    width = int(layer.output.shape[-1])
+    drop = np.asarray(list(indices), dtype=np.int64).ravel()
+    if np.any((drop >= width) | (drop < -width)):
+        raise SurgeryError(f"layer {name!r} has {width} units; cannot remove {drop.tolist()}")
+    kept = np.setdiff1d(np.arange(width), drop % width)
+    if kept.size == 0:
+        raise SurgeryError(f"removing all {width} units of layer {name!r} would cut the model")
+    return kept if kept.size < width else None
+
+
+def _plan(model: keras.Model, removed: dict) -> dict:
+    kept_out: dict[str, np.ndarray | None] = {}
+    plan = {}
+    for layer in model.layers:
+        in_kept = [kept_out.get(name) for name in _inbound(layer)]
+        kept_out[layer.name] = _propagate(layer, in_kept, removed.get(layer.name))
+        first = in_kept[0] if in_kept else None
+        if layer.weights and (first is not None or layer.name in removed):
+            plan[layer.name] = (first, removed.get(layer.name))
+    for tensor in model.outputs:
+        name = tensor._keras_history.operation.name
+        if kept_out.get(name) is not None:
+            raise SurgeryError(
+                f"removing units would change the model's output {name!r}: never trim the "
+                "output layer or what flows unchanged into it"
+            )
+    return plan
+
+
+def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
+    """Restrict the removals feeding a merge to the channels every branch removes."""
+    node = conflict.layer._inbound_nodes[0]
+    width = int(conflict.layer.output.shape[-1])
+    dropped = [
+        set() if k is None else set(range(width)) - set(k.tolist()) for k in conflict.in_kept
+    ]
+    common = set.intersection(*dropped)
+    for tensor, drop in zip(node.input_tensors, dropped):
+        if drop == common:
+            continue
+        owner = _owner(layers, tensor._keras_history.operation.name)
+        if owner is None:
+            raise SurgeryError(
+                f"layer {conflict.layer.name!r} ({type(conflict.layer).__name__}) merges "
+                "branches that lose different channels, and the removal in one branch cannot "
+                "be traced to a single Dense/Conv layer"
+            )
+        kept = np.setdiff1d(np.arange(width), sorted(common))
+        if kept.size < width:
+            removed[owner] = kept
+        else:
+            removed.pop(owner, None)
+
+
+def _owner(layers: dict, name: str) -> str | None:
+    """The Dense/Conv layer whose units reach ``name``'s output one to one, if any."""
+    layer = layers.get(name)
+    while layer is not None:
+        if _width_key(layer) is not None:
+            return layer.name
+        one_to_one = isinstance(layer, (*PASS_THROUGH, keras.layers.BatchNormalization))
+        if not one_to_one or len(_inbound(layer)) != 1:
+            return None
+        layer = layers.get(_inbound(layer)[0])
+    return None
+
+
+def _width_key(layer) -> str | None:
+    for cls, key in WIDTH_KEYS.items():
+        if type(layer) is cls:
+            return key
+    return None
+
+
+def _inbound(layer) -> list[str]:
+    nodes = layer._inbound_nodes
+    if len(nodes) > 1:
+        raise SurgeryError(f"layer {layer.name!r} is called {len(nodes)} times (shared layer)")
+    if not nodes:
+        return []
+    return [t._keras_history.operation.name for t in nodes[0].input_tensors]
+
+
+def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarray | None:
+    """The channels kept at ``layer``'s output, given those kept at its inputs."""
+    name, kind = layer.name, type(layer).__name__
+    changed = [k for k in in_kept if k is not None]
+    if _width_key(layer) is not None:
+        if (changed or removed_out is not None) and getattr(layer, "groups", 1) != 1:
+            raise SurgeryError(f"layer {name!r} ({kind}) is a grouped convolution")
+        return removed_out
+    if isinstance(layer, keras.layers.InputLayer) or not changed:
+        return None
+    if isinstance(layer, PASS_THROUGH):
+        return in_kept[0]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            raise SurgeryError(
+                f"layer {name!r} ({kind}) normalises axis {layer.axis}, not the last"
+            )
+        return in_kept[0]
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        return _expand(in_kept[0], layer.depth_multiplier)
+    if isinstance(layer, keras.layers.Flatten):
+        channels = int(layer.input.shape[-1])
+        positions = int(np.prod(layer.input.shape[1:-1]))
+        return (np.arange(positions)[:, None] * channels + in_kept[0][None, :]).ravel()
+    if isinstance(layer, keras.layers.Concatenate):
+        if layer.axis not in (-1, len(layer.output.shape) - 1):
+            raise SurgeryError(f"layer {name!r} ({kind}) concatenates axis {layer.axis}")
+        widths = [int(t.shape[-1]) for t in layer._inbound_nodes[0].input_tensors]
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        parts = [np.arange(w) if k is None else k for k, w in zip(in_kept, widths)]
+        return np.concatenate([p + o for p, o in zip(parts, offsets)])
+    if isinstance(layer, MERGE_SAME):
+        first = in_kept[0]
+        if any(k is None or not np.array_equal(k, first) for k in in_kept):
+            raise _MergeConflict(layer, in_kept)
+        return first
+    raise SurgeryError(
+        f"layer {name!r} ({kind}) cannot drop input channels: keras_compress.surgery supports "
+        "Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization, pooling, Flatten, "
+        "Concatenate, Add-like merges and weightless pass-through layers"
+    )
+
+
+def _expand(kept: np.ndarray | None, multiplier: int) -> np.ndarray | None:
+    """Depthwise output channels of the kept input channels (channel ``c`` gives ``c*m + j``)."""
+    if kept is None:
+        return None
+    return (kept[:, None] * multiplier + np.arange(multiplier)).ravel()
+
+
+def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
+    """``layer``'s weights without the removed input and output channels."""
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    take = lambda w, kept, axis: w if kept is None else np.take(w, kept, axis=axis)  # noqa: E731
+    kind = type(layer)
+    if kind in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
+        depthwise, pointwise, *bias = weights
+        depthwise = take(depthwise, in_kept, -2)
+        inner = _expand(in_kept, layer.depth_multiplier)
+        pointwise = take(take(pointwise, inner, -2), out_kept, -1)
+        return [depthwise, pointwise, *(take(b, out_kept, 0) for b in bias)]
+    if _width_key(layer) is not None:  # Dense and Conv: kernel (..., in, out), bias (out,)
+        kernel, *bias = weights
+        kernel = take(take(kernel, in_kept, -2), out_kept, -1)
+        return [kernel, *(take(b, out_kept, 0) for b in bias)]
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        kernel, *bias = weights
+        out = _expand(in_kept, layer.depth_multiplier)
+        return [take(kernel, in_kept, -2), *(take(b, out, 0) for b in bias)]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [take(w, in_kept, 0) for w in weights]
+    raise SurgeryError(f"layer {layer.name!r} ({type(layer).__name__}) has weights it cannot slice")

@@ -1,0 +1,160 @@
+"""Structural surgery: removed units are gone, every surviving weight is carried exactly."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compress.surgery import SurgeryError, remove_units
+
+L = keras.layers
+
+
+def mlp():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((6,)), L.Dense(5, "relu", name="fc1"),
+                             L.Dense(4, "relu", name="fc2"), L.Dense(3, name="out")])  # fmt: skip
+
+
+def random_inputs(model, n=16, seed=1):
+    shape = (n, *model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("drop", [[0], [-1], [1, 2]])
+def test_dense_matches_a_model_built_at_the_smaller_width(drop):
+    # keras-surgeon's oracle: the same network built narrower, weights copied by hand.
+    model = mlp()
+    kept = np.setdiff1d(np.arange(5), np.asarray(drop) % 5)
+    small = keras.Sequential([keras.Input((6,)), L.Dense(kept.size, "relu"), L.Dense(4, "relu"),
+                              L.Dense(3)])  # fmt: skip
+    (k1, b1), (k2, b2), (k3, b3) = (layer.get_weights() for layer in model.layers)
+    small.set_weights([k1[:, kept], b1[kept], k2[kept], b2, k3, b3])
+    trimmed = remove_units(model, {"fc1": drop})
+    x = random_inputs(model)
+    np.testing.assert_array_equal(trimmed.predict(x, verbose=0), small.predict(x, verbose=0))
+    assert model.count_params() - trimmed.count_params() == len(drop) * (6 + 1 + 4)
+    assert model.get_layer("fc1").units == 5  # the input model is untouched
+
+
+def test_conv_batchnorm_pool_flatten_dense_is_exact():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)), L.Conv2D(6, 3, name="conv"), L.BatchNormalization(name="bn"),
+        L.ReLU(), L.MaxPooling2D(2), L.Dropout(0.3), L.Flatten(), L.Dense(7, name="fc"),
+        L.Dense(3, name="out"),
+    ])  # fmt: skip
+    bn = model.get_layer("bn")  # non-trivial statistics, so the BatchNorm slicing matters
+    rng = np.random.default_rng(3)
+    bn.set_weights([rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6),
+                    rng.uniform(0.5, 2, 6)])  # fmt: skip
+    drop = [1, 4]
+    trimmed = remove_units(model, {"conv": drop})
+    # The same model with the removed channels' reads zeroed: Flatten is channel-last, so
+    # channel c of position p is row p * 6 + c of the Dense kernel.
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    kernel, bias = masked.get_layer("fc").get_weights()
+    rows = (np.arange(9)[:, None] * 6 + np.asarray(drop)[None, :]).ravel()
+    kernel[rows] = 0
+    masked.get_layer("fc").set_weights([kernel, bias])
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    removed = 2 * (3 * 3 * 2 + 1) + 2 * 4 + 2 * 9 * 7  # conv, bn (4 per channel), fc rows
+    assert model.count_params() - trimmed.count_params() == removed
+
+
+def test_depthwise_and_separable_convolutions_pass_channels_through():
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input((9, 9, 3)), L.Conv2D(5, 3, activation="relu", name="conv"),
+        L.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+        L.SeparableConv2D(4, 3, depth_multiplier=2, activation="relu", name="sep"),
+        L.GlobalAveragePooling2D(), L.Dense(3, name="out"),
+    ])  # fmt: skip
+    trimmed = remove_units(model, {"conv": [0, 3], "sep": [2]})
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    # Conv channel c feeds depthwise channels 2c, 2c+1, which feed separable inner channels
+    # 4c..4c+3; zero those pointwise rows, and the output Dense's row for filter 2.
+    depthwise, pointwise, bias = masked.get_layer("sep").get_weights()
+    for c in (0, 3):
+        pointwise[:, :, 4 * c : 4 * c + 4, :] = 0
+    masked.get_layer("sep").set_weights([depthwise, pointwise, bias])
+    kernel, out_bias = masked.get_layer("out").get_weights()
+    kernel[2] = 0
+    masked.get_layer("out").set_weights([kernel, out_bias])
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert trimmed.get_layer("dw").output.shape[-1] == 6
+    assert trimmed.get_layer("sep").output.shape[-1] == 3
+
+
+def branches(merge):
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6, 6, 2))
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="a")(inputs)
+    b = L.Conv2D(4 if merge is L.Add else 6, 3, padding="same", activation="relu", name="b")(inputs)
+    merged = merge(name="merge")([a, b])
+    pooled = L.GlobalAveragePooling2D()(merged)
+    return keras.Model(inputs, L.Dense(3, name="out")(pooled))
+
+
+def zero_rows(model, name, rows):
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    kernel, bias = masked.get_layer(name).get_weights()
+    kernel[rows] = 0
+    masked.get_layer(name).set_weights([kernel, bias])
+    return masked
+
+
+def test_concatenate_maps_channels_by_offset():
+    model = branches(L.Concatenate)
+    trimmed = remove_units(model, {"a": [0], "b": [2, 5]})
+    masked = zero_rows(model, "out", [0, 4 + 2, 4 + 5])
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert trimmed.get_layer("merge").output.shape[-1] == 7
+
+
+def test_residual_add_removes_only_channels_every_branch_drops():
+    model = branches(L.Add)
+    trimmed = remove_units(model, {"a": [1, 2], "b": [2, 3]})  # only channel 2 is common
+    assert trimmed.get_layer("merge").output.shape[-1] == 3
+    masked = zero_rows(model, "out", [2])
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    # Disagreeing branches are left alone: nothing in common, nothing removed.
+    untouched = remove_units(model, {"a": [0]})
+    assert untouched.count_params() == model.count_params()
+
+
+def test_trimmed_model_saves_and_loads(tmp_path):
+    trimmed = remove_units(mlp(), {"fc2": [0, 3]})
+    path = tmp_path / "trimmed.keras"
+    trimmed.save(path)
+    loaded = keras.models.load_model(path)
+    x = random_inputs(trimmed)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), trimmed.predict(x, verbose=0))
+
+
+def test_bad_requests_name_the_layer():
+    model = mlp()
+    with pytest.raises(SurgeryError, match="model's output 'out'"):
+        remove_units(model, {"out": [0]})
+    with pytest.raises(SurgeryError, match="no layer 'fc9'"):
+        remove_units(model, {"fc9": [0]})
+    with pytest.raises(SurgeryError, match="all 5 units of layer 'fc1'"):
+        remove_units(model, {"fc1": range(5)})
+    with pytest.raises(SurgeryError, match="has 5 units; cannot remove \\[5\\]"):
+        remove_units(model, {"fc1": [5]})
+    recurrent = keras.Sequential([keras.Input((4, 3)), L.Dense(6, name="proj"),
+                                  L.LSTM(2, name="lstm"), L.Dense(2)])  # fmt: skip
+    with pytest.raises(SurgeryError, match="'lstm' \\(LSTM\\) cannot drop input channels"):
+        remove_units(recurrent, {"proj": [1]})
+    with pytest.raises(SurgeryError, match="'lstm' \\(LSTM\\) has no units or filters"):
+        remove_units(recurrent, {"lstm": [1]})
