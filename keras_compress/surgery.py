@@ -161,7 +161,7 @@ def _plan(model: keras.Model, removed: dict) -> dict:
     kept_out: dict[str, np.ndarray | None] = {}
     plan = {}
     for layer in model.layers:
-        in_kept = [kept_out.get(name) for name in _inbound(layer)]
+        in_kept = [kept_out.get(name) for name in inbound_names(layer)]
         kept_out[layer.name] = _propagate(layer, in_kept, removed.get(layer.name))
         first = in_kept[0] if in_kept else None
         if layer.weights and (first is not None or layer.name in removed):
@@ -187,7 +187,7 @@ def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
     for tensor, drop in zip(node.input_tensors, dropped):
         if drop == common:
             continue
-        owner = _owner(layers, tensor._keras_history.operation.name)
+        owner = unit_owner(layers, tensor._keras_history.operation.name)
         if owner is None:
             raise SurgeryError(
                 f"layer {conflict.layer.name!r} ({type(conflict.layer).__name__}) merges "
@@ -201,16 +201,25 @@ def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
             removed.pop(owner, None)
 
 
-def _owner(layers: dict, name: str) -> str | None:
-    """The Dense/Conv layer whose units reach ``name``'s output one to one, if any."""
+def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | None:
+    """The Dense/Conv layer whose units reach layer ``name``'s output one to one, if any.
+
+    Walks back from ``name`` through BatchNormalization and weightless channel-wise layers.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc"),
+        ...                           keras.layers.ReLU(name="relu")])
+        >>> unit_owner({layer.name: layer for layer in model.layers}, "relu")
+        'fc'
+    """
     layer = layers.get(name)
     while layer is not None:
         if _width_key(layer) is not None:
             return layer.name
         one_to_one = isinstance(layer, (*PASS_THROUGH, keras.layers.BatchNormalization))
-        if not one_to_one or len(_inbound(layer)) != 1:
+        if not one_to_one or len(inbound_names(layer)) != 1:
             return None
-        layer = layers.get(_inbound(layer)[0])
+        layer = layers.get(inbound_names(layer)[0])
     return None
 
 
@@ -221,7 +230,15 @@ def _width_key(layer) -> str | None:
     return None
 
 
-def _inbound(layer) -> list[str]:
+def inbound_names(layer: keras.layers.Layer) -> list[str]:
+    """Names of the layers whose outputs ``layer`` takes (it must be called once).
+
+    Example:
+        >>> inputs, fc = keras.Input((4,), name="x"), keras.layers.Dense(3, name="fc")
+        >>> model = keras.Model(inputs, fc(inputs))
+        >>> inbound_names(fc)
+        ['x']
+    """
     nodes = layer._inbound_nodes
     if len(nodes) > 1:
         raise SurgeryError(f"layer {layer.name!r} is called {len(nodes)} times (shared layer)")

@@ -1,0 +1,208 @@
+"""Average Percentage of Zeros (APoZ) of ReLU outputs, and the units it selects for trimming.
+
+Hu et al. 2016 (arXiv:1607.03250, equation 1): for unit (or filter) ``c`` of a layer followed
+by a ReLU, APoZ is the fraction of zeros in its output over ``N`` validation examples and the
+``M`` positions of its feature map. A unit that is zero for most inputs contributes little
+and can be removed (``keras_compress.surgery.remove_units``, ``trimming.trim_iteratively``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_compress.surgery import WIDTH_KEYS, inbound_names, unit_owner
+
+RULES = ("std", "fraction", "cutoff")
+
+
+def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
+    """Layers whose units reach a ReLU one to one: layer name -> the ReLU's output.
+
+    The ReLU is the layer's own activation, or a ``ReLU``/``Activation("relu")`` layer after
+    it, possibly behind BatchNormalization, Dropout or other channel-wise layers. The model's
+    output layers are left out (they are never trimmed).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "relu", name="fc"),
+        ...                           keras.layers.Dense(2, name="out")])
+        >>> list(relu_points(model))
+        ['fc']
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    outputs = {t._keras_history.operation.name for t in model.outputs}
+    points = {}
+    for layer in model.layers:
+        if type(layer) in WIDTH_KEYS and _is_relu(getattr(layer, "activation", None)):
+            owner = layer.name
+        elif _is_relu_layer(layer) and len(inbound_names(layer)) == 1:
+            owner = unit_owner(layers, inbound_names(layer)[0])
+        else:
+            continue
+        if owner is not None and owner not in outputs and layer.name not in outputs:
+            points.setdefault(owner, layer.output)
+    return points
+
+
+def apoz(
+    model: keras.Model, data, batch_size: int = 256, layers: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
+    """APoZ of every unit of the layers in ``relu_points(model)`` (or the named ``layers``).
+
+    Args:
+        model: a built Sequential or functional model.
+        data: validation inputs: an array (batched by ``batch_size``), or a
+            ``tf.data.Dataset``/iterable of batches ``x`` or ``(x, y[, w])``. Only one batch's
+            activations are held at a time.
+        batch_size: batch size for array inputs.
+        layers: restrict to these layer names.
+
+    Returns:
+        Layer name -> APoZ per unit (float64 in [0, 1]), in the layer's unit order.
+
+    Raises:
+        ValueError: a named layer has no ReLU after it, or ``data`` is empty.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, "relu", name="fc"),
+        ...                           keras.layers.Dense(1)])
+        >>> model.get_layer("fc").set_weights([np.eye(2, dtype="float32"), np.zeros(2)])
+        >>> apoz(model, np.array([[1.0, -1.0], [2.0, -3.0]]))["fc"].tolist()
+        [0.0, 1.0]
+    """
+    points = relu_points(model)
+    if layers is not None:
+        missing = [name for name in layers if name not in points]
+        if missing:
+            raise ValueError(f"no ReLU follows layer(s) {missing}; these do: {sorted(points)}")
+        points = {name: points[name] for name in layers}
+    names = list(points)
+    probe = keras.Model(model.inputs, [_zeros_per_channel(t) for t in points.values()])
+    positions = [int(np.prod(t.shape[1:-1])) for t in points.values()]
+    zeros = [np.zeros(int(t.shape[-1])) for t in points.values()]
+    examples = 0
+    for x in _batches(data, batch_size):
+        out = probe.predict_on_batch(x)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        for total, batch in zip(zeros, out):
+            total += np.asarray(batch, dtype=np.float64).sum(axis=0)
+        examples += int(np.shape(out[0])[0])
+    if examples == 0:
+        raise ValueError("no validation examples to compute APoZ on")
+    return {name: z / (examples * m) for name, z, m in zip(names, zeros, positions)}
+
+
+def select_units(
+    scores: Mapping[str, np.ndarray],
+    rule: str = "std",
+    value: float | None = None,
+    min_units: int = 1,
+) -> dict[str, np.ndarray]:
+    """Units to remove per layer, by APoZ.
+
+    * ``"std"`` (the paper's rule): APoZ more than ``value`` (default 1) standard deviations
+      above the layer's mean.
+    * ``"fraction"``: the ``value`` fraction (0 to 1) of each layer's units with the highest APoZ.
+    * ``"cutoff"``: APoZ above ``value`` (0 to 1).
+
+    At least ``min_units`` units stay in every layer (those with the lowest APoZ).
+
+    Returns:
+        Layer name -> sorted unit indices to remove (layers with none are left out).
+
+    Raises:
+        ValueError: unknown rule, ``value`` out of range, or ``min_units < 1``.
+
+    Example:
+        >>> select_units({"fc": np.array([0.1, 0.9, 0.2, 0.15])}, "cutoff", 0.5)["fc"].tolist()
+        [1]
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; choose one of {RULES}")
+    if rule == "std":
+        value = 1.0 if value is None else value
+    elif value is None or not 0 <= value <= 1:
+        raise ValueError(f"rule {rule!r} needs a value from 0 to 1, got {value!r}")
+    if not isinstance(min_units, (int, np.integer)) or min_units < 1:
+        raise ValueError(f"min_units must be an integer >= 1, got {min_units!r}")
+    chosen = {}
+    for name, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        if rule == "std":
+            drop = np.flatnonzero(score > score.mean() + value * score.std())
+        elif rule == "fraction":
+            drop = np.argsort(-score, kind="stable")[: int(round(value * score.size))]
+        else:
+            drop = np.flatnonzero(score > value)
+        room = max(score.size - min_units, 0)
+        if drop.size > room:  # keep the min_units lowest-APoZ units
+            drop = drop[np.argsort(-score[drop], kind="stable")[:room]]
+        if drop.size:
+            chosen[name] = np.sort(drop)
+    return chosen
+
+
+class APoZMonitor(keras.callbacks.Callback):
+    """Computes APoZ on validation data during ``fit`` and logs each layer's mean.
+
+    After every ``every`` epochs, ``history`` gets ``{layer: APoZ per unit}`` and the logs
+    (so ``History`` and ``CSVLogger``) get ``apoz/<layer>``: the layer's mean APoZ.
+
+    Args:
+        data: validation inputs, as ``apoz`` takes them.
+        every: epochs between computations.
+        batch_size: batch size for array inputs.
+
+    Example:
+        >>> monitor = APoZMonitor(np.zeros((8, 4)))
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "relu"),
+        ...                           keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.ones((8, 4)), np.ones(8), epochs=1, verbose=0, callbacks=[monitor])
+        >>> len(monitor.history)
+        1
+    """
+
+    def __init__(self, data, every: int = 1, batch_size: int = 256):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.data, self.every, self.batch_size = data, every, batch_size
+        self.history: list[dict[str, np.ndarray]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Compute and log the APoZ of every trimmable layer."""
+        if (epoch + 1) % self.every:
+            return
+        scores = apoz(self.model, self.data, self.batch_size)
+        self.history.append(scores)
+        if logs is not None:
+            logs.update({f"apoz/{name}": float(s.mean()) for name, s in scores.items()})
+
+
+def _zeros_per_channel(tensor):
+    """Per example, the zeros of each channel summed over the feature map's positions."""
+    zeros = ops.cast(ops.equal(tensor, 0), "float32")
+    return ops.sum(zeros, axis=tuple(range(1, len(tensor.shape) - 1))) if zeros.ndim > 2 else zeros
+
+
+def _is_relu(activation) -> bool:
+    return activation is keras.activations.relu or getattr(activation, "__name__", "") == "relu"
+
+
+def _is_relu_layer(layer) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        return not layer.negative_slope and not layer.threshold and layer.max_value is None
+    return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)
+
+
+def _batches(data, batch_size: int):
+    if isinstance(data, np.ndarray):
+        for start in range(0, len(data), batch_size):
+            yield data[start : start + batch_size]
+        return
+    for batch in data:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -1,0 +1,79 @@
+"""APoZ statistics (Hu et al. 2016, equation 1) and the selection rules."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_compress.apoz import APoZMonitor, apoz, relu_points, select_units
+
+L = keras.layers
+
+
+def conv_net():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((8, 8, 2)), L.Conv2D(6, 3, name="conv"), L.BatchNormalization(name="bn"),
+        L.ReLU(name="relu"), L.MaxPooling2D(2), L.Flatten(), L.Dense(5, "relu", name="fc"),
+        L.Dense(3, name="out"),
+    ])  # fmt: skip
+
+
+def test_apoz_equals_the_fraction_of_zeros_over_examples_and_positions():
+    model = conv_net()
+    x = np.random.default_rng(1).normal(size=(70, 8, 8, 2)).astype("float32")
+    scores = apoz(model, x, batch_size=16)  # 70 = 4 full batches and a partial one
+    assert set(scores) == {"conv", "fc"}  # never the output layer
+    relu = keras.Model(model.inputs, model.get_layer("relu").output).predict(x, verbose=0)
+    np.testing.assert_allclose(scores["conv"], (relu == 0).mean(axis=(0, 1, 2)))
+    fc = keras.Model(model.inputs, model.get_layer("fc").output).predict(x, verbose=0)
+    np.testing.assert_allclose(scores["fc"], (fc == 0).mean(axis=0))
+
+
+def test_dead_and_live_units_are_told_apart_from_a_dataset():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(4, "relu", name="fc"), L.Dense(1)])
+    kernel = np.zeros((3, 4), "float32")
+    bias = np.array([-1.0, 1.0, 0.0, 0.0], "float32")
+    kernel[0, 2] = 1.0  # unit 2 is zero exactly when x0 <= 0
+    model.get_layer("fc").set_weights([kernel, bias])
+    x = np.random.default_rng(2).normal(size=(200, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(200))).batch(32)
+    scores = apoz(model, data)["fc"]
+    assert scores[0] == 1.0 and scores[1] == 0.0
+    assert scores[2] == pytest.approx(np.mean(x[:, 0] <= 0))
+    assert scores[3] == 1.0  # relu(0) = 0: a unit that never fires counts as zero
+
+
+def test_relu_behind_batchnorm_belongs_to_the_convolution():
+    assert list(relu_points(conv_net())) == ["conv", "fc"]
+    inputs = keras.Input((4,))
+    hidden = L.Dense(3, name="h")(inputs)
+    functional = keras.Model(inputs, L.Dense(2, name="o")(L.Activation("relu")(hidden)))
+    assert list(relu_points(functional)) == ["h"]
+    with pytest.raises(ValueError, match="no ReLU follows layer\\(s\\) \\['o'\\]"):
+        apoz(functional, np.zeros((2, 4)), layers=["o"])
+
+
+def test_selection_rules():
+    scores = {"a": np.array([0.1, 0.2, 0.15, 0.9, 0.12]), "b": np.full(4, 0.5)}
+    assert {k: v.tolist() for k, v in select_units(scores).items()} == {"a": [3]}
+    assert select_units(scores, "fraction", 0.4)["a"].tolist() == [1, 3]
+    assert select_units(scores, "cutoff", 0.4)["b"].tolist() == [0, 1, 2]
+    assert select_units(scores, "cutoff", 0.4, min_units=2)["b"].size == 2
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        select_units(scores, "median")
+    with pytest.raises(ValueError, match="needs a value from 0 to 1"):
+        select_units(scores, "fraction", 1.5)
+    with pytest.raises(ValueError, match="min_units"):
+        select_units(scores, min_units=0)
+
+
+def test_monitor_logs_mean_apoz_during_fit():
+    model = conv_net()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(64, 8, 8, 2)).astype("float32"), rng.integers(0, 3, 64)
+    monitor = APoZMonitor(x[:32])
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
+    assert len(monitor.history) == 2
+    assert history.history["apoz/conv"][-1] == pytest.approx(monitor.history[-1]["conv"].mean())
