@@ -7,6 +7,7 @@ Example:
 """
 
 from keras_compress import (
+    apoz,
     datasets,
     hessian,
     huffman,
@@ -16,8 +17,11 @@ from keras_compress import (
     schedules,
     sidecar,
     sparse_index,
+    surgery,
+    trimming,
     zoo,
 )
+from keras_compress.apoz import APoZMonitor, select_units
 from keras_compress.export import export
 from keras_compress.pruning import make_prunable, pruning_wrappers, sparsity
 from keras_compress.pruning_callback import MagnitudePruning
@@ -27,10 +31,13 @@ from keras_compress.schedules import ConstantSparsity, IterativeRounds, Polynomi
 from keras_compress.sharing import share_weights
 from keras_compress.sharing_wrapper import WeightSharingWrapper
 from keras_compress.strip import strip
+from keras_compress.surgery import remove_units
+from keras_compress.trimming import trim_iteratively
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APoZMonitor",
     "ConstantSparsity",
     "IterativeRounds",
     "MagnitudePruning",
@@ -38,6 +45,7 @@ __all__ = [
     "PolynomialDecay",
     "PruningWrapper",
     "WeightSharingWrapper",
+    "apoz",
     "datasets",
     "export",
     "hessian",
@@ -47,13 +55,18 @@ __all__ = [
     "pruning_masks",
     "pruning_wrappers",
     "quantizers",
+    "remove_units",
     "schedules",
+    "select_units",
     "share_weights",
     "sidecar",
     "sparse_index",
     "sparsity",
     "strip",
     "summary",
+    "surgery",
+    "trim_iteratively",
+    "trimming",
     "weight_rows",
     "zoo",
 ]
