@@ -20,9 +20,10 @@ from keras_compress.surgery import remove_units
 
 @dataclass
 class TrimRound:
-    """One round: parameters after it, the validation score, and the units removed."""
+    """One round: its retrained model, parameters, validation score and the units removed."""
 
     round: int
+    model: keras.Model
     params: int
     score: float
     removed: dict[str, list[int]] = field(default_factory=dict)
@@ -88,7 +89,7 @@ def trim_iteratively(
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     baseline = float(score(model))
-    rounds = [TrimRound(0, model.count_params(), baseline)]
+    rounds = [TrimRound(0, model, model.count_params(), baseline)]
     best = current = model
     for number in range(1, max_rounds + 1):
         chosen = select_units(apoz(current, data, layers=layers), rule, value, min_units)
@@ -98,7 +99,7 @@ def trim_iteratively(
         retrain(current)
         result = float(score(current))
         removed = {name: np.asarray(units).tolist() for name, units in chosen.items()}
-        rounds.append(TrimRound(number, current.count_params(), result, removed))
+        rounds.append(TrimRound(number, current, current.count_params(), result, removed))
         if result < baseline - tolerance:
             break
         best = current
