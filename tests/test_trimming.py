@@ -2,6 +2,8 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
+from conftest import mlp
 
 import keras_compress as kc
 from keras_compress.trimming import trim_iteratively
@@ -61,3 +63,31 @@ def test_trimming_stops_at_the_first_round_beyond_the_tolerance():
     assert [r.round for r in result.rounds] == [0, 1]
     assert result.model is model  # nothing within tolerance: the untrimmed model stays
     assert len(result.rounds[1].removed["fc"]) == 8
+
+
+def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path):
+    # Trimming first, then magnitude pruning and weight sharing on the smaller model, then export.
+    x, y = toy_data
+    keras.utils.set_random_seed(3)
+    model = compiled(mlp())
+    model.fit(x, y, epochs=2, verbose=0)
+    trimmed = kc.remove_units(model, kc.select_units(kc.apoz.apoz(model, x), "fraction", 0.25))
+    assert trimmed.get_layer("fc1").units == 24 and trimmed.get_layer("fc2").units == 12
+    pruned = compiled(kc.make_prunable(trimmed))
+    pruned.fit(x, y, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.7, end_step=10)])
+    shared = compiled(kc.share_weights(pruned, bits={"fc.*": 3}))
+    shared.fit(x, y, epochs=1, verbose=0)
+    kc.export(shared, tmp_path / "mlp")
+    decoded = kc.sidecar.join((tmp_path / "mlp.skeleton").read_bytes(),
+                              (tmp_path / "mlp.kcz").read_bytes())  # fmt: skip
+    assert decoded == (tmp_path / "mlp.tflite").read_bytes()
+    interpreter = tf.lite.Interpreter(model_content=decoded)
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (16, 12))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:16])
+    interpreter.invoke()
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = kc.strip(shared).predict(x[:16], verbose=0)
+    np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
+    fc1 = kc.strip(shared).get_layer("fc1").get_weights()[0]
+    assert fc1.shape == (12, 24) and np.unique(fc1).size <= 8 and (fc1 == 0).mean() > 0.6
