@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_compress as kc
 from keras_compress.apoz import APoZMonitor, apoz, relu_points, select_units
 
 L = keras.layers
@@ -77,3 +78,20 @@ def test_monitor_logs_mean_apoz_during_fit():
     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
     assert len(monitor.history) == 2
     assert history.history["apoz/conv"][-1] == pytest.approx(monitor.history[-1]["conv"].mean())
+
+
+def test_mirrored_strategy_gives_the_same_apoz_and_trims(mirrored):
+    x = np.random.default_rng(4).normal(size=(48, 8, 8, 2)).astype("float32")
+    plain = conv_net()
+    with mirrored.scope():
+        distributed = conv_net()
+        distributed.set_weights(plain.get_weights())
+        scores = apoz(distributed, x, batch_size=16)
+        trimmed = kc.remove_units(distributed, select_units(scores, "fraction", 0.5))
+    reference = apoz(plain, x, batch_size=16)
+    for name in reference:
+        np.testing.assert_allclose(scores[name], reference[name])
+    assert trimmed.get_layer("conv").filters == 3
+    expected = kc.remove_units(plain, select_units(reference, "fraction", 0.5))
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), expected.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
