@@ -158,3 +158,19 @@ def test_bad_requests_name_the_layer():
         remove_units(recurrent, {"proj": [1]})
     with pytest.raises(SurgeryError, match="'lstm' \\(LSTM\\) has no units or filters"):
         remove_units(recurrent, {"lstm": [1]})
+
+
+@pytest.mark.parametrize("drop", [[0], [-1], [1, 2]])
+def test_conv_matches_a_model_built_at_the_smaller_width(drop):
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((7, 7, 3)), L.Conv2D(5, 3, activation="relu", name="c1"),
+                              L.Conv2D(4, 3, name="c2"), L.GlobalMaxPooling2D()])  # fmt: skip
+    kept = np.setdiff1d(np.arange(5), np.asarray(drop) % 5)
+    small = keras.Sequential([keras.Input((7, 7, 3)), L.Conv2D(kept.size, 3, activation="relu"),
+                              L.Conv2D(4, 3), L.GlobalMaxPooling2D()])  # fmt: skip
+    (k1, b1), (k2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
+    small.set_weights([k1[..., kept], b1[kept], k2[:, :, kept, :], b2])
+    trimmed = remove_units(model, {"c1": drop})
+    x = random_inputs(model)
+    np.testing.assert_array_equal(trimmed.predict(x, verbose=0), small.predict(x, verbose=0))
+    assert model.count_params() - trimmed.count_params() == len(drop) * (27 + 1 + 9 * 4)
