@@ -6,10 +6,13 @@ single-process run, plus that single-process run from the same seed on the same 
 batches, then compares the masks and codebooks. The workers must match each other and a
 single process with the same two-replica split bit for bit; against one device (one full
 batch, other float summation order) a few weights near the pruning threshold can differ, which
-the summary reports. Training is a custom loop that drives the
-Keras callbacks, because Keras 3's ``fit`` does not run under MultiWorkerMirroredStrategy
-(keras-team/keras#20585). Prints a JSON summary; exits 1 unless the
-workers match the two-replica process exactly.
+the summary reports. Bit for bit needs one intra-op thread per process (``--threads 1``, the
+default): TensorFlow's multi-threaded CPU kernels (oneDNN convolutions) sum in an order that
+depends on how the work is split among threads, so with more threads the single process and
+the workers drift apart by float rounding (LeNet-5: codebooks 1e-5 to 1e-2 apart). Training
+is a custom loop that drives the Keras callbacks, because Keras 3's ``fit`` does not run under
+MultiWorkerMirroredStrategy (keras-team/keras#20585). Prints a JSON summary; exits 1 unless
+the workers match the two-replica process exactly.
 
     python examples/multiworker.py                     # a small MLP on synthetic data
     python examples/multiworker.py --model lenet5 --examples 6000   # Fashion-MNIST subset
@@ -94,6 +97,8 @@ def train(model, strategy, data, epochs, callbacks=()):
 
 def job(args) -> None:
     """One worker of the two (``--worker I``), or a single-process run on ``--replicas``."""
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     if args.worker is not None:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif args.replicas == 2:  # the workers' arithmetic: two half batches, gradients summed
@@ -164,6 +169,8 @@ def main():
     parser.add_argument("--model", choices=["mlp", "lenet5"], default="mlp")
     parser.add_argument("--examples", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads per process (0: TensorFlow's default)")  # fmt: skip
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--replicas", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -173,7 +180,7 @@ def main():
         return
     work = Path(tempfile.mkdtemp())
     common = [sys.executable, __file__, "--model", args.model, "--examples", str(args.examples),
-              "--epochs", str(args.epochs)]  # fmt: skip
+              "--epochs", str(args.epochs), "--threads", str(args.threads)]  # fmt: skip
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
