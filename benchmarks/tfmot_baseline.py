@@ -3,14 +3,16 @@
 Runs under legacy Keras (``TF_USE_LEGACY_KERAS=1``, ``tf_keras``) in its own process, because
 tensorflow-model-optimization does not support Keras 3; ``benchmarks/table1.py`` starts it
 (and creates its virtual environment) with the same data, architecture and epoch budget as
-keras-compress. Following TensorFlow's collaborative-optimization guide: train, then
+keras-compress, starting from keras-compress's trained float weights (``--weights``) so that
+both pipelines compress the same model. Following TensorFlow's collaborative-optimization
+guide: train (or load the weights), then
 ``prune_low_magnitude`` with a polynomial schedule (Han et al.'s per-layer levels as final
 sparsities), ``strip_pruning``, sparsity-preserving ``cluster_weights`` (8 clusters, k-means++
 init, as in the guide), fine-tune, ``strip_clustering``, convert to a float32 ``.tflite`` and
 gzip it. Also TFLite's own post-training full-integer int8 of the trained float model.
 
     TF_USE_LEGACY_KERAS=1 python benchmarks/tfmot_baseline.py --data d.npz --model lenet5
-        --levels '{"conv1": 0.34, ...}' --out result.json
+        --levels '{"conv1": 0.34, ...}' [--weights float.npz] --out result.json
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def main():
     parser.add_argument("--data", required=True, help=".npz with x, y, x_test, y_test")
     parser.add_argument("--model", required=True, choices=["lenet_300_100", "lenet5"])
     parser.add_argument("--levels", required=True, help="JSON: layer name -> final sparsity")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--weights", help=".npz of the trained float weights, in layer order")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs without --weights")
     parser.add_argument("--prune-epochs", type=int, default=5)
     parser.add_argument("--finetune", type=int, default=2)
     parser.add_argument("--clusters", type=int, default=8)
@@ -81,7 +84,11 @@ def main():
     keras.utils.set_random_seed(0)
 
     model = compiled(build(args.model), 1e-3)
-    model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
+    if args.weights:
+        saved = np.load(args.weights)
+        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    else:
+        model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
     float_tflite = tflite_bytes(model)
     result = {"float_accuracy": tflite_accuracy(float_tflite, xt, yt),
               "float_tflite_bytes": len(float_tflite)}  # fmt: skip
