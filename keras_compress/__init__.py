@@ -9,6 +9,7 @@ Example:
 from keras_compress import (
     apoz,
     datasets,
+    distillation,
     hessian,
     huffman,
     kmeans1d,
@@ -47,6 +48,7 @@ __all__ = [
     "WeightSharingWrapper",
     "apoz",
     "datasets",
+    "distillation",
     "export",
     "hessian",
     "huffman",
