@@ -25,27 +25,12 @@ import keras
 import numpy as np
 import results_io
 import tensorflow as tf
-from fashion import BATCH, LOSS, data
+from fashion import BATCH, LOSS, data, vgg_style
 
 import keras_compress as kc
 
-L = keras.layers
 COLUMNS = ["model", "method", "round", "params", "params_ratio", "val_accuracy", "test_accuracy",
            "tflite_bytes", "size_ratio", "latency_ms", "latency_ratio"]  # fmt: skip
-
-
-def vgg_style() -> keras.Model:
-    """Two VGG blocks (conv-BN-ReLU x2, max pooling) and a 256-unit ReLU layer, 28x28 inputs."""
-    body = [keras.Input((28, 28, 1))]
-    for block, filters in enumerate((32, 64), 1):
-        for i in (1, 2):
-            tag = f"{block}_{i}"
-            body += [L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{tag}"),
-                     L.BatchNormalization(name=f"bn{tag}"), L.ReLU(name=f"relu{tag}")]  # fmt: skip
-        body.append(L.MaxPooling2D(2, name=f"pool{block}"))
-    body += [L.Flatten(name="flatten"), L.Dense(256, "relu", name="fc1"), L.Dropout(0.3),
-             L.Dense(10, name="fc2")]  # fmt: skip
-    return keras.Sequential(body, name="vgg_style")
 
 
 def compiled(model: keras.Model, lr: float) -> keras.Model:

@@ -25,6 +25,22 @@ def data(quick: bool = False):
     return (x, y), (xt, yt)
 
 
+def vgg_style() -> keras.Model:
+    """Two VGG blocks (conv-BN-ReLU x2, max pooling) and a 256-unit ReLU layer, 28x28 inputs."""
+    layers = keras.layers
+    body = [keras.Input((28, 28, 1))]
+    for block, filters in enumerate((32, 64), 1):
+        for i in (1, 2):
+            tag = f"{block}_{i}"
+            body += [layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{tag}"),
+                     layers.BatchNormalization(name=f"bn{tag}"),
+                     layers.ReLU(name=f"relu{tag}")]  # fmt: skip
+        body.append(layers.MaxPooling2D(2, name=f"pool{block}"))
+    body += [layers.Flatten(name="flatten"), layers.Dense(256, "relu", name="fc1"),
+             layers.Dropout(0.3), layers.Dense(10, name="fc2")]  # fmt: skip
+    return keras.Sequential(body, name="vgg_style")
+
+
 def compiled(model: keras.Model, lr: float) -> keras.Model:
     """``model`` compiled with Adam at ``lr``, the benchmarks' loss and accuracy."""
     model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
