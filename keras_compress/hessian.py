@@ -63,7 +63,8 @@ def fisher_diagonal(
     count = 0
     for x, y in batches:
         with tf.GradientTape() as tape:
-            value = loss_fn(y, model(x, training=False))
+            # A loss function (not a Loss object) gives per-example values: take their mean.
+            value = tf.reduce_mean(loss_fn(y, model(x, training=False)))
         for total, grad in zip(sums, tape.gradient(value, [v.value for v in variables])):
             if grad is not None:
                 total += np.square(np.asarray(grad, np.float64))

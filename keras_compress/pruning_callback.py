@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -24,6 +24,15 @@ class _WeightClass:
     name: str
     members: list[tuple[keras.Variable, keras.Variable]] = field(default_factory=list)
     scale: float = 1.0  # this class's final level / the schedule's final level
+    member_names: list[str] = field(default_factory=list)
+
+    def ranking(self, saliency: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``sqrt(saliency)`` of the members, concatenated: ranks like the saliency."""
+        missing = [name for name in self.member_names if name not in saliency]
+        if missing:
+            raise ValueError(f"the saliency function gave no scores for {missing}")
+        return np.concatenate([np.sqrt(np.maximum(np.ravel(saliency[n]), 0.0))
+                               for n in self.member_names])  # fmt: skip
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         weights = np.concatenate([np.asarray(v.numpy()).ravel() for v, _ in self.members])
@@ -72,6 +81,9 @@ class MagnitudePruning(keras.callbacks.Callback):
             matched against the whole class name; classes without one take ``target``.
         groups: regroup weight classes, ``{group_name: [regex, ...]}``: the classes whose
             names match share one class (by default each weight tensor is one class).
+        saliency: rank weights by ``saliency(model)[name]`` (``{"layer/weight": array}``)
+            instead of their magnitude, e.g. OBD's ``keras_compress.saliency.obd_scores``;
+            with ``"class_uniform"`` or ``"class_blind"``. Not part of ``get_config``.
 
     Raises:
         ValueError: bad levels, criterion or steps (at construction), or a model without
@@ -99,6 +111,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         frequency: int = 100,
         layer_targets: Mapping[str, float] | None = None,
         groups: Mapping[str, Sequence[str]] | None = None,
+        saliency: Callable[[keras.Model], Mapping[str, np.ndarray]] | None = None,
     ):
         super().__init__()
         self._config = {
@@ -115,6 +128,11 @@ class MagnitudePruning(keras.callbacks.Callback):
         }
         if criterion not in CRITERIA:
             raise ValueError(f"unknown pruning criterion {criterion!r}; choose one of {CRITERIA}")
+        if saliency is not None and criterion not in ("class_uniform", "class_blind"):
+            raise ValueError(
+                f"a saliency ranks weights for 'class_uniform' or 'class_blind', not {criterion!r}"
+            )
+        self.saliency = saliency
         if isinstance(schedule, PruningSchedule):
             if target is not None:
                 raise ValueError("give either target or a schedule object, not both")
@@ -180,7 +198,9 @@ class MagnitudePruning(keras.callbacks.Callback):
                     ),
                     name,
                 )
-                classes.setdefault(group, _WeightClass(group)).members.append((variable, mask))
+                weight_class = classes.setdefault(group, _WeightClass(group))
+                weight_class.members.append((variable, mask))
+                weight_class.member_names.append(name)
         unused = [g for g in self.groups if g not in classes]
         if unused:
             raise ValueError(f"groups {unused} match no pruned weight; classes: {list(classes)}")
@@ -233,7 +253,11 @@ class MagnitudePruning(keras.callbacks.Callback):
         read = [c.read() for c in self._classes]
         weights, masks = [w for w, _ in read], [m for _, m in read]
         levels = [level * c.scale for c in self._classes]
-        new_masks = compute_masks(self.criterion, weights, masks, levels)
+        ranked = weights
+        if self.saliency is not None:
+            scores = self.saliency(self.model)
+            ranked = [c.ranking(scores) for c in self._classes]
+        new_masks = compute_masks(self.criterion, ranked, masks, levels)
         for c, w, old, new in zip(self._classes, weights, masks, new_masks):
             if not np.array_equal(old, new):
                 c.write(w, new)
