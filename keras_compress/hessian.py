@@ -33,14 +33,17 @@ def fisher_diagonal(
     model: keras.Model,
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     loss: Callable | str,
+    per_example: bool = False,
 ) -> dict[str, np.ndarray]:
     """Mean squared gradient of ``loss`` per weight, over the given (x, y) batches.
 
     Args:
         model: a plain (unwrapped) model.
         batches: an iterable of ``(x, y)`` pairs (a ``tf.data.Dataset`` works); memory is
-            bounded by one batch.
+            bounded by one batch (times the parameters, with ``per_example``).
         loss: a Keras loss (object or name).
+        per_example: square each example's gradient (the empirical Fisher proper, for OBD)
+            instead of each batch's mean gradient (cheaper; enough as relative weights).
 
     Returns:
         ``{"layer/weight": diagonal}`` for each weight matrix, shaped like the weight.
@@ -63,9 +66,19 @@ def fisher_diagonal(
     count = 0
     for x, y in batches:
         with tf.GradientTape() as tape:
-            # A loss function (not a Loss object) gives per-example values: take their mean.
-            value = tf.reduce_mean(loss_fn(y, model(x, training=False)))
-        for total, grad in zip(sums, tape.gradient(value, [v.value for v in variables])):
+            prediction = model(x, training=False)
+            # Per-example values: a Loss object's unreduced call, or a loss function's result.
+            losses = (loss_fn.call if isinstance(loss_fn, keras.losses.Loss) else loss_fn)(
+                y, prediction
+            )
+            value = tf.reduce_mean(losses)
+        targets = [v.value for v in variables]
+        if per_example:
+            for total, grads in zip(sums, tape.jacobian(losses, targets)):
+                total += np.sum(np.square(np.asarray(grads, np.float64)), axis=0)
+            count += int(losses.shape[0])
+            continue
+        for total, grad in zip(sums, tape.gradient(value, targets)):
             if grad is not None:
                 total += np.square(np.asarray(grad, np.float64))
         count += 1

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 
 import keras
 import numpy as np
@@ -106,7 +107,8 @@ def obd_scores(
     Args:
         batches: calibration ``(x, y)`` pairs.
         loss: the training loss.
-        estimator: ``"fisher"`` (empirical Fisher) or ``"hutchinson"``.
+        estimator: ``"fisher"`` (empirical Fisher, per-example squared gradients) or
+            ``"hutchinson"``.
 
     Raises:
         ValueError: unknown estimator.
@@ -117,7 +119,8 @@ def obd_scores(
         >>> score(model)["fc/kernel"].shape
         (3, 2)
     """
-    estimators = {"fisher": fisher_diagonal, "hutchinson": hutchinson_diagonal}
+    estimators = {"fisher": partial(fisher_diagonal, per_example=True),
+                  "hutchinson": hutchinson_diagonal}  # fmt: skip
     if estimator not in estimators:
         raise ValueError(
             f"unknown Hessian estimator {estimator!r}; choose one of {sorted(estimators)}"
