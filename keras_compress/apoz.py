@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.surgery import WIDTH_KEYS, inbound_names, unit_owner
+from keras_compress.surgery import inbound_names, unit_owner, width_key
 
 RULES = ("std", "fraction", "cutoff")
 
@@ -36,7 +36,7 @@ def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
     outputs = {t._keras_history.operation.name for t in model.outputs}
     points = {}
     for layer in model.layers:
-        if type(layer) in WIDTH_KEYS and _is_relu(getattr(layer, "activation", None)):
+        if width_key(layer) and _is_relu(getattr(layer, "activation", None)):
             owner = layer.name
         elif _is_relu_layer(layer) and len(inbound_names(layer)) == 1:
             owner = unit_owner(layers, inbound_names(layer)[0])

@@ -253,11 +253,11 @@ def obs_prune_layer(
         (4, 2)
     """
     kernel = np.asarray(layer.kernel.numpy())
-    if type(layer) is keras.layers.Conv2D and layer.groups == 1:
+    if isinstance(layer, keras.layers.Conv2D) and layer.groups == 1:
         flat = kernel.reshape(-1, kernel.shape[-1])
         new, mask, error = obs_prune(flat, conv_patches(layer, inputs), sparsity, **kwargs)
         return new.reshape(kernel.shape), mask.reshape(kernel.shape), error
-    if type(layer) is keras.layers.Dense:
+    if isinstance(layer, keras.layers.Dense):
         return obs_prune(kernel, inputs, sparsity, **kwargs)
     raise ValueError(
         f"layer {layer.name!r} ({type(layer).__name__}): OBS takes Dense or ungrouped Conv2D"

@@ -96,7 +96,7 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
             return None
         in_kept, out_kept = plan[layer.name]
         config = layer.get_config()
-        key = _width_key(layer)
+        key = width_key(layer)
         if key is not None and out_kept is not None:
             config[key] = int(out_kept.size)
         new = layer.__class__.from_config(config)
@@ -142,7 +142,7 @@ def _kept_units(layers: dict, name: str, indices: Iterable[int]) -> np.ndarray |
     if name not in layers:
         raise SurgeryError(f"the model has no layer {name!r}")
     layer = layers[name]
-    if _width_key(layer) is None:
+    if width_key(layer) is None:
         raise SurgeryError(
             f"layer {name!r} ({type(layer).__name__}) has no units or filters to remove; "
             f"supported: {', '.join(t.__name__ for t in WIDTH_KEYS)}"
@@ -214,7 +214,7 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
     """
     layer = layers.get(name)
     while layer is not None:
-        if _width_key(layer) is not None:
+        if width_key(layer) is not None:
             return layer.name
         one_to_one = isinstance(layer, (*PASS_THROUGH, keras.layers.BatchNormalization))
         if not one_to_one or len(inbound_names(layer)) != 1:
@@ -223,9 +223,15 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
     return None
 
 
-def _width_key(layer) -> str | None:
+def width_key(layer: keras.layers.Layer) -> str | None:
+    """The config key of ``layer``'s width if its units can be removed (subclasses too).
+
+    Example:
+        >>> width_key(keras.layers.Dense(3)), width_key(keras.layers.ReLU())
+        ('units', None)
+    """
     for cls, key in WIDTH_KEYS.items():
-        if type(layer) is cls:
+        if isinstance(layer, cls):
             return key
     return None
 
@@ -251,7 +257,7 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
     """The channels kept at ``layer``'s output, given those kept at its inputs."""
     name, kind = layer.name, type(layer).__name__
     changed = [k for k in in_kept if k is not None]
-    if _width_key(layer) is not None:
+    if width_key(layer) is not None:
         if (changed or removed_out is not None) and getattr(layer, "groups", 1) != 1:
             raise SurgeryError(f"layer {name!r} ({kind}) is a grouped convolution")
         return removed_out
@@ -301,14 +307,13 @@ def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
     """``layer``'s weights without the removed input and output channels."""
     weights = [np.asarray(w) for w in layer.get_weights()]
     take = lambda w, kept, axis: w if kept is None else np.take(w, kept, axis=axis)  # noqa: E731
-    kind = type(layer)
-    if kind in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         depthwise, pointwise, *bias = weights
         depthwise = take(depthwise, in_kept, -2)
         inner = _expand(in_kept, layer.depth_multiplier)
         pointwise = take(take(pointwise, inner, -2), out_kept, -1)
         return [depthwise, pointwise, *(take(b, out_kept, 0) for b in bias)]
-    if _width_key(layer) is not None:  # Dense and Conv: kernel (..., in, out), bias (out,)
+    if width_key(layer) is not None:  # Dense and Conv: kernel (..., in, out), bias (out,)
         kernel, *bias = weights
         kernel = take(take(kernel, in_kept, -2), out_kept, -1)
         return [kernel, *(take(b, out_kept, 0) for b in bias)]

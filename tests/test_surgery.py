@@ -174,3 +174,24 @@ def test_conv_matches_a_model_built_at_the_smaller_width(drop):
     x = random_inputs(model)
     np.testing.assert_array_equal(trimmed.predict(x, verbose=0), small.predict(x, verbose=0))
     assert model.count_params() - trimmed.count_params() == len(drop) * (27 + 1 + 9 * 4)
+
+
+class ScaledDense(L.Dense):
+    """A user's Dense subclass: surgery must treat it as a Dense."""
+
+
+def test_subclasses_of_dense_are_trimmed_like_dense():
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((6,)), ScaledDense(5, activation="relu", name="fc1"),
+                              L.Dense(2, name="out")])  # fmt: skip
+    trimmed = remove_units(model, {"fc1": [2]})
+    assert isinstance(trimmed.get_layer("fc1"), ScaledDense)
+    assert trimmed.get_layer("fc1").units == 4
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    kernel, bias = masked.get_layer("out").get_weights()
+    kernel[2] = 0
+    masked.get_layer("out").set_weights([kernel, bias])
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
