@@ -25,17 +25,12 @@ import keras
 import numpy as np
 import results_io
 import tensorflow as tf
-from fashion import BATCH, LOSS, data, vgg_style
+from fashion import BATCH, compiled, data, vgg_style
 
 import keras_compress as kc
 
 COLUMNS = ["model", "method", "round", "params", "params_ratio", "val_accuracy", "test_accuracy",
            "tflite_bytes", "size_ratio", "latency_ms", "latency_ratio"]  # fmt: skip
-
-
-def compiled(model: keras.Model, lr: float) -> keras.Model:
-    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
-    return model
 
 
 def tflite_bytes(model: keras.Model) -> bytes:

@@ -20,7 +20,14 @@ from keras_compress.layer_weights import compressible_variables, relative_path
 from keras_compress.model_rewrite import iter_layers
 
 
-def _named_variables(model: keras.Model) -> dict[str, keras.Variable]:
+def named_variables(model: keras.Model) -> dict[str, keras.Variable]:
+    """The weight matrices of ``model`` (through wrappers) by ``"layer/weight"`` name.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> list(named_variables(model))
+        ['fc/kernel']
+    """
     named = {}
     for layer in iter_layers(model):
         inner = getattr(layer, "layer", layer)
@@ -60,7 +67,7 @@ def fisher_diagonal(
         (784, 300)
     """
     loss_fn = keras.losses.get(loss)
-    named = _named_variables(model)
+    named = named_variables(model)
     variables = list(named.values())
     sums = [np.zeros(v.shape, np.float64) for v in variables]
     count = 0
@@ -111,7 +118,7 @@ def adam_second_moments(model: keras.Model) -> dict[str, np.ndarray]:
     # Keras names an optimizer slot "<variable path with _ for />_<slot>".
     slots = {v.name: v for v in getattr(optimizer, "variables", [])}
     out = {}
-    for name, variable in _named_variables(model).items():
+    for name, variable in named_variables(model).items():
         slot = slots.get(variable.path.replace("/", "_") + "_velocity")
         if slot is None:
             raise ValueError(

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compress.hessian import _named_variables, fisher_diagonal
+from keras_compress.hessian import fisher_diagonal, named_variables
 
 #: Largest input dimension ``obs_prune`` accepts: ``H`` and its inverse are dense
 #: ``d x d`` float64 matrices (4096: 128 MiB each) and factorising them costs ``O(d^3)``.
@@ -66,7 +66,7 @@ def hutchinson_diagonal(
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     loss_fn = keras.losses.get(loss)
-    named = _named_variables(model)
+    named = named_variables(model)
     variables = [v.value for v in named.values()]
     rng = np.random.default_rng(seed)
     sums = [np.zeros(v.shape, np.float64) for v in variables]
@@ -129,7 +129,7 @@ def obd_scores(
 
     def scores(model: keras.Model) -> dict[str, np.ndarray]:
         diagonal = estimators[estimator](model, batches, loss)
-        named = _named_variables(model)
+        named = named_variables(model)
         return {name: 0.5 * h * np.asarray(named[name].numpy(), np.float64) ** 2
                 for name, h in diagonal.items()}  # fmt: skip
 
