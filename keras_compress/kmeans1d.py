@@ -266,8 +266,10 @@ class BinnedData:
         counts = np.diff(self.prefix[0])
         # Each bin holds a value at least its lower bound away: the count-th largest lower
         # bound over the filled bins is reached by count values.
-        filled = lower[counts > 0]
-        bound = np.partition(filled, filled.size - count)[filled.size - count]
+        filled = np.flatnonzero(counts)
+        order = filled[np.argsort(-lower[filled], kind="stable")]
+        reached = np.searchsorted(np.cumsum(counts[order]), count)  # n >= count: always found
+        bound = lower[order[reached]]
         candidates = np.flatnonzero(((upper >= bound) & (counts > 0))[self.bins])
         values = self.flat[candidates].astype(np.float64)
         return values[np.argpartition(_distance(values, centroids), -count)[-count:]]

@@ -93,6 +93,19 @@ def test_binned_path_is_exact_and_no_worse_than_sklearn(weighted):
     np.testing.assert_allclose(ours.inertia, np.sum(error), rtol=1e-9)
 
 
+def test_farthest_with_more_empty_clusters_than_filled_bins():
+    # 33 values within 0.002 of zero and 3 far ones fill 4 bins; 23 clusters leave >4 empty.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1e-3, 33), [0.21, 0.36, -0.65]])
+    data = BinnedData(x)
+    centroids = np.array([-0.65, 0.0, 0.36])
+    error = np.abs(x[:, None] - centroids[None, :]).min(axis=1)
+    found = np.abs(data.farthest(centroids, 11)[:, None] - centroids[None, :]).min(axis=1)
+    np.testing.assert_array_equal(np.sort(found), np.sort(error)[-11:])
+    result = kmeans1d(x, 23, "linear")
+    assert np.unique(result.centroids).size == 23
+
+
 def test_farthest_values_match_a_full_search():
     x = heavy_tailed(200_000, 7)
     data = BinnedData(x)
