@@ -1,0 +1,402 @@
+"""Models that stay compressed on TensorFlow Lite Micro: weights decoded by ``TFLM_DECODE``.
+
+``compress`` takes a full-integer int8 ``.tflite`` (``keras_compress.export(...,
+quantization="int8")`` writes one) and codes each constant tensor the smallest way that TFLM's
+DECODE operator supports for it: LUT (a value table per tensor or per channel plus bit-packed
+indices; what weight sharing's codebooks give), Huffman, or pruning (a bit mask plus the kept
+values), or leaves it as it is. The model then needs no decoder code of ours on the device and
+keeps its weights compressed in flash; DECODE writes each tensor into the arena before its
+operator runs.
+
+The graph edit (DECODE operators inserted before the consumers, flatbuffer alignment) and the
+LUT encoder are tflite-micro's own (``tflite_micro.tensorflow.lite.micro.compression``); the
+Huffman and pruning encoders, stubs upstream, are ``keras_compress.tflm_encoders``.
+Needs the ``tflm`` extra: ``pip install "keras-compress[tflm]"``.
+
+Example:
+    >>> import keras_compress as kc
+    >>> result = kc.tflm.compress(open("lenet5_int8.tflite", "rb").read())  # doctest: +SKIP
+    >>> [(c.tensor, c.chosen) for c in result.choices][:1]  # doctest: +SKIP
+    [('sequential/conv1/convolution', 'lut')]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_compress.tflm_encoders import Encoding, encode_huffman, encode_pruning
+
+METHODS = ("lut", "huffman", "pruning")
+# A DECODE operator, its ancillary and output tensors and their buffers cost about this many
+# flatbuffer bytes (measured on LeNet-5: 150-190); a smaller saving is not worth the operator.
+DEFAULT_MIN_SAVING = 256
+_INSTALL = 'TensorFlow Lite Micro is missing: pip install "keras-compress[tflm]"'
+
+
+def _upstream(name: str):
+    try:
+        return importlib.import_module(f"tflite_micro.tensorflow.lite.micro.{name}")
+    except ImportError as err:
+        raise ImportError(_INSTALL) from err
+
+
+@dataclass(frozen=True)
+class TensorChoice:
+    """How one constant tensor was coded, and the sizes of every option.
+
+    Attributes:
+        tensor: the tensor's name.
+        index: its index in subgraph 0.
+        operators: the operators that read it.
+        dtype: its element type.
+        raw_bytes: its data size uncompressed.
+        options: bytes (encoded + ancillary) per method, or why the method does not apply.
+        chosen: ``"lut"``, ``"huffman"``, ``"pruning"`` or ``"none"``.
+        reason: one line saying why.
+
+    Example:
+        >>> c = TensorChoice("w", 1, ("FULLY_CONNECTED",), "int8", 4000,
+        ...                  {"lut": 1520, "huffman": 900, "pruning": 1100}, "huffman", "smallest")
+        >>> c.bytes_after
+        900
+    """
+
+    tensor: str
+    index: int
+    operators: tuple[str, ...]
+    dtype: str
+    raw_bytes: int
+    options: dict[str, int | str] = field(default_factory=dict)
+    chosen: str = "none"
+    reason: str = ""
+
+    @property
+    def bytes_after(self) -> int:
+        """Bytes of the tensor's data (encoded + ancillary) in the compressed model."""
+        return self.raw_bytes if self.chosen == "none" else int(self.options[self.chosen])
+
+
+@dataclass(frozen=True)
+class TflmModel:
+    """A ``.tflite`` with DECODE operators, and the per-tensor report.
+
+    Attributes:
+        data: the compressed model's bytes.
+        choices: one ``TensorChoice`` per constant tensor considered.
+
+    Example:
+        >>> result = compress(model_bytes)  # doctest: +SKIP
+        >>> print(result.report_markdown())  # doctest: +SKIP
+    """
+
+    data: bytes
+    choices: list[TensorChoice]
+
+    def report_markdown(self) -> str:
+        """A table: tensor, operators, raw bytes, each method's bytes, the choice and why."""
+        lines = [
+            "| tensor | operators | dtype | raw | lut | huffman | pruning | chosen | why |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in self.choices:
+            cells = [c.options.get(m, "-") for m in METHODS]
+            cells = [f"{v:,}" if isinstance(v, int) else v for v in cells]
+            lines.append(f"| {c.tensor} | {', '.join(c.operators)} | {c.dtype} | {c.raw_bytes:,} | "
+                         f"{' | '.join(cells)} | {c.chosen} | {c.reason} |")  # fmt: skip
+        return "\n".join(lines)
+
+
+def compress(
+    model: bytes,
+    methods: Iterable[str] = METHODS,
+    min_saving: int = DEFAULT_MIN_SAVING,
+    min_elements: int = 64,
+) -> TflmModel:
+    """Code every constant tensor of a ``.tflite`` the smallest way TFLM's DECODE supports.
+
+    Per tensor, each allowed method is tried (LUT: per tensor and per channel along the
+    quantized axis; Huffman: int8/int16; pruning: any type, zero points on axis 0 or the
+    last); the smallest wins if it saves at least ``min_saving`` bytes over the raw data.
+    Tensors that an operator must read while preparing (shapes, paddings, ...) and tensors
+    sharing a buffer with another are left as they are, with the reason in the report.
+
+    Args:
+        model: the bytes of a ``.tflite`` (full-integer int8 for microcontrollers).
+        methods: the methods allowed, a subset of ``("lut", "huffman", "pruning")``.
+        min_saving: the fewest bytes a method must save to be used.
+        min_elements: smaller tensors are left as they are.
+
+    Returns:
+        The compressed model and one ``TensorChoice`` per constant tensor.
+
+    Raises:
+        ValueError: an unknown method, or bytes that are not a TFLite model.
+        ImportError: ``tflite-micro`` is not installed.
+
+    Example:
+        >>> result = compress(model_bytes, methods=("lut", "huffman"))  # doctest: +SKIP
+        >>> len(result.data) < len(model_bytes)  # doctest: +SKIP
+        True
+    """
+    methods = tuple(methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown TFLM decode method(s) {unknown}; choose from {METHODS}")
+    if len(model) < 8 or model[4:8] != b"TFL3":
+        raise ValueError("not a TFLite model: no 'TFL3' file identifier at byte offset 4")
+    editor = _upstream("compression.model_editor")
+    constant_inputs = _upstream("compression.constant_inputs")
+    decode_insert = _upstream("compression.decode_insert")
+    compressor = _upstream("compression.compressor")
+    graph_model = editor.read(model)
+    graph = graph_model.subgraphs[0]
+    owners: dict[int, int] = {}
+    for t in graph.tensors:
+        if t.buffer is not None and t.buffer.data:
+            owners[id(t.buffer)] = owners.get(id(t.buffer), 0) + 1
+    choices, results = [], {}
+    for index, tensor in enumerate(graph.tensors):
+        if tensor.buffer is None or not tensor.buffer.data:
+            continue
+        consumers = graph.consumers_of(tensor)
+        base = TensorChoice(
+            tensor.name or f"tensor {index}",
+            index,
+            tuple(dict.fromkeys(op.opcode_name for op in consumers)),
+            np.dtype(tensor.numpy_dtype).name,
+            len(tensor.buffer.data),
+        )
+        skip = _why_not(tensor, consumers, owners, constant_inputs, graph, min_elements)
+        if skip:
+            choices.append(_replace(base, reason=skip))
+            continue
+        options, encodings = _options(tensor, methods)
+        sized = {m: e.size for m, e in encodings.items()}
+        choice = _replace(base, options={**options, **sized})
+        if not sized:
+            choices.append(_replace(choice, reason="no method applies"))
+            continue
+        method = min(sized, key=lambda m: (sized[m], METHODS.index(m)))
+        if base.raw_bytes - sized[method] < min_saving:
+            why = f"{method} would save {base.raw_bytes - sized[method]:,} B < {min_saving:,} B"
+            choices.append(_replace(choice, reason=why))
+            continue
+        others = ", ".join(
+            f"{m} {sized[m]:,} B" for m in sorted(sized, key=sized.get) if m != method
+        )
+        why = f"smallest: {sized[method]:,} B of {base.raw_bytes:,} B" + (
+            f" (vs {others})" if others else ""
+        )
+        choices.append(_replace(choice, chosen=method, reason=why))
+        results[(0, index)] = compressor.CompressionResult(
+            encodings[method].encoded, encodings[method].ancillary
+        )
+    if not results:
+        return TflmModel(bytes(model), choices)
+    decode_insert.insert_decode_operators(graph_model, results)
+    return TflmModel(_aligned(bytes(graph_model.build())), choices)
+
+
+def _replace(choice: TensorChoice, **changes) -> TensorChoice:
+    return TensorChoice(**{**choice.__dict__, **changes})
+
+
+def _why_not(tensor, consumers, owners, constant_inputs, graph, min_elements) -> str:
+    if not consumers:
+        return "no operator reads it"
+    uses = constant_inputs.find_uses(graph, tensor)
+    if uses:
+        return "must stay constant: " + "; ".join(u.describe() for u in uses)
+    if owners[id(tensor.buffer)] > 1:
+        return "its buffer is shared with another tensor"
+    if tensor.array.size < min_elements:
+        return f"{tensor.array.size} elements < {min_elements}"
+    return ""
+
+
+def _quantization(tensor) -> tuple[np.ndarray, int | None]:
+    """Zero points and the channel axis (None when per tensor), as TFLM's decoders read them."""
+    q = tensor.quantization
+    if q is None:
+        return np.zeros(1, np.int64), None
+    zero_points = np.atleast_1d(np.asarray(q.zero_points, np.int64))
+    scales = np.atleast_1d(np.asarray(q.scales))
+    return zero_points, (q.axis or 0) if scales.size > 1 else None
+
+
+def _options(tensor, methods: tuple[str, ...]) -> tuple[dict[str, str], dict[str, Encoding]]:
+    """Each method's encoding, or why it does not apply to this tensor."""
+    values = tensor.array
+    zero_points, axis = _quantization(tensor)
+    if axis is not None and axis not in (0, values.ndim - 1):
+        return {m: f"channel axis {axis}: TFLM decodes axis 0 or the last" for m in methods}, {}
+    notes, encodings = {}, {}
+    if "lut" in methods:
+        notes["lut"], lut = _lut(tensor, axis)
+        if lut is not None:
+            encodings["lut"] = lut
+    if "huffman" in methods:
+        if values.dtype in (np.int8, np.int16):
+            encodings["huffman"] = encode_huffman(values)
+        else:
+            notes["huffman"] = f"{values.dtype} (TFLM's Huffman decodes int8/int16)"
+    if "pruning" in methods:
+        if values.dtype != np.int8 and np.any(zero_points != 0):
+            notes["pruning"] = "non-zero zero points on a non-int8 tensor"
+        else:
+            encodings["pruning"] = encode_pruning(values, zero_points, axis or 0)
+    return {m: n for m, n in notes.items() if n}, encodings
+
+
+def _lut(tensor, axis: int | None) -> tuple[str, Encoding | None]:
+    """Upstream's LUT encoder: one value table per channel when quantized per channel, else one."""
+    lut = _upstream("compression.lut")
+    spec = _upstream("compression.spec")
+    tables = lut.compress_array(tensor.array, axis)
+    bits = max(int(np.max(tables.indices)).bit_length(), 1)
+    if bits > lut.LutAncillaryData.MAX_BITWIDTH:
+        return f"{max(t.size for t in tables.lookup_tables)} distinct values > 128 per table", None
+    mode = spec.PerTensor() if axis is None else spec.PerChannel(axis)
+    result = lut.LutCompressor().compress(tensor, spec.LookUpTableCompression(bits, mode))
+    return "", Encoding(bytes(result.encoded_data), bytes(result.ancillary_data))
+
+
+def _aligned(model: bytes) -> bytes:
+    """Re-pack with the schema's buffer alignment, by upstream's C++ tool.
+
+    Python's flatbuffers ignores the schema's ``force_align``; TFLM's decoders need it.
+    """
+    align = _upstream("tools.tflite_flatbuffer_align_wrapper")
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder, "in.tflite"), Path(folder, "out.tflite")
+        source.write_bytes(model)
+        align.align_tflite_model(str(source), str(target))
+        return target.read_bytes()
+
+
+def compress_file(source: str | os.PathLike, target: str | os.PathLike, **options) -> TflmModel:
+    """``compress`` a ``.tflite`` file into another, written atomically; never over its input.
+
+    Args:
+        source: the full-integer ``.tflite``.
+        target: where to write the compressed model (a different file).
+        **options: passed to ``compress``.
+
+    Returns:
+        The ``TflmModel``.
+
+    Raises:
+        ValueError: ``target`` is ``source``.
+
+    Example:
+        >>> compress_file("out/lenet5.tflite", "out/lenet5.tflm.tflite")  # doctest: +SKIP
+    """
+    source, target = Path(source), Path(target)
+    if target.exists() and target.resolve() == source.resolve():
+        raise ValueError(f"refusing to overwrite the input model {source}")
+    result = compress(source.read_bytes(), **options)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(result.data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _runtime():
+    try:
+        return importlib.import_module("tflite_micro.python.tflite_micro.runtime")
+    except ImportError as err:
+        raise ImportError(_INSTALL) from err
+
+
+def interpreter(model: bytes, arena_size: int | None = None):
+    """TFLM's own Python interpreter for a model (DECODE included).
+
+    Without ``arena_size`` the arena starts at 256 KiB and doubles until the model's tensors
+    fit (DECODE's outputs live there too); ``arena_bytes`` says what it really uses.
+
+    Example:
+        >>> interpreter(result.data).get_input_details(0)["dtype"]  # doctest: +SKIP
+        <class 'numpy.int8'>
+    """
+    runtime = _runtime()
+    if arena_size is not None:
+        return runtime.Interpreter.from_bytes(bytes(model), arena_size=arena_size)
+    size = 256 * 1024
+    while True:
+        try:
+            with _quiet_stderr():  # each failed try prints "Failed to resize buffer"
+                return runtime.Interpreter.from_bytes(bytes(model), arena_size=size)
+        except RuntimeError:
+            if size >= 1 << 30:
+                raise
+            size *= 2
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TFLM reports to file descriptor 2 from C++; keep the expected failures out of logs."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def run(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Outputs of the first output tensor, one invoke per row of ``inputs`` (already quantized).
+
+    Example:
+        >>> run(result.data, x_int8[:2]).shape  # doctest: +SKIP
+        (2, 10)
+    """
+    it = interpreter(model)
+    outputs = []
+    for row in inputs:
+        it.set_input(row[None], 0)
+        it.invoke()
+        outputs.append(np.array(it.get_output(0))[0])
+    return np.stack(outputs)
+
+
+def arena_bytes(model: bytes) -> int:
+    """The tensor arena the model needs in TFLM (its recording allocator's total), in bytes.
+
+    Example:
+        >>> arena_bytes(result.data)  # doctest: +SKIP
+        12016
+    """
+    it = interpreter(model)
+    details = it.get_input_details(0)
+    it.set_input(np.zeros(details["shape"], details["dtype"]), 0)
+    it.invoke()
+    with tempfile.TemporaryFile("w+") as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            it.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        found = re.search(r"Arena allocation total (\d+) bytes", log.read())
+    if not found:
+        raise RuntimeError("TFLM did not report its arena allocation")
+    return int(found.group(1))

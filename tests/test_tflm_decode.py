@@ -1,0 +1,110 @@
+"""Models compressed for TFLM's DECODE operator run bit for bit like the uncompressed int8 model.
+
+The oracle is TensorFlow Lite Micro's own Python runtime (its DECODE kernel and decoders).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_compress as kc
+from keras_compress import tflm
+
+pytest.importorskip(
+    "tflite_micro.python.tflite_micro.runtime",
+    reason="TFLM's Python runtime is missing: pip install -e '.[dev]' installs tflite-micro",
+)
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    """A pruned, weight-shared conv net (Conv2D, DepthwiseConv2D, Dense) exported full-integer."""
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(256, 12, 12, 1)).astype("float32")
+    y = (x[:, :6].mean(axis=(1, 2, 3)) > 0).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="dw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu", name="fc1"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    model = kc.make_prunable(model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(
+        x, y, epochs=2, batch_size=64, verbose=0, callbacks=[kc.MagnitudePruning(0.85, end_step=6)]
+    )
+    shared = kc.share_weights(model, bits={"conv1": 4, "fc1": 3, "out": 3})
+
+    def calibration():
+        for row in x[:64]:
+            yield [row[None]]
+
+    prefix = tmp_path_factory.mktemp("tflm") / "net"
+    kc.export(shared, prefix, quantization="int8", representative_data=calibration)
+    data = prefix.with_suffix(".tflite").read_bytes()
+    # Any int8 pattern is a valid quantized input: no need to quantize real images here.
+    inputs = rng.integers(-128, 128, size=(40, 12, 12, 1)).astype(np.int8)
+    return prefix.with_suffix(".tflite"), data, inputs, tflm.run(data, inputs)
+
+
+@pytest.mark.parametrize("methods", [("lut",), ("huffman",), ("pruning",), tflm.METHODS])
+def test_decoded_model_is_bit_identical_in_tflm(int8_model, methods):
+    _, data, inputs, expected = int8_model
+    result = tflm.compress(data, methods=methods, min_saving=0)
+    chosen = {c.chosen for c in result.choices} - {"none"}
+    assert chosen and chosen <= set(methods)
+    np.testing.assert_array_equal(tflm.run(result.data, inputs), expected)
+
+
+def test_each_tensor_gets_its_smallest_supported_method(int8_model):
+    _, data, _, _ = int8_model
+    result = tflm.compress(data)
+    by_name = {c.tensor: c for c in result.choices}
+    fc1 = next(c for name, c in by_name.items() if "fc1" in name and c.dtype == "int8")
+    # 85% zeros and 8 shared values: every method applies; Huffman beats a 3-bit LUT here.
+    assert set(fc1.options) == set(tflm.METHODS)
+    assert fc1.chosen == min(fc1.options, key=fc1.options.get) == "huffman"
+    for c in result.choices:
+        sizes = {m: v for m, v in c.options.items() if isinstance(v, int)}
+        if c.chosen != "none":
+            assert (
+                c.bytes_after == min(sizes.values())
+                and c.raw_bytes - c.bytes_after >= tflm.DEFAULT_MIN_SAVING
+            )
+        elif c.dtype == "int32":  # biases: no Huffman for int32, and the reason says so
+            assert "int8/int16" in c.options.get("huffman", "int8/int16")
+    assert len(result.data) < 0.6 * len(data)
+    assert "| huffman |" in result.report_markdown()
+
+
+def test_arena_grows_by_what_decode_writes(int8_model):
+    _, data, _, _ = int8_model
+    result = tflm.compress(data)
+    plain, compressed = tflm.arena_bytes(data), tflm.arena_bytes(result.data)
+    decoded = sum(c.raw_bytes for c in result.choices if c.chosen != "none")
+    # DECODE's outputs live in the arena (no alternate decompression memory here).
+    assert plain < compressed <= plain + decoded + 4096
+
+
+def test_compress_file_is_atomic_and_never_overwrites_its_input(int8_model, tmp_path):
+    path, data, _, _ = int8_model
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        tflm.compress_file(path, path)
+    assert path.read_bytes() == data
+    out = tmp_path / "sub" / "net.tflm.tflite"
+    result = tflm.compress_file(path, out)
+    assert out.read_bytes() == result.data
+    assert [p.name for p in out.parent.iterdir()] == ["net.tflm.tflite"]
+
+
+def test_bad_input_is_rejected_with_a_clear_error(int8_model):
+    _, data, _, _ = int8_model
+    with pytest.raises(ValueError, match="unknown TFLM decode method"):
+        tflm.compress(data, methods=("lut", "zip"))
+    with pytest.raises(ValueError, match="not a TFLite model"):
+        tflm.compress(b"\x00" * 64)
