@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import keras
@@ -50,7 +51,9 @@ class CompressionWrapper(keras.layers.Wrapper):
         return variables
 
     def _call_layer(self, inputs, args, training, mask, kwargs):
-        if mask is not None:
+        # Only layers whose call takes a mask get one (LSTM does, Dense does not; Keras's own
+        # __call__ would reject it for Dense behind a masking Embedding).
+        if mask is not None and "mask" in inspect.signature(self.layer.call).parameters:
             kwargs["mask"] = mask
         return self.layer(inputs, *args, training=training, **kwargs)
 

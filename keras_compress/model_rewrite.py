@@ -55,6 +55,8 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
     loads: list[Callable[[], None]] = []
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # a stateless op of the graph (e.g. the NotEqual of a padding mask)
         replaced = transform(layer)
         if replaced is None:
             new = fresh_copy(layer)
