@@ -54,7 +54,22 @@ def convert(
     except Exception as err:  # the converter raises many types; keep the cause attached
         culprit = _first_unconvertible_layer(strip(model))
         where = f" at layer {culprit.name!r} ({type(culprit).__name__})" if culprit else ""
-        raise ValueError(f"TFLite conversion of model {model.name!r} failed{where}: {err}") from err
+        raise ValueError(
+            f"TFLite conversion of model {model.name!r} failed{where}: {err}{_rnn_hint(model)}"
+        ) from err
+
+
+def _rnn_hint(model: keras.Model) -> str:
+    """TFLite's builtins run a Keras RNN only as a loop of fixed length (measured: TF 2.21)."""
+    rnn = any(isinstance(layer, keras.layers.RNN) for layer in iter_layers(model))
+    dynamic = any(None in tuple(t.shape)[1:] for t in model.inputs)
+    if not (rnn and dynamic):
+        return ""
+    return (
+        "\nHint: the model has RNN layers (LSTM/GRU) and inputs of unknown length; TFLite "
+        "converts them with a fixed shape: wrap it as keras.Model(inp, model(inp)) with "
+        "inp = keras.Input((length, ...), batch_size=1)."
+    )
 
 
 def _first_unconvertible_layer(model: keras.Model) -> keras.layers.Layer | None:

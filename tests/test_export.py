@@ -128,6 +128,32 @@ def test_conversion_error_names_the_layer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
+    tokens = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(40, 8, mask_zero=True, name="embed")(tokens)
+    h = keras.layers.LSTM(16, return_sequences=True, name="lstm")(h)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="fc")(h))
+    pruned = kc.make_prunable(model)
+    pruned.compile("adam", LOSS)
+    x = np.random.default_rng(0).integers(0, 40, (32, 6)).astype("int32")
+    pruned.fit(x, x % 3, epochs=1, verbose=0, callbacks=[kc.MagnitudePruning(0.7, "constant")])
+    shared = kc.strip(kc.share_weights(pruned, bits=3))
+    with pytest.raises(ValueError, match="inputs of unknown length"):
+        kc.export(shared, tmp_path / "dynamic")
+    fixed_input = keras.Input((6,), dtype="int32", batch_size=1)
+    report = kc.export(keras.Model(fixed_input, shared(fixed_input)), tmp_path / "fixed")
+    stored = [r["tensor"] for r in report["tensors"] if r["stored"] == "sidecar"]
+    assert report["totals"]["ratio"] > 1.2 and any("lstm" in name for name in stored), stored
+    data = kc.sidecar.join((tmp_path / "fixed.skeleton").read_bytes(),
+                           (tmp_path / "fixed.kcz").read_bytes())  # fmt: skip
+    lite = tf.lite.Interpreter(model_content=data)
+    lite.allocate_tensors()
+    lite.set_tensor(lite.get_input_details()[0]["index"], x[:1])
+    lite.invoke()
+    got = lite.get_tensor(lite.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, shared.predict(x[:1], verbose=0), atol=1e-5)
+
+
 def test_cli_export_of_a_saved_model(compressed, tmp_path):
     compressed.save(tmp_path / "m.keras")
     cmd = [sys.executable, "-m", "keras_compress", "export", str(tmp_path / "m.keras"),
