@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from keras_compress.pruning import pruning_wrappers
-from keras_compress.pruning_masks import CRITERIA, compute_masks
+from keras_compress.pruning_masks import CRITERIA, compute_masks, load_balanced_masks, pe_groups
 from keras_compress.pruning_wrapper import PruningWrapper
 from keras_compress.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
@@ -25,6 +25,10 @@ class _WeightClass:
     members: list[tuple[keras.Variable, keras.Variable]] = field(default_factory=list)
     scale: float = 1.0  # this class's final level / the schedule's final level
     member_names: list[str] = field(default_factory=list)
+
+    def pe_groups(self, num_pe: int) -> np.ndarray:
+        """Each member weight's processing element (ESE's row interleaving), concatenated."""
+        return np.concatenate([pe_groups(v.shape, num_pe).ravel() for v, _ in self.members])
 
     def ranking(self, saliency: Mapping[str, np.ndarray]) -> np.ndarray:
         """``sqrt(saliency)`` of the members, concatenated: ranks like the saliency."""
@@ -84,6 +88,10 @@ class MagnitudePruning(keras.callbacks.Callback):
         saliency: rank weights by ``saliency(model)[name]`` (``{"layer/weight": array}``)
             instead of their magnitude, e.g. OBD's ``keras_compress.saliency.obd_scores``;
             with ``"class_uniform"`` or ``"class_blind"``. Not part of ``get_config``.
+        load_balance: ESE's load-balance-aware pruning over this many processing elements
+            (32 in the paper): the outputs (last axis) of each weight are interleaved over the
+            PEs and each PE's part is pruned to the class's level, so every PE keeps the same
+            number of weights. With ``"class_uniform"``.
 
     Raises:
         ValueError: bad levels, criterion or steps (at construction), or a model without
@@ -112,6 +120,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         layer_targets: Mapping[str, float] | None = None,
         groups: Mapping[str, Sequence[str]] | None = None,
         saliency: Callable[[keras.Model], Mapping[str, np.ndarray]] | None = None,
+        load_balance: int | None = None,
     ):
         super().__init__()
         self._config = {
@@ -125,6 +134,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             "frequency": frequency,
             "layer_targets": dict(layer_targets or {}),
             "groups": {name: list(patterns) for name, patterns in (groups or {}).items()},
+            "load_balance": load_balance,
         }
         if criterion not in CRITERIA:
             raise ValueError(f"unknown pruning criterion {criterion!r}; choose one of {CRITERIA}")
@@ -133,6 +143,12 @@ class MagnitudePruning(keras.callbacks.Callback):
                 f"a saliency ranks weights for 'class_uniform' or 'class_blind', not {criterion!r}"
             )
         self.saliency = saliency
+        if load_balance is not None and (criterion != "class_uniform" or load_balance < 1):
+            raise ValueError(
+                f"load_balance needs criterion 'class_uniform' and a number of processing "
+                f"elements >= 1, got {load_balance!r} with {criterion!r}"
+            )
+        self.load_balance = load_balance
         if isinstance(schedule, PruningSchedule):
             if target is not None:
                 raise ValueError("give either target or a schedule object, not both")
@@ -257,7 +273,11 @@ class MagnitudePruning(keras.callbacks.Callback):
         if self.saliency is not None:
             scores = self.saliency(self.model)
             ranked = [c.ranking(scores) for c in self._classes]
-        new_masks = compute_masks(self.criterion, ranked, masks, levels)
+        if self.load_balance:
+            groups = [c.pe_groups(self.load_balance) for c in self._classes]
+            new_masks = load_balanced_masks(ranked, masks, levels, groups)
+        else:
+            new_masks = compute_masks(self.criterion, ranked, masks, levels)
         for c, w, old, new in zip(self._classes, weights, masks, new_masks):
             if not np.array_equal(old, new):
                 c.write(w, new)

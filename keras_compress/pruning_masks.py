@@ -16,6 +16,10 @@ Criteria:
 * ``std`` (Han et al. 2015, arXiv:1506.02626): class ``c`` is pruned below ``q_c * std_c`` for a
   given quality parameter ``q_c``. Repeated prune/retrain rounds prune more each time.
 
+Load-balance-aware pruning (ESE, Han et al. 2017, arXiv:1612.00694, section 3.2):
+``load_balanced_masks`` prunes each processing element's share of a class to the same level,
+so that every PE holds the same number of non-zeros (``pe_groups``, ``load_imbalance``).
+
 ``std_c`` is the standard deviation of the weights of class ``c`` that are still kept.
 Sparsity targets are met exactly: ``round(s * n)`` weights are pruned (ties broken by position).
 """
@@ -146,6 +150,67 @@ def std_masks(
             raise ValueError(f"quality parameter must be >= 0, got {q}")
         out.append(m & (np.abs(w) > q * kept_std(w, m)))
     return out
+
+
+def pe_groups(shape: Sequence[int], num_pe: int) -> np.ndarray:
+    """The processing element of each weight: output index (last axis) modulo ``num_pe``.
+
+    ESE interleaves the rows of each LSTM weight matrix (one row per output, i.e. a Keras
+    kernel's last axis) over its PEs: row ``j`` goes to PE ``j mod N``.
+
+    Example:
+        >>> pe_groups((2, 4), 2).tolist()
+        [[0, 1, 0, 1], [0, 1, 0, 1]]
+    """
+    if num_pe < 1:
+        raise ValueError(f"num_pe must be >= 1, got {num_pe}")
+    shape = tuple(shape) or (1,)
+    return np.broadcast_to(np.arange(shape[-1]) % num_pe, shape).copy()
+
+
+def load_balanced_masks(
+    weights: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    sparsities: Sequence[float],
+    groups: Sequence[np.ndarray],
+) -> list[np.ndarray]:
+    """Class-uniform pruning done per processing element: each PE's part pruned to the level.
+
+    Within class ``c`` the weights of each PE (``groups[c] == p``) are pruned to the fraction
+    ``sparsities[c]`` by magnitude, so every PE keeps the same number of weights (equal when
+    the PEs hold equally many; within one otherwise) and none waits for another (ESE).
+
+    Example:
+        >>> w = [np.array([[9.0, 1.0, 8.0, 2.0], [7.0, 3.0, 6.0, 4.0]])]
+        >>> load_balanced_masks(w, [np.ones((2, 4), bool)], [0.5], [pe_groups((2, 4), 2)])[0]
+        array([[ True, False,  True, False],
+               [False,  True, False,  True]])
+    """
+    _check_pair(weights, masks)
+    out = []
+    for w, m, s, g in zip(weights, masks, sparsities, groups, strict=True):
+        _check_sparsity(s)
+        g = np.asarray(g).reshape(w.shape)
+        new = np.asarray(m, bool).copy()
+        for pe in np.unique(g):
+            members = g == pe
+            part = _prune_lowest(
+                _scores(w[members], new[members]), new[members], round(s * int(members.sum()))
+            )
+            new[members] = part
+        out.append(new)
+    return out
+
+
+def load_imbalance(mask: np.ndarray, groups: np.ndarray) -> float:
+    """Max over mean of the non-zeros per processing element (1.0: perfectly balanced).
+
+    Example:
+        >>> load_imbalance(np.array([[1, 1, 1, 0]], bool), pe_groups((1, 4), 2))
+        1.3333333333333333
+    """
+    counts = np.bincount(np.asarray(groups).ravel(), weights=np.asarray(mask).ravel().astype(float))
+    return float(counts.max() / counts.mean()) if counts.mean() > 0 else 1.0
 
 
 def compute_masks(
