@@ -1,12 +1,15 @@
 """Offline loaders for the data sets the examples, tests and benchmarks use.
 
-Nothing here downloads: Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package.
+Nothing here downloads: Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package,
+English-German message pairs from the gettext catalogs Debian packages install.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +111,90 @@ def fashion_mnist(
                 "do not match"
             )
     return (x_train, y_train), (x_test, y_test)
+
+
+DEFAULT_LOCALE_PATH = "/usr/share/locale"
+#: The catalogs of the Debian packages that the setup installs (English source, German target).
+GETTEXT_CATALOGS = ("git", "coreutils", "apt", "dpkg", "dpkg-dev", "gnupg2", "bash", "findutils",
+                    "grep", "gettext-tools", "gettext-runtime", "tar", "diffutils", "sed", "wget",
+                    "make", "shadow", "procps-ng", "util-linux", "e2fsprogs", "libc")  # fmt: skip
+
+
+def gettext_pairs(
+    locale_path: str | os.PathLike = DEFAULT_LOCALE_PATH,
+    language: str = "de",
+    catalogs: Sequence[str] = GETTEXT_CATALOGS,
+) -> tuple[dict[str, list[tuple[str, str]]], dict[str, int]]:
+    """English-to-``language`` message pairs from installed gettext catalogs, split by source hash.
+
+    Each ``LOCALE/LANGUAGE/LC_MESSAGES/NAME.mo`` found is read with ``polib`` (which decodes
+    the catalog's own charset, UTF-8 or not); fuzzy and untranslated entries are skipped, a
+    plural entry gives its singular and its plural pair, a message context is dropped, and
+    whitespace is collapsed. Pairs are deduplicated, and the split (90% train, 5% valid, 5%
+    test) is decided by a hash of the English message, so the same source never lands in two
+    splits and the split does not change when catalogs are added.
+
+    Args:
+        locale_path: the locale folder (``/usr/share/locale`` on Debian).
+        language: the target language folder, e.g. ``"de"``.
+        catalogs: catalog names (without ``.mo``); missing ones are skipped.
+
+    Returns:
+        ``({"train": [(en, de), ...], "valid": [...], "test": [...]}, {catalog: pairs})``,
+        the second listing the catalogs used and how many pairs each gave.
+
+    Raises:
+        FileNotFoundError: no catalog of ``catalogs`` is installed under the path.
+
+    Example:
+        >>> splits, used = gettext_pairs()  # doctest: +SKIP
+        >>> sorted(used)[:2], len(splits["train"]) > 1000  # doctest: +SKIP
+        (['apt', 'bash'], True)
+    """
+    import polib  # only this loader needs it (the "nmt" extra)
+
+    folder = Path(locale_path) / language / "LC_MESSAGES"
+    found = [
+        (name, folder / f"{name}.mo") for name in catalogs if (folder / f"{name}.mo").is_file()
+    ]
+    if not found:
+        raise FileNotFoundError(
+            f"no gettext catalog of {list(catalogs)} under {folder}; install the packages "
+            "(apt-get install git coreutils apt dpkg gnupg2 bash findutils grep gettext) and "
+            "make sure dpkg does not exclude /usr/share/locale"
+        )
+    seen: set[tuple[str, str]] = set()
+    splits: dict[str, list[tuple[str, str]]] = {"train": [], "valid": [], "test": []}
+    used: dict[str, int] = {}
+    for name, path in found:
+        count = 0
+        for source, target in _catalog_pairs(polib.mofile(str(path))):
+            if (source, target) in seen:
+                continue
+            seen.add((source, target))
+            splits[_split_of(source)].append((source, target))
+            count += 1
+        used[name] = count
+    return splits, used
+
+
+def _catalog_pairs(catalog) -> list[tuple[str, str]]:
+    pairs = []
+    for entry in catalog:
+        if "fuzzy" in entry.flags or entry.obsolete or not entry.msgid:
+            continue
+        if entry.msgid_plural:
+            forms = entry.msgstr_plural
+            candidates = [(entry.msgid, forms.get(0, "")), (entry.msgid_plural, forms.get(1, ""))]
+        else:
+            candidates = [(entry.msgid, entry.msgstr)]
+        for source, target in candidates:
+            source, target = " ".join(source.split()), " ".join(target.split())
+            if source and target:
+                pairs.append((source, target))
+    return pairs
+
+
+def _split_of(source: str) -> str:
+    bucket = int.from_bytes(hashlib.sha1(source.encode()).digest()[:4], "big") % 100
+    return "train" if bucket < 90 else "valid" if bucket < 95 else "test"

@@ -1,0 +1,139 @@
+"""An LSTM encoder-decoder with attention (Luong et al. 2015, as See et al. 2016 prune) in Keras 3.
+
+Embeddings, a 2-layer LSTM encoder and decoder, dot-product attention over the encoder states,
+a tanh attentional layer and a softmax over the target vocabulary; trained with teacher
+forcing, translated greedily by re-running the same model on the growing prefix (the decoder
+is causal, so position ``t`` sees only the prefix). BLEU with ``sacrebleu``.
+
+Tokens: words, punctuation, and printf/brace placeholders (``%s``, ``%1$d``, ``{name}``) as one
+token each, so the model can copy placeholders across.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+_TOKEN = re.compile(r"%(?:\d+\$)?[-+ #0]*\d*(?:\.\d+)?[hlLqjzt]*[a-zA-Z%]|\{\w*\}|\w+|[^\w\s]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Words, punctuation and format placeholders.
+
+    Example:
+        >>> tokenize("Cannot open '%s': %1$d {name}s")
+        ['Cannot', 'open', "'", '%s', "'", ':', '%1$d', '{name}', 's']
+    """
+    return _TOKEN.findall(text)
+
+
+class Vocabulary:
+    """The ``size`` most frequent tokens of a corpus plus the four special tokens.
+
+    Example:
+        >>> v = Vocabulary([["a", "b", "a"]], size=10)
+        >>> v.encode(["a", "z"]), v.decode([4, 1, 3, 5])
+        ([4, 1], ['a', '<unk>'])
+    """
+
+    def __init__(self, sentences: Sequence[Sequence[str]], size: int):
+        counts = Counter(t for s in sentences for t in s)
+        self.tokens = list(SPECIALS) + [t for t, _ in counts.most_common(size)]
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Token ids (unknown tokens: ``<unk>``)."""
+        return [self.index.get(t, UNK) for t in tokens]
+
+    def decode(self, ids: Sequence[int]) -> list[str]:
+        """Tokens up to the first ``</s>``, without padding or ``<s>``."""
+        out = []
+        for i in ids:
+            if i == EOS:
+                break
+            if i not in (PAD, BOS):
+                out.append(self.tokens[i])
+        return out
+
+
+def arrays(pairs, src_vocab: Vocabulary, tgt_vocab: Vocabulary, length: int):
+    """``(source, decoder input, decoder target)`` id arrays, padded to ``length``.
+
+    Pairs longer than ``length - 1`` tokens on either side are dropped.
+    """
+    src, tin, tout = [], [], []
+    for s, t in pairs:
+        s_ids, t_ids = src_vocab.encode(tokenize(s)), tgt_vocab.encode(tokenize(t))
+        if len(s_ids) >= length or len(t_ids) >= length:
+            continue
+        src.append(s_ids + [PAD] * (length - len(s_ids)))
+        tin.append([BOS] + t_ids + [PAD] * (length - 1 - len(t_ids)))
+        tout.append(t_ids + [EOS] + [PAD] * (length - 1 - len(t_ids)))
+    return np.array(src, "int32"), np.array(tin, "int32"), np.array(tout, "int32")
+
+
+def translation_model(
+    src_size: int, tgt_size: int, embed: int = 128, units: int = 256, layers: int = 2
+) -> keras.Model:
+    """The training model: ``[source ids, decoder input ids] -> logits`` per target position.
+
+    Layer names are the weight classes of See et al.: ``src_embed``, ``tgt_embed``,
+    ``encoder_1..L``, ``decoder_1..L``, ``attention`` (the attentional tanh layer), ``softmax``.
+
+    Example:
+        >>> translation_model(50, 60, embed=8, units=16).output.shape
+        (None, None, 60)
+    """
+    source = keras.Input((None,), dtype="int32", name="source")
+    target = keras.Input((None,), dtype="int32", name="target_in")
+    h = keras.layers.Embedding(src_size, embed, mask_zero=True, name="src_embed")(source)
+    for i in range(1, layers + 1):
+        h = keras.layers.LSTM(units, return_sequences=True, name=f"encoder_{i}")(h)
+    d = keras.layers.Embedding(tgt_size, embed, mask_zero=True, name="tgt_embed")(target)
+    for i in range(1, layers + 1):
+        d = keras.layers.LSTM(units, return_sequences=True, name=f"decoder_{i}")(d)
+    context = keras.layers.Attention(name="dot_attention")([d, h])
+    joined = keras.layers.Concatenate()([d, context])
+    attentional = keras.layers.Dense(units, activation="tanh", name="attention")(joined)
+    logits = keras.layers.Dense(tgt_size, name="softmax")(attentional)
+    return keras.Model([source, target], logits, name="lstm_attention_nmt")
+
+
+@keras.saving.register_keras_serializable(package="nmt")
+def masked_loss(y_true, logits):
+    """Cross-entropy over the non-padding target positions (registered: clones recompile)."""
+    loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+    mask = keras.ops.cast(keras.ops.not_equal(y_true, PAD), loss.dtype)
+    return keras.ops.sum(loss * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
+
+
+def translate(model: keras.Model, source: np.ndarray, length: int, batch: int = 256) -> np.ndarray:
+    """Greedy decoding: ``length`` steps, each re-running the model on the prefix so far."""
+    out = np.zeros((len(source), length), "int32")
+    out[:, 0] = BOS
+    for t in range(length - 1):
+        logits = model.predict([source, out[:, : t + 1]], batch_size=batch, verbose=0)
+        out[:, t + 1] = np.argmax(logits[:, t], axis=-1)
+        done = np.any(out[:, 1 : t + 2] == EOS, axis=1)
+        if done.all():
+            break
+    return out[:, 1:]
+
+
+def bleu(model, source, references: Sequence[str], tgt_vocab: Vocabulary, length: int) -> float:
+    """Corpus BLEU (sacrebleu, its default 13a tokenizer) of the greedy translations."""
+    import sacrebleu
+
+    ids = translate(model, source, length)
+    hypotheses = [" ".join(tgt_vocab.decode(row)) for row in ids]
+    refs = [" ".join(tokenize(r)) for r in references]
+    return float(sacrebleu.corpus_bleu(hypotheses, [refs]).score)
