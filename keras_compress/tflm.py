@@ -120,6 +120,7 @@ def compress(
     methods: Iterable[str] = METHODS,
     min_saving: int = DEFAULT_MIN_SAVING,
     min_elements: int = 64,
+    max_decoded_bytes: int | None = None,
 ) -> TflmModel:
     """Code every constant tensor of a ``.tflite`` the smallest way TFLM's DECODE supports.
 
@@ -129,11 +130,16 @@ def compress(
     Tensors that an operator must read while preparing (shapes, paddings, ...) and tensors
     sharing a buffer with another are left as they are, with the reason in the report.
 
+    The trade: a coded tensor takes less flash, but DECODE writes it out in full into the
+    tensor arena (RAM) before its operator runs, on every invoke. ``max_decoded_bytes`` keeps
+    larger tensors plain in flash when RAM is the tighter budget.
+
     Args:
         model: the bytes of a ``.tflite`` (full-integer int8 for microcontrollers).
         methods: the methods allowed, a subset of ``("lut", "huffman", "pruning")``.
         min_saving: the fewest bytes a method must save to be used.
         min_elements: smaller tensors are left as they are.
+        max_decoded_bytes: larger tensors are left as they are (``None``: no limit).
 
     Returns:
         The compressed model and one ``TensorChoice`` per constant tensor.
@@ -176,6 +182,8 @@ def compress(
             len(tensor.buffer.data),
         )
         skip = _why_not(tensor, consumers, owners, constant_inputs, graph, min_elements)
+        if not skip and max_decoded_bytes is not None and base.raw_bytes > max_decoded_bytes:
+            skip = f"{base.raw_bytes:,} B decoded > max_decoded_bytes {max_decoded_bytes:,}"
         if skip:
             choices.append(_replace(base, reason=skip))
             continue

@@ -89,6 +89,11 @@ def test_arena_grows_by_what_decode_writes(int8_model):
     decoded = sum(c.raw_bytes for c in result.choices if c.chosen != "none")
     # DECODE's outputs live in the arena (no alternate decompression memory here).
     assert plain < compressed <= plain + decoded + 4096
+    # Keeping the big fc1 kernel plain in flash keeps the arena small again.
+    small = tflm.compress(data, max_decoded_bytes=10_000)
+    fc1 = next(c for c in small.choices if "fc1" in c.tensor and c.dtype == "int8")
+    assert fc1.chosen == "none" and "max_decoded_bytes" in fc1.reason
+    assert tflm.arena_bytes(small.data) < plain + 10_000 * 3
 
 
 def test_compress_file_is_atomic_and_never_overwrites_its_input(int8_model, tmp_path):
