@@ -55,13 +55,14 @@ class TensorChoice:
 
     Attributes:
         tensor: the tensor's name.
-        index: its index in subgraph 0.
+        index: its index in its subgraph.
         operators: the operators that read it.
         dtype: its element type.
         raw_bytes: its data size uncompressed.
         options: bytes (encoded + ancillary) per method, or why the method does not apply.
         chosen: ``"lut"``, ``"huffman"``, ``"pruning"`` or ``"none"``.
         reason: one line saying why.
+        subgraph: the subgraph holding it (a loop body's weights are in their own).
 
     Example:
         >>> c = TensorChoice("w", 1, ("FULLY_CONNECTED",), "int8", 4000,
@@ -78,6 +79,7 @@ class TensorChoice:
     options: dict[str, int | str] = field(default_factory=dict)
     chosen: str = "none"
     reason: str = ""
+    subgraph: int = 0
 
     @property
     def bytes_after(self) -> int:
@@ -164,54 +166,58 @@ def compress(
     decode_insert = _upstream("compression.decode_insert")
     compressor = _upstream("compression.compressor")
     graph_model = editor.read(model)
-    graph = graph_model.subgraphs[0]
     owners: dict[int, int] = {}
-    for t in graph.tensors:
+    for t in editor.iter_tensors(graph_model):
         if t.buffer is not None and t.buffer.data:
             owners[id(t.buffer)] = owners.get(id(t.buffer), 0) + 1
+    limits = (methods, min_saving, min_elements, max_decoded_bytes)
     choices, results = [], {}
-    for index, tensor in enumerate(graph.tensors):
-        if tensor.buffer is None or not tensor.buffer.data:
-            continue
-        consumers = graph.consumers_of(tensor)
-        base = TensorChoice(
-            tensor.name or f"tensor {index}",
-            index,
-            tuple(dict.fromkeys(op.opcode_name for op in consumers)),
-            np.dtype(tensor.numpy_dtype).name,
-            len(tensor.buffer.data),
-        )
-        skip = _why_not(tensor, consumers, owners, constant_inputs, graph, min_elements)
-        if not skip and max_decoded_bytes is not None and base.raw_bytes > max_decoded_bytes:
-            skip = f"{base.raw_bytes:,} B decoded > max_decoded_bytes {max_decoded_bytes:,}"
-        if skip:
-            choices.append(_replace(base, reason=skip))
-            continue
-        options, encodings = _options(tensor, methods)
-        sized = {m: e.size for m, e in encodings.items()}
-        choice = _replace(base, options={**options, **sized})
-        if not sized:
-            choices.append(_replace(choice, reason="no method applies"))
-            continue
-        method = min(sized, key=lambda m: (sized[m], METHODS.index(m)))
-        if base.raw_bytes - sized[method] < min_saving:
-            why = f"{method} would save {base.raw_bytes - sized[method]:,} B < {min_saving:,} B"
-            choices.append(_replace(choice, reason=why))
-            continue
-        others = ", ".join(
-            f"{m} {sized[m]:,} B" for m in sorted(sized, key=sized.get) if m != method
-        )
-        why = f"smallest: {sized[method]:,} B of {base.raw_bytes:,} B" + (
-            f" (vs {others})" if others else ""
-        )
-        choices.append(_replace(choice, chosen=method, reason=why))
-        results[(0, index)] = compressor.CompressionResult(
-            encodings[method].encoded, encodings[method].ancillary
-        )
+    for g, graph in enumerate(graph_model.subgraphs):
+        for index, tensor in enumerate(graph.tensors):
+            if tensor.buffer is None or not tensor.buffer.data:
+                continue
+            choice, encoding = _choose(graph, g, index, tensor, owners, constant_inputs, limits)
+            choices.append(choice)
+            if encoding is not None:
+                results[(g, index)] = compressor.CompressionResult(
+                    encoding.encoded, encoding.ancillary
+                )
     if not results:
         return TflmModel(bytes(model), choices)
     decode_insert.insert_decode_operators(graph_model, results)
     return TflmModel(_aligned(bytes(graph_model.build())), choices)
+
+
+def _choose(graph, g, index, tensor, owners, constant_inputs, limits):
+    """One tensor's ``TensorChoice`` and the chosen encoding (``None``: left as it is)."""
+    methods, min_saving, min_elements, max_decoded_bytes = limits
+    consumers = graph.consumers_of(tensor)
+    base = TensorChoice(
+        tensor.name or f"tensor {index}",
+        index,
+        tuple(dict.fromkeys(op.opcode_name for op in consumers)),
+        np.dtype(tensor.numpy_dtype).name,
+        len(tensor.buffer.data),
+        subgraph=g,
+    )
+    skip = _why_not(tensor, consumers, owners, constant_inputs, graph, min_elements)
+    if not skip and max_decoded_bytes is not None and base.raw_bytes > max_decoded_bytes:
+        skip = f"{base.raw_bytes:,} B decoded > max_decoded_bytes {max_decoded_bytes:,}"
+    if skip:
+        return _replace(base, reason=skip), None
+    options, encodings = _options(tensor, methods)
+    sized = {m: e.size for m, e in encodings.items()}
+    choice = _replace(base, options={**options, **sized})
+    if not sized:
+        return _replace(choice, reason="no method applies"), None
+    method = min(sized, key=lambda m: (sized[m], METHODS.index(m)))
+    saving = base.raw_bytes - sized[method]
+    if saving < min_saving:
+        return _replace(choice, reason=f"{method} would save {saving:,} B < {min_saving:,} B"), None
+    others = ", ".join(f"{m} {sized[m]:,} B" for m in sorted(sized, key=sized.get) if m != method)
+    why = f"smallest: {sized[method]:,} B of {base.raw_bytes:,} B"
+    why += f" (vs {others})" if others else ""
+    return _replace(choice, chosen=method, reason=why), encodings[method]
 
 
 def _replace(choice: TensorChoice, **changes) -> TensorChoice:
@@ -245,9 +251,11 @@ def _options(tensor, methods: tuple[str, ...]) -> tuple[dict[str, str], dict[str
     """Each method's encoding, or why it does not apply to this tensor."""
     values = tensor.array
     zero_points, axis = _quantization(tensor)
-    if axis is not None and axis not in (0, values.ndim - 1):
-        return {m: f"channel axis {axis}: TFLM decodes axis 0 or the last" for m in methods}, {}
     notes, encodings = {}, {}
+    if axis is not None and axis not in (0, values.ndim - 1):
+        # LUT and pruning read the channel axis from the quantization; Huffman does not.
+        notes = {m: f"channel axis {axis}: TFLM decodes axis 0 or the last" for m in methods}
+        methods = tuple(m for m in methods if m == "huffman")
     if "lut" in methods:
         notes["lut"], lut = _lut(tensor, axis)
         if lut is not None:

@@ -113,3 +113,22 @@ def test_bad_input_is_rejected_with_a_clear_error(int8_model):
         tflm.compress(data, methods=("lut", "zip"))
     with pytest.raises(ValueError, match="not a TFLite model"):
         tflm.compress(b"\x00" * 64)
+
+
+def test_lstm_loop_body_weights_are_coded_and_run_bit_identically(tmp_path):
+    # A fixed-length float LSTM converts to a WHILE loop: its kernels live in the body subgraph.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 4), batch_size=1)
+    outputs = keras.layers.Dense(3, name="fc")(keras.layers.LSTM(32, name="lstm")(inputs))
+    model = kc.make_prunable(keras.Model(inputs, outputs))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(64, 8, 4)).astype("float32")
+    model.fit(x, np.arange(64) % 3, batch_size=8, epochs=1, verbose=0,
+              callbacks=[kc.MagnitudePruning(0.8, "constant")])  # fmt: skip
+    kc.export(kc.strip(kc.share_weights(model, bits=3)), tmp_path / "lstm")
+    data = (tmp_path / "lstm.tflite").read_bytes()
+    result = tflm.compress(data)
+    body = [c for c in result.choices if c.subgraph > 0 and c.chosen != "none"]
+    assert {c.chosen for c in body} == {"lut"} and len(body) == 2  # kernel, recurrent kernel
+    assert all(isinstance(c.options["huffman"], str) for c in body)  # float32: no Huffman
+    np.testing.assert_array_equal(tflm.run(result.data, x[:10]), tflm.run(data, x[:10]))
