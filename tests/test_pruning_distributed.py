@@ -32,3 +32,25 @@ def test_mirrored_strategy_gives_the_same_masks_on_every_replica(toy_data, mirro
             np.testing.assert_array_equal(weights[0], weights[1])
             assert round(0.75 * masks[0].size) == (~masks[0]).sum()
             assert np.all(weights[0][~masks[0]] == 0)
+
+
+def test_load_balanced_pruning_under_mirrored_strategy_and_after_save(toy_data, mirrored, tmp_path):
+    x, y = toy_data
+    with mirrored.scope():
+        model = kc.make_prunable(mlp())
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = kc.MagnitudePruning(0.75, end_step=12, frequency=3, load_balance=4)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    again = kc.MagnitudePruning(**callback.get_config())
+    assert again.load_balance == 4
+    restored.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[again])
+    for before, after in zip(kc.pruning_wrappers(model), kc.pruning_wrappers(restored)):
+        for mask, kept in zip(before.masks, after.masks):
+            replicas = _replica_values(mask)
+            np.testing.assert_array_equal(replicas[0], replicas[1])
+            m = np.asarray(kept.numpy())
+            np.testing.assert_array_equal(m, replicas[0])  # pruned stays pruned, none revived
+            counts = np.bincount(kc.pruning_masks.pe_groups(m.shape, 4).ravel(), m.ravel())
+            assert counts.max() - counts.min() <= 1
