@@ -175,7 +175,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._schedule_args = (begin_step, end_step, frequency)
         self._classes: list[_WeightClass] = []
         self._wrappers: list[PruningWrapper] = []
-        self._applied_level: float | None = None
+        self._seen_step: int | None = None
         self._sparsity = 0.0
         self._epoch_base_step = 0
 
@@ -242,7 +242,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         if not self._classes:
             self._resolve_schedule()
             self._build_classes()
-        self._applied_level = None
+        self._seen_step = None
         self._sparsity = self._current_sparsity()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -254,15 +254,17 @@ class MagnitudePruning(keras.callbacks.Callback):
         # ``batch`` is the step index within the epoch, also with steps_per_execution > 1.
         step = self._epoch_base_step + batch
         level = self.schedule.level(step)
-        # Sparsity levels are idempotent, so a level not yet applied in this fit (the first
-        # batch, a step skipped by steps_per_execution) is applied now. Han's rule is not:
-        # it prunes more each time, so it runs only on the schedule's own update steps.
-        catch_up = (
-            self.criterion != "std"
-            and level > 0
-            and (self._applied_level is None or level > self._applied_level)
-        )
-        if self.schedule.should_update(step) or catch_up:
+        first = self._seen_step is None
+        passed = [step] if first else range(self._seen_step + 1, step + 1)
+        # An update step that steps_per_execution > 1 jumped over is made up now.
+        due = any(self.schedule.should_update(s) for s in passed)
+        # Sparsity levels are idempotent, so the first batch of a fit applies the current
+        # level (a resumed run continues where it stopped). Han's rule is not: it prunes more
+        # each time, so it runs only on the schedule's own update steps. (Between update
+        # steps a polynomial level grows every step; it must not trigger an update.)
+        catch_up = first and self.criterion != "std" and level > 0
+        self._seen_step = step
+        if due or catch_up:
             self._update(level)
 
     def _update(self, level: float) -> None:
@@ -281,7 +283,6 @@ class MagnitudePruning(keras.callbacks.Callback):
         for c, w, old, new in zip(self._classes, weights, masks, new_masks):
             if not np.array_equal(old, new):
                 c.write(w, new)
-        self._applied_level = level
         total = sum(m.size for m in new_masks)
         self._sparsity = 1.0 - sum(int(np.count_nonzero(m)) for m in new_masks) / total
 

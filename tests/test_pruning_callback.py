@@ -215,3 +215,27 @@ def test_custom_layer_opts_in_by_naming_its_weights(toy_data):
     wrapped = _compiled(kc.make_prunable(model, layers=["scale"], weights=["w"]))
     wrapped.fit(x, y, epochs=1, verbose=0, callbacks=[kc.MagnitudePruning(0.5, "constant")])
     assert kc.sparsity(wrapped)["scale/w"] == 0.5
+
+
+class CountingPruning(kc.MagnitudePruning):
+    """Records the steps at which the masks are recomputed."""
+
+    def _update(self, level):
+        self.updates.append((self._seen_step, level))
+        super()._update(level)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+def test_polynomial_schedule_updates_only_every_frequency_steps(toy_data, steps_per_execution):
+    # The polynomial level grows every step; masks must still change only on update steps.
+    x, y = toy_data
+    model = kc.make_prunable(mlp())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=steps_per_execution)  # fmt: skip
+    callback = CountingPruning(0.8, "polynomial", end_step=40, frequency=10)
+    callback.updates = []
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callback])  # 48 steps
+    steps = [s for s, _ in callback.updates]
+    expected = [0, 10, 20, 30, 40] if steps_per_execution == 1 else [0, 12, 20, 32, 40]
+    assert steps == expected
+    assert kc.sparsity(model)["total"] == pytest.approx(0.8, abs=2e-3)
