@@ -230,6 +230,10 @@ class MagnitudePruning(keras.callbacks.Callback):
             for c in hits:
                 c.scale = level / self.target if self.target > 0 else 0.0
         self._classes = list(classes.values())
+        # Each weight's processing element is fixed by the shapes: worked out once.
+        self._pe_groups = (
+            [c.pe_groups(self.load_balance) for c in self._classes] if self.load_balance else []
+        )
 
     def on_train_begin(self, logs=None):
         """Find the wrappers, form the weight classes and check the configuration."""
@@ -276,8 +280,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             scores = self.saliency(self.model)
             ranked = [c.ranking(scores) for c in self._classes]
         if self.load_balance:
-            groups = [c.pe_groups(self.load_balance) for c in self._classes]
-            new_masks = load_balanced_masks(ranked, masks, levels, groups)
+            new_masks = load_balanced_masks(ranked, masks, levels, self._pe_groups)
         else:
             new_masks = compute_masks(self.criterion, ranked, masks, levels)
         for c, w, old, new in zip(self._classes, weights, masks, new_masks):

@@ -199,7 +199,7 @@ def _table_entries(layout: _Layout, symbols: np.ndarray, wide: bool) -> bytes:
     found, shift = (_FOUND32, _COUNT32_SHIFT) if wide else (_FOUND16, _COUNT16_SHIFT)
     symbol_mask = 0xFFFF if wide else 0xFF
     raw = symbols.astype(np.int64) & symbol_mask
-    start_of = {t[:2]: s for t, s in zip(layout.tables, layout.starts)}
+    start_of = {(p, d): (s, b) for (p, d, b), s in zip(layout.tables, layout.starts)}
     entries: list[int] = []
     for (prefix, depth, bits), start in zip(layout.tables, layout.starts):
         for pattern in range(2**bits):
@@ -221,5 +221,5 @@ def _entry(layout, raw, found, shift, prefix, depth, bits, pattern, position, st
     child = start_of.get((full, depth + bits))
     if child is None:  # an unused pattern (a single-symbol code): never reached by valid data
         return found | (bits << shift) | int(raw[0])
-    child_bits = next(b for p, d, b in layout.tables if (p, d) == (full, depth + bits))
-    return ((child_bits - 1) << shift) | (child - position)
+    child_start, child_bits = child
+    return ((child_bits - 1) << shift) | (child_start - position)
