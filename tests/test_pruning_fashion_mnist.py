@@ -19,7 +19,9 @@ def test_lenet_300_100_pruned_to_90_percent_keeps_accuracy():
     pruned = kc.make_prunable(model)
     pruned.compile(keras.optimizers.Adam(5e-4), loss, metrics=["accuracy"])
     steps = int(np.ceil(len(x_train) / 128))
-    callback = kc.MagnitudePruning(0.9, end_step=2 * steps, frequency=steps // 4)
+    # The ramp to 90% lasts only 2 epochs here, so the masks follow it every step: with
+    # updates every steps // 4 (cubic jumps of up to 29%) this budget ends 5 points lower.
+    callback = kc.MagnitudePruning(0.9, end_step=2 * steps, frequency=1)
     pruned.fit(x_train, y_train, batch_size=128, epochs=4, verbose=0, callbacks=[callback])
     plain = kc.strip(pruned)
     plain.compile(metrics=["accuracy"], loss=loss)
