@@ -357,7 +357,8 @@ def interpreter(model: bytes, arena_size: int | None = None):
     size = 256 * 1024
     while True:
         try:
-            with _quiet_stderr():  # each failed try prints "Failed to resize buffer"
+            # each failed try prints "Failed to resize buffer"
+            with open(os.devnull, "w") as sink, _stderr_to(sink):
                 return runtime.Interpreter.from_bytes(bytes(model), arena_size=size)
         except RuntimeError:
             if size >= 1 << 30:
@@ -366,16 +367,15 @@ def interpreter(model: bytes, arena_size: int | None = None):
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """TFLM reports to file descriptor 2 from C++; keep the expected failures out of logs."""
+def _stderr_to(sink):
+    """Send file descriptor 2 to ``sink``: TFLM reports from C++ there, not to ``sys.stderr``."""
     saved = os.dup(2)
-    with open(os.devnull, "w") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def run(model: bytes, inputs: np.ndarray) -> np.ndarray:
@@ -406,13 +406,8 @@ def arena_bytes(model: bytes) -> int:
     it.set_input(np.zeros(details["shape"], details["dtype"]), 0)
     it.invoke()
     with tempfile.TemporaryFile("w+") as log:
-        saved = os.dup(2)
-        os.dup2(log.fileno(), 2)
-        try:
+        with _stderr_to(log):
             it.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
         log.seek(0)
         found = re.search(r"Arena allocation total (\d+) bytes", log.read())
     if not found:
