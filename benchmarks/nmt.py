@@ -38,7 +38,7 @@ from keras_compress.fixed_point import quantize_weights
 from keras_compress.pruning_masks import compute_masks, load_imbalance, pe_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
-from translation import Vocabulary, arrays, bleu, masked_loss, tokenize, translation_model  # noqa: E402
+from translation import bleu, masked_loss, prepare, translation_model  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -107,15 +107,11 @@ def main():
     started = time.time()
     splits, used = gettext_pairs()
     length, vocab, embed, units = 20, 6000, 96, 128
-    train_pairs = splits["train"][:2000] if args.quick else splits["train"]
-    src = Vocabulary([tokenize(s) for s, _ in train_pairs], vocab)
-    tgt = Vocabulary([tokenize(t) for _, t in train_pairs], vocab)
-    train = arrays(train_pairs, src, tgt, length)
-    test_pairs = [
-        p for p in splits["test"] if max(len(tokenize(p[0])), len(tokenize(p[1]))) < length
-    ]
-    test_pairs = test_pairs[:200] if args.quick else test_pairs
-    x_test = arrays(test_pairs, src, tgt, length)[0]
+    data = prepare(splits["train"][:2000] if args.quick else splits["train"], splits["test"],
+                   length, vocab)  # fmt: skip
+    src, tgt, train = data.src, data.tgt, data.train
+    test_pairs = data.test_pairs[:200] if args.quick else data.test_pairs
+    x_test = data.test_source[: len(test_pairs)]
     refs = [t for _, t in test_pairs]
 
     def score(model) -> float:

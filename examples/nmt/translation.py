@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -81,6 +82,26 @@ def arrays(pairs, src_vocab: Vocabulary, tgt_vocab: Vocabulary, length: int):
         tin.append([BOS] + t_ids + [PAD] * (length - 1 - len(t_ids)))
         tout.append(t_ids + [EOS] + [PAD] * (length - 1 - len(t_ids)))
     return np.array(src, "int32"), np.array(tin, "int32"), np.array(tout, "int32")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Vocabularies, training arrays and the test split (sources as ids, references as text)."""
+
+    src: Vocabulary
+    tgt: Vocabulary
+    train: tuple[np.ndarray, np.ndarray, np.ndarray]
+    test_pairs: list[tuple[str, str]]
+    test_source: np.ndarray
+
+
+def prepare(train_pairs, test_pairs, length: int, vocab: int = 6000) -> Corpus:
+    """Vocabularies from the training pairs; test pairs longer than ``length - 1`` dropped."""
+    src = Vocabulary([tokenize(s) for s, _ in train_pairs], vocab)
+    tgt = Vocabulary([tokenize(t) for _, t in train_pairs], vocab)
+    test = [p for p in test_pairs if max(len(tokenize(p[0])), len(tokenize(p[1]))) < length]
+    return Corpus(src, tgt, arrays(train_pairs, src, tgt, length), test,
+                  arrays(test, src, tgt, length)[0])  # fmt: skip
 
 
 def translation_model(
@@ -155,12 +176,9 @@ def main() -> None:
     args = parser.parse_args()
     splits, used = gettext_pairs()
     print(f"catalogs: {used}")
-    train_pairs = splits["train"]
-    src = Vocabulary([tokenize(s) for s, _ in train_pairs], 6000)
-    tgt = Vocabulary([tokenize(t) for _, t in train_pairs], 6000)
-    x, tin, tout = arrays(train_pairs, src, tgt, args.length)
-    test = [p for p in splits["test"] if max(len(tokenize(a)) for a in p) < args.length]
-    x_test = arrays(test, src, tgt, args.length)[0]
+    data = prepare(splits["train"], splits["test"], args.length)
+    src, tgt, (x, tin, tout) = data.src, data.tgt, data.train
+    x_test, test = data.test_source, data.test_pairs
     refs = [t for _, t in test]
     model = translation_model(len(src), len(tgt), embed=96, units=128)
     model.compile(keras.optimizers.Adam(2e-3), masked_loss)
