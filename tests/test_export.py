@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import mlp
 
 import keras_compress as kc
-from keras_compress.export import SUFFIXES
+from keras_compress.export import SUFFIXES, entropy_bytes
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -164,3 +164,29 @@ def test_cli_export_of_a_saved_model(compressed, tmp_path):
     out = tmp_path / "out"
     decoded = kc.sidecar.join((out / "m.skeleton").read_bytes(), (out / "m.kcz").read_bytes())
     assert decoded == (out / "m.tflite").read_bytes()
+
+
+def test_entropy_bound_counts_mask_and_values():
+    # 64 elements, half of them non-zero (1 bit each for the mask), 4 equally frequent
+    # non-zero values (2 bits each): 64 + 64 bits.
+    values = np.zeros(64, np.float32)
+    values[::2] = np.tile([-2.0, -1.0, 1.0, 2.0], 8)
+    assert entropy_bytes(values) == pytest.approx(16.0)
+    assert entropy_bytes(np.zeros(10)) == 0.0
+    assert entropy_bytes(np.full(8, 3.0)) == 0.0  # dense, one value
+
+
+def test_report_codes_come_close_to_the_entropy_bound(tmp_path):
+    # A 90%-pruned kernel with independent positions and 4 skewed values: gap and value
+    # Huffman codes should be within 10% of the element-wise bound (plus code tables).
+    rng = np.random.default_rng(0)
+    mask = rng.random((256, 256)) < 0.1
+    values = rng.choice([-0.5, -0.1, 0.1, 0.5], p=[0.1, 0.4, 0.4, 0.1], size=mask.shape)
+    model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(256, use_bias=False)])
+    model.set_weights([np.where(mask, values, 0.0).astype("float32")])
+    report = kc.export(model, tmp_path / "m")
+    (row,) = report["tensors"]
+    bound = entropy_bytes(model.get_weights()[0])
+    assert row["stored"] == "sidecar" and row["entropy_bytes"] == pytest.approx(bound, abs=0.1)
+    assert bound < row["bytes_after"] < 1.1 * bound + 300, (row, bound)
+    assert f"| {round(bound)} |" in (tmp_path / "m.report.md").read_text()
