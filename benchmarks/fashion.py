@@ -13,6 +13,7 @@ HAN_LEVELS = {
     "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81},
 }
 BATCH = 128
+PRUNE_LR = 5e-4  # Adam's rate while pruning and retraining
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -62,7 +63,7 @@ def prune_to_han_levels(
     steps = int(np.ceil(len(x) / BATCH))
     levels = HAN_LEVELS[name] if levels is None else levels
     rounds = kc.IterativeRounds([max(levels.values()) * f for f in (0.5, 0.8, 1.0)], steps)
-    pruned = compiled(kc.make_prunable(model), 5e-4)
+    pruned = compiled(kc.make_prunable(model), PRUNE_LR)
     callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
     pruned.fit(x, y, batch_size=BATCH, epochs=3 + retrain, verbose=0, callbacks=[callback])
     return pruned

@@ -74,6 +74,7 @@ def main():
     parser.add_argument("--weights", help=".npz of the trained float weights, in layer order")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs without --weights")
     parser.add_argument("--prune-epochs", type=int, default=5)
+    parser.add_argument("--prune-lr", type=float, default=5e-4, help="Adam's rate while pruning")
     parser.add_argument("--finetune", type=int, default=2)
     parser.add_argument("--clusters", type=int, default=8)
     parser.add_argument("--out", required=True)
@@ -112,7 +113,7 @@ def main():
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
 
     # The clone function gets the trained layers themselves: the wrappers keep their weights.
-    pruned = compiled(keras.models.clone_model(model, clone_function=prunable), 5e-4)
+    pruned = compiled(keras.models.clone_model(model, clone_function=prunable), args.prune_lr)
     pruned.fit(x, y, batch_size=BATCH, epochs=args.prune_epochs, verbose=0,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])  # fmt: skip
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
