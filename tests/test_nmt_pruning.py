@@ -48,13 +48,13 @@ def toy():
 
 
 def class_weights(model):
-    """Each class's pruned weights, concatenated, before any pruning (the oracle's input)."""
+    """Each class's (signed) pruned weights, concatenated: the oracle's input."""
     out = {}
     for wrapper in kc.pruning_wrappers(model):
         for path, variable in zip(wrapper.weight_paths, wrapper.pruned_variables):
             name = f"{wrapper.layer.name}/{path}"
             group = next(g for g, pats in GROUPS.items() if name.startswith(g + "/"))
-            out.setdefault(group, []).append(np.abs(variable.numpy()).ravel())
+            out.setdefault(group, []).append(np.asarray(variable.numpy()).ravel())
     return {g: np.concatenate(parts) for g, parts in out.items()}
 
 
@@ -78,9 +78,9 @@ def test_each_scheme_reaches_its_defined_per_class_sparsity(toy, scheme):
     if scheme == "class_uniform":
         expected = {g: round(0.6 * w.size) / w.size for g, w in before.items()}
     else:  # the round(0.6 n) lowest over all classes, by |w| or by |w| / std of the class
-        scale = {g: np.std(w_signed) for g, w_signed in _signed(model).items()}
         scores = {
-            g: w / (scale[g] if scheme == "class_distribution" else 1.0) for g, w in before.items()
+            g: np.abs(w) / (np.std(w) if scheme == "class_distribution" else 1.0)
+            for g, w in before.items()
         }
         cut = np.sort(np.concatenate(list(scores.values())))[round(0.6 * n) - 1]
         expected = {g: float(np.mean(s <= cut)) for g, s in scores.items()}
@@ -90,14 +90,6 @@ def test_each_scheme_reaches_its_defined_per_class_sparsity(toy, scheme):
     for group, value in expected.items():
         assert got[group] == pytest.approx(value, abs=1.5 / before[group].size), group
     assert 1 - sum((1 - got[g]) * before[g].size for g in got) / n == pytest.approx(0.6, abs=1 / n)
-
-
-def _signed(model):
-    out = {}
-    for wrapper in kc.pruning_wrappers(model):
-        for variable in wrapper.pruned_variables:
-            out.setdefault(wrapper.layer.name, []).append(np.asarray(variable.numpy()).ravel())
-    return {g: np.concatenate(parts) for g, parts in out.items()}
 
 
 def test_load_balanced_pruning_gives_every_pe_the_same_non_zeros(toy):
