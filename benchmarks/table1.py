@@ -12,7 +12,10 @@ interpreter), deployable bytes (skeleton + sidecar) and the ratio to the float32
 
 Baselines in the same run, from the same trained float weights: tensorflow-model-optimization's
 pipeline (``tfmot_baseline.py``, in its own virtual environment with legacy Keras, which this
-script creates with pip) and TFLite's post-training full-integer int8.
+script creates with pip), pruned at our rate and again at Adam's default rate as in
+tensorflow-model-optimization's tutorials, and TFLite's post-training full-integer int8. For
+the bytes goal, where the bytes of our closest row go: skeleton, sidecar and the entropy
+floor (the skeleton plus each coded tensor's element-wise entropy bound).
 
 Goals (accuracy within 0.5 points of our float model): LeNet-300-100 at least 40x, LeNet-5
 at least 50x, and at most half the bytes of the tensorflow-model-optimization pipeline at
