@@ -50,9 +50,9 @@ GROUPS = {name: [f"{name}/.*"] for name in CLASSES}
 LSTMS = ("encoder_1", "encoder_2", "decoder_1", "decoder_2")
 SCHEMES = ("class_blind", "class_uniform", "class_distribution")
 # Retraining: the polynomial schedule ramps the sparsity to 80% over the first 70% of the
-# steps (Zhu & Gupta), then the rest retrains at 80%. 14k pairs overfit quickly (the
-# validation loss is logged), so the retrained model is the epoch at full sparsity with the
-# lowest validation loss, as See et al. select models on their validation set.
+# steps (Zhu & Gupta), then the rest retrains at 80%. The retrained model is the epoch at
+# full sparsity with the lowest validation loss (logged per epoch), as See et al. select
+# models on their validation set.
 RETRAIN_LR = 1e-3
 RAMP = 0.7
 BATCH = 64
