@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_compress import sidecar
 from keras_compress.model_rewrite import fresh_copy, iter_layers
+from keras_compress.quantizers import entropy_bits
 from keras_compress.strip import strip
 from keras_compress.tflite_buffers import weight_buffers
 
@@ -103,17 +104,10 @@ def entropy_bytes(values: np.ndarray) -> float:
     flat = np.ravel(values)
     if flat.size == 0:
         return 0.0
-    nonzero = flat[flat != 0]
-    density = nonzero.size / flat.size
-    mask_bits = 0.0
-    if 0 < density < 1:
-        mask_bits = -flat.size * (density * np.log2(density) + (1 - density) * np.log2(1 - density))
-    value_bits = 0.0
-    if nonzero.size:
-        counts = np.unique(nonzero, return_counts=True)[1]
-        p = counts / nonzero.size
-        value_bits = -nonzero.size * float((p * np.log2(p)).sum())
-    return float(mask_bits + value_bits) / 8
+    nonzero = flat != 0
+    value_labels = np.unique(flat[nonzero], return_inverse=True)[1]
+    value_bits = value_labels.size * entropy_bits(value_labels) if value_labels.size else 0.0
+    return (flat.size * entropy_bits(nonzero.astype(np.int64)) + value_bits) / 8
 
 
 def tensor_rows(model_bytes: bytes, entries: list[sidecar.Entry]) -> list[dict]:
