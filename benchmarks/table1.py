@@ -158,8 +158,8 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
                          "accuracy": baseline["pipeline_accuracy"],
                          "deployable_bytes": baseline["pipeline_gzip_bytes"],
                          "ratio": float_bytes / baseline["pipeline_gzip_bytes"]})  # fmt: skip
-    if baselines[TFMOT_ROW]:
-        baseline = baselines[TFMOT_ROW]
+    baseline = baselines[TFMOT_ROW]  # the int8 model is the same in both runs
+    if baseline:
         rows.append({"model": name, "row": "TFLite post-training int8", "bits": "int8",
                      "levels": "-",
                      "accuracy": baseline["int8_accuracy"],
