@@ -104,7 +104,9 @@ def run_model(name, build, data, cfg):
                 }
             )
     for level in cfg["retrain_levels"]:
-        callback = kc.MagnitudePruning(level, end_step=steps, frequency=max(1, steps // 10))
+        # A one-epoch ramp: masks follow it every step (10 coarse steps cost 1-14 points at
+        # 95-97%, measured).
+        callback = kc.MagnitudePruning(level, end_step=steps, frequency=1)
         model = prune_and_retrain(baseline, x, y, callback, epochs=1 + cfg["retrain"])
         acc = accuracy(model, xt, yt)
         rows.append(
