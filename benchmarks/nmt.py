@@ -82,16 +82,19 @@ def prune_once(model: keras.Model, scheme: str, level: float) -> dict[str, float
     return sparsity
 
 
+def first_full_sparsity_epoch(epochs: int) -> int:
+    """The first epoch (from 1) that ends past the ramp's end, step RAMP * epochs * steps."""
+    return int(np.ceil(RAMP * epochs))
+
+
 def retrain(model, train, valid, epochs, callback, lr) -> tuple[keras.Model, list[float]]:
     """Prune while retraining; the full-sparsity epoch with the lowest validation loss."""
     (x, tin, tout), (vx, vin, vout) = train, valid
     wrapped = kc.make_prunable(model)
     wrapped.compile(keras.optimizers.Adam(lr), masked_loss)
-    # The ramp ends at step RAMP * epochs * steps: epoch e (from 0) ends past it when
-    # e >= ceil(RAMP * epochs) - 1.
     best = keras.callbacks.EarlyStopping(
         "val_loss", patience=epochs, restore_best_weights=True,
-        start_from_epoch=int(np.ceil(RAMP * epochs)) - 1,
+        start_from_epoch=first_full_sparsity_epoch(epochs) - 1,
     )  # fmt: skip
     history = wrapped.fit([x, tin], tout, batch_size=BATCH, epochs=epochs, verbose=2,
                           validation_data=([vx, vin], vout),
@@ -213,7 +216,7 @@ def main():
         f"{ese['not balanced']['bleu']:.2f} vs {ese['load-balanced']['bleu']:.2f}; 12-bit LSTM "
         f"weights ({ese['12-bit']['levels']} levels at most): BLEU {ese['12-bit']['bleu']:.2f}.",
         "Validation loss per epoch (the retrained models: the kept epoch is the lowest from "
-        f"epoch {int(np.ceil(RAMP * args.retrain))} on):\n\n"
+        f"epoch {first_full_sparsity_epoch(args.retrain)} on):\n\n"
         + "\n".join(f"- {k}: {', '.join(f'{v:.3f}' for v in vs)}" for k, vs in val_loss.items()),
         f"Export (the teacher-forcing model, sidecar path): {exported}.",
         "![BLEU vs pruned](nmt.png)",

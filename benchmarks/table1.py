@@ -168,6 +168,11 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     return rows
 
 
+def goal_baseline(model_rows) -> dict | None:
+    """The tensorflow-model-optimization row the bytes goal compares with (pruned at our rate)."""
+    return next((r for r in model_rows if r["row"] == TFMOT_ROW), None)
+
+
 def goals_for(name, rows, target) -> list[dict]:
     """The ratio goal, and the bytes against tensorflow-model-optimization's pipeline.
 
@@ -180,7 +185,7 @@ def goals_for(name, rows, target) -> list[dict]:
     good = [r for r in ours if r["accuracy"] >= float_accuracy - 0.005]
     best = max((r["ratio"] for r in good), default=0.0)
     goals = [results_io.goal(f"{name}_ratio_within_half_a_point", best, ">=", target)]
-    tfmot = next((r for r in model_rows if r["row"] == TFMOT_ROW), None)
+    tfmot = goal_baseline(model_rows)
     if tfmot is not None:
         smallest = min((r["deployable_bytes"] for r in ours if r["accuracy"] >= tfmot["accuracy"]),
                        default=float("inf"))  # fmt: skip
@@ -192,7 +197,7 @@ def goals_for(name, rows, target) -> list[dict]:
 def where_the_bytes_go(name, rows, test_images) -> str:
     """Why the bytes goal is met or missed: our closest row against the entropy floor."""
     model_rows = [r for r in rows if r["model"] == name]
-    tfmot = next((r for r in model_rows if r["row"] == TFMOT_ROW), None)
+    tfmot = goal_baseline(model_rows)
     ours = [r for r in model_rows if r["row"].startswith("pruned +") and "skeleton_bytes" in r]
     if tfmot is None or not ours:
         return ""

@@ -93,9 +93,9 @@ def entropy_bytes(values: np.ndarray) -> float:
 
     The sum of two empirical entropies: which elements are non-zero, as independent draws
     with the tensor's density (``n * H(density)`` bits), and the non-zero values, as
-    independent draws from their histogram. Deep Compression's gap and value codes are
-    bounded by it up to Huffman's rounding; only a coder using context (neighbouring
-    elements, rows) could go below it. Codebooks and code tables are not counted.
+    independent draws from their histogram. A coder that treats elements independently
+    cannot go below it; Deep Compression's Huffman-coded gaps come close and, where zeros
+    cluster in runs, slightly below. Codebooks and code tables are not counted.
 
     Example:
         >>> round(entropy_bytes(np.array([0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0, -0.5])), 2)
