@@ -17,7 +17,16 @@ from keras_compress.fixed_point import quantize_weights
 from keras_compress.pruning_masks import load_imbalance, pe_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
-from translation import PAD, Vocabulary, arrays, masked_loss, tokenize, translation_model  # noqa: E402
+from translation import (  # noqa: E402
+    PAD,
+    Vocabulary,
+    arrays,
+    corpus_bleu,
+    masked_loss,
+    short_pairs,
+    tokenize,
+    translation_model,
+)
 
 LENGTH = 8
 # One class per See et al. weight class: embeddings, each LSTM layer, attention, softmax.
@@ -142,6 +151,30 @@ def test_translation_model_learns_the_toy_task_and_masks_padding(toy):
     history = model.fit([x, tin], tout, epochs=30, batch_size=32, verbose=0)
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
     assert np.all(tout[tin == PAD] == PAD)
+
+
+def test_dropout_acts_in_training_only_and_survives_pruning_wrappers(toy):
+    _, (x, tin, tout) = toy
+    model = translation_model(30, 30, embed=8, units=16, dropout=0.5)
+    inputs = [x[:4], tin[:4]]
+    assert not np.allclose(model(inputs, training=True), model(inputs, training=True))
+    np.testing.assert_array_equal(model.predict(inputs, verbose=0), model(inputs))
+    wrapped = kc.make_prunable(model)
+    wrapped.compile("adam", masked_loss)
+    wrapped.fit([x, tin], tout, epochs=1, batch_size=32, verbose=0,
+                callbacks=[kc.MagnitudePruning(0.5, "constant", frequency=1)])  # fmt: skip
+    plain = kc.strip(wrapped)
+    assert plain.get_layer("encoder_1").dropout == 0.5
+    assert kc.sparsity(plain)["total"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_bleu_scores_the_kept_pairs_against_raw_references():
+    pairs = [("Cannot open '%s'", "Kann '%s' nicht öffnen"), ("a " * 30, "b " * 30)]
+    kept = short_pairs(pairs, length=20)
+    assert kept == pairs[:1]
+    reference = [t for _, t in kept]
+    assert corpus_bleu([" ".join(tokenize(reference[0]))], reference) == pytest.approx(100.0)
+    assert 0 < corpus_bleu(["Kann ' %s ' öffnen"], reference) < 100
 
 
 def test_gettext_pairs_reads_catalogs_in_any_charset(tmp_path):
