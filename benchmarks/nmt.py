@@ -174,15 +174,16 @@ def main():
     x_valid, valid_refs = valid[0][: len(valid_pairs)], [t for _, t in valid_pairs]
     hypotheses = {}  # the test translations of the goal's models, for the paired bootstrap
 
-    def score(model, label: str | None = None) -> float:
-        """Test BLEU; with a label, also keep the translations and add validation BLEU."""
-        out = translations(model, x_test, tgt, length)
-        if label is not None:
-            hypotheses[label] = out
-            valid_bleu[label] = corpus_bleu(translations(model, x_valid, tgt, length), valid_refs)
-        return corpus_bleu(out, refs)
+    def score(model) -> float:
+        return corpus_bleu(translations(model, x_test, tgt, length), refs)
 
-    valid_bleu = {}
+    def goal_row(label: str, model, experiment: str, scheme: str, pruned: float) -> dict:
+        """Test and validation BLEU of one of the goal's models (its translations kept)."""
+        hypotheses[label] = translations(model, x_test, tgt, length)
+        return {"experiment": experiment, "scheme": scheme, "pruned": pruned,
+                "bleu": corpus_bleu(hypotheses[label], refs),
+                "bleu_valid": corpus_bleu(translations(model, x_valid, tgt, length),
+                                          valid_refs)}  # fmt: skip
 
     keras.utils.set_random_seed(0)
     model = translation_model(len(src), len(tgt), embed=embed, units=units, dropout=DROPOUT)
@@ -191,7 +192,8 @@ def main():
                         validation_data=(list(valid[:2]), valid[2]), verbose=2)  # fmt: skip
     val_loss = {"unpruned": trained.history["val_loss"]}
     weights = model.get_weights()
-    base = score(model, "unpruned")
+    unpruned = goal_row("unpruned", model, "unpruned", "-", 0.0)
+    base = unpruned["bleu"]
     print(f"unpruned BLEU {base:.2f}", flush=True)
 
     rows, sparsity_at_80 = [], {}
@@ -205,26 +207,20 @@ def main():
                 sparsity_at_80[scheme] = per_class
             print(rows[-1], flush=True)
 
-    rows.append({"experiment": "unpruned", "scheme": "-", "pruned": 0.0, "bleu": base,
-                 "bleu_valid": valid_bleu["unpruned"]})  # fmt: skip
+    rows.append(unpruned)
     model.set_weights(weights)
     control, val_loss["not pruned (control)"] = retrain(
         model, train, valid, args.retrain, None, RETRAIN_LR
     )
-    rows.append({"experiment": "retrained (control)", "scheme": "not pruned", "pruned": 0.0,
-                 "bleu": score(control, "not pruned (control)")})  # fmt: skip
+    rows.append(goal_row("not pruned (control)", control, "retrained (control)", "not pruned", 0.0))
     model.set_weights(weights)
     blind_callback = kc.MagnitudePruning(0.8, "polynomial", "class_blind", groups=GROUPS,
                                          frequency=FREQUENCY)  # fmt: skip
     blind, val_loss["class_blind 80%"] = retrain(
         model, train, valid, args.retrain, blind_callback, RETRAIN_LR
     )
-    blind_bleu = score(blind, "class_blind 80%")
-    rows.append(
-        {"experiment": "retrained", "scheme": "class_blind", "pruned": 0.8, "bleu": blind_bleu}
-    )
-    rows[-2]["bleu_valid"] = valid_bleu["not pruned (control)"]
-    rows[-1]["bleu_valid"] = valid_bleu["class_blind 80%"]
+    rows.append(goal_row("class_blind 80%", blind, "retrained", "class_blind", 0.8))
+    blind_bleu = rows[-1]["bleu"]
     significance = paired_bootstrap(hypotheses, refs)
 
     ese = {}
