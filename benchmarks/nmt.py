@@ -47,7 +47,7 @@ from translation import (  # noqa: E402
     masked_loss,
     prepare,
     short_pairs,
-    tokenize,
+    tokenized,
     translation_model,
     translations,
 )
@@ -133,8 +133,8 @@ def paired_bootstrap(hypotheses: dict[str, list[str]], references: list[str]) ->
     import sacrebleu
     from sacrebleu.significance import PairedTest
 
-    refs = [" ".join(tokenize(r)) for r in references]
-    test = PairedTest(list(hypotheses.items()), {"BLEU": sacrebleu.BLEU(force=True)}, [refs],
+    test = PairedTest(list(hypotheses.items()), {"BLEU": sacrebleu.BLEU(force=True)},
+                      [tokenized(references)],
                       test_type="bs", n_samples=BOOTSTRAP)  # fmt: skip
     _, scores = test()
     return {name: {"mean": r.mean, "ci95": r.ci, "p_value": r.p_value}

@@ -189,8 +189,18 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """
     import sacrebleu
 
-    refs = [" ".join(tokenize(r)) for r in references]
+    refs = tokenized(references)
     return float(sacrebleu.corpus_bleu(list(hypotheses), [refs], force=True).score)
+
+
+def tokenized(texts: Sequence[str]) -> list[str]:
+    """Each text as its ``tokenize`` tokens joined by spaces, as the translations are.
+
+    Example:
+        >>> tokenized(["Datei '%s' fehlt."])
+        ["Datei ' %s ' fehlt ."]
+    """
+    return [" ".join(tokenize(t)) for t in texts]
 
 
 def main() -> None:
