@@ -1,4 +1,4 @@
-"""Distillation: Hinton's loss against numpy, the noisy teacher, several teachers, fit."""
+"""Distillation: Hinton's loss against numpy, the noisy teacher, several teachers, fit, pruning."""
 
 import contextlib
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_compress as kc
 from keras_compress.distillation import NoisyTeacher, TeacherCombination, ensemble_teacher, hinton
 
 RNG = np.random.default_rng(0)
@@ -108,6 +109,35 @@ def test_noisy_distillation_under_mirrored_strategy(mirrored):
     student, losses = fit_student(loss, teacher, mirrored)
     assert losses[-1] < 0.7 * losses[0]
     assert all(np.all(np.isfinite(w)) for w in student.get_weights())
+
+
+def test_pruning_while_distilling_from_the_unpruned_model():
+    """A pruning callback reaches its wrappers inside a Distiller; the teacher stays as it was."""
+    teacher = dense_model(8, width=10)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1024, 6)).astype("float32")
+    y = np.argmax(np.asarray(teacher(x)), axis=1)
+    before = [w.copy() for w in teacher.get_weights()]
+    student = kc.make_prunable(teacher)
+    oneshot = keras.models.clone_model(teacher)  # 80% pruned at once, not retrained
+    oneshot.set_weights([np.where(np.abs(w) > np.quantile(np.abs(w), 0.8), w, 0) if w.ndim == 2
+                         else w for w in before])  # fmt: skip
+    distiller = keras.distillation.Distiller(teacher, student, hinton(1.0),
+                                             student_loss_weight=0.5)  # fmt: skip
+    distiller.compile(keras.optimizers.Adam(1e-2),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    callback = kc.MagnitudePruning(0.8, "polynomial", frequency=4)
+    distiller.fit(x, y, batch_size=64, epochs=6, verbose=0, callbacks=[callback])
+    pruned = kc.strip(student)
+    for layer in pruned.layers:
+        assert np.mean(np.asarray(layer.kernel) == 0) == pytest.approx(0.8, abs=0.01)
+    for old, new in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+    def agreement(model):
+        return np.mean(np.argmax(np.asarray(model(x)), axis=1) == y)
+
+    assert agreement(pruned) > agreement(oneshot) + 0.25
 
 
 def test_configs_round_trip_and_ensembles_save(tmp_path):
