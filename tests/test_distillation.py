@@ -111,21 +111,25 @@ def test_noisy_distillation_under_mirrored_strategy(mirrored):
     assert all(np.all(np.isfinite(w)) for w in student.get_weights())
 
 
-def test_pruning_while_distilling_from_the_unpruned_model():
+@pytest.mark.parametrize("distributed", [False, True])
+def test_pruning_while_distilling_from_the_unpruned_model(distributed, request):
     """A pruning callback reaches its wrappers inside a Distiller; the teacher stays as it was."""
-    teacher = dense_model(8, width=10)
+    scope = request.getfixturevalue("mirrored").scope if distributed else contextlib.nullcontext
+    with scope():
+        teacher = dense_model(8, width=10)
     rng = np.random.default_rng(5)
     x = rng.normal(size=(1024, 6)).astype("float32")
     y = np.argmax(np.asarray(teacher(x)), axis=1)
     before = [w.copy() for w in teacher.get_weights()]
-    student = kc.make_prunable(teacher)
     oneshot = keras.models.clone_model(teacher)  # 80% pruned at once, not retrained
     oneshot.set_weights([np.where(np.abs(w) > np.quantile(np.abs(w), 0.8), w, 0) if w.ndim == 2
                          else w for w in before])  # fmt: skip
-    distiller = keras.distillation.Distiller(teacher, student, hinton(1.0),
-                                             student_loss_weight=0.5)  # fmt: skip
-    distiller.compile(keras.optimizers.Adam(1e-2),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    with scope():
+        student = kc.make_prunable(teacher)
+        distiller = keras.distillation.Distiller(teacher, student, hinton(1.0),
+                                                 student_loss_weight=0.5)  # fmt: skip
+        distiller.compile(keras.optimizers.Adam(1e-2),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
     callback = kc.MagnitudePruning(0.8, "polynomial", frequency=4)
     distiller.fit(x, y, batch_size=64, epochs=6, verbose=0, callbacks=[callback])
     pruned = kc.strip(student)
