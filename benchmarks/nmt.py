@@ -47,6 +47,7 @@ from keras_compress.pruning_masks import compute_masks, load_imbalance, pe_group
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
 from translation import (  # noqa: E402
     arrays,
+    bleu,
     corpus_bleu,
     masked_loss,
     prepare,
@@ -196,15 +197,14 @@ def main():
     hypotheses = {}  # the test translations of the goal's models, for the paired bootstrap
 
     def score(model) -> float:
-        return corpus_bleu(translations(model, x_test, tgt, length), refs)
+        return bleu(model, x_test, refs, tgt, length)
 
     def goal_row(label: str, model, experiment: str, scheme: str, pruned: float) -> dict:
         """Test and validation BLEU of one of the goal's models (its translations kept)."""
         hypotheses[label] = translations(model, x_test, tgt, length)
         return {"experiment": experiment, "scheme": scheme, "pruned": pruned,
                 "bleu": corpus_bleu(hypotheses[label], refs),
-                "bleu_valid": corpus_bleu(translations(model, x_valid, tgt, length),
-                                          valid_refs)}  # fmt: skip
+                "bleu_valid": bleu(model, x_valid, valid_refs, tgt, length)}  # fmt: skip
 
     keras.utils.set_random_seed(0)
     model = translation_model(len(src), len(tgt), embed=embed, units=units, dropout=DROPOUT)
