@@ -22,7 +22,7 @@ import results_io
 from fashion import BATCH, LOSS, accuracy, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
-from keras_compress.quantizers import entropy_bits
+from keras_compress.coding.entropy import entropy_bits
 
 BITS = {  # Deep Compression's widths first, then narrower ones
     "lenet_300_100": [{"dense": 6}, {"dense": 4}, {"dense": 3}],

@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_compress import sidecar
+from keras_compress.coding.entropy import entropy_bytes
 from keras_compress.model_rewrite import fresh_copy, iter_layers
-from keras_compress.quantizers import entropy_bits
 from keras_compress.strip import strip
 from keras_compress.tflite_buffers import weight_buffers
 
@@ -86,28 +86,6 @@ def _first_unconvertible_layer(model: keras.Model) -> keras.layers.Layer | None:
         except Exception:  # noqa: BLE001 - any failure marks the culprit
             return layer
     return None
-
-
-def entropy_bytes(values: np.ndarray) -> float:
-    """Bytes a coder needs at least for ``values`` if it codes each element on its own.
-
-    The sum of two empirical entropies: which elements are non-zero, as independent draws
-    with the tensor's density (``n * H(density)`` bits), and the non-zero values, as
-    independent draws from their histogram. A coder that treats elements independently
-    cannot go below it; Deep Compression's Huffman-coded gaps come close and, where zeros
-    cluster in runs, slightly below. Codebooks and code tables are not counted.
-
-    Example:
-        >>> round(entropy_bytes(np.array([0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0, -0.5])), 2)
-        1.3
-    """
-    flat = np.ravel(values)
-    if flat.size == 0:
-        return 0.0
-    nonzero = flat != 0
-    value_labels = np.unique(flat[nonzero], return_inverse=True)[1]
-    value_bits = value_labels.size * entropy_bits(value_labels) if value_labels.size else 0.0
-    return (flat.size * entropy_bits(nonzero.astype(np.int64)) + value_bits) / 8
 
 
 def tensor_rows(model_bytes: bytes, entries: list[sidecar.Entry]) -> list[dict]:

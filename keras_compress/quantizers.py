@@ -124,18 +124,6 @@ def _ecsq_iterate(flat, h, centroids, labels, lam, max_iter, chunk, tol):
     return centroids[used], remap[labels], iterations
 
 
-def entropy_bits(labels: np.ndarray) -> float:
-    """Empirical entropy of cluster indices in bits per value (Huffman's lower bound).
-
-    Example:
-        >>> entropy_bits(np.array([0, 0, 1, 1]))
-        1.0
-    """
-    counts = np.bincount(np.ravel(labels))
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
 def linear_quantize(
     x: np.ndarray, bits: int, axis: int | None = None, power_of_two: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:

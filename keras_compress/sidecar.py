@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_compress import huffman
-from keras_compress.sparse_index import absolute_positions, relative_gaps
+from keras_compress.coding import huffman
+from keras_compress.coding.sparse_index import absolute_positions, relative_gaps
 
 MAGIC = b"KCZ1"
 VERSION = 2

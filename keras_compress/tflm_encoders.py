@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_compress import huffman
+from keras_compress.coding import huffman
 
 DCM_BYTES = 16
 HUFFMAN_TYPE, PRUNING_TYPE = 1, 2
@@ -101,8 +101,8 @@ def encode_pruning(
 def encode_huffman(values: np.ndarray, wide: bool | None = None) -> Encoding:
     r"""Huffman encoding with the multi-level decode tables of TFLM's Huffman decoder.
 
-    The code is canonical and length-limited (``keras_compress.huffman``); the tables are laid
-    out to be as small as possible: each (sub-)table's bit width is chosen by dynamic
+    The code is canonical and length-limited (``keras_compress.coding.huffman``); the tables are
+    laid out to be as small as possible: each (sub-)table's bit width is chosen by dynamic
     programming over the code tree, ties going to the wider (faster) table.
 
     Args:

@@ -11,7 +11,8 @@ import tensorflow as tf
 from conftest import mlp
 
 import keras_compress as kc
-from keras_compress.export import SUFFIXES, entropy_bytes
+from keras_compress.coding.entropy import entropy_bytes
+from keras_compress.export import SUFFIXES
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -3,7 +3,7 @@ import heapq
 import numpy as np
 import pytest
 
-from keras_compress import huffman
+from keras_compress.coding import huffman
 
 
 def huffman_cost(counts):

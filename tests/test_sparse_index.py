@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_compress.sparse_index import absolute_positions, relative_gaps
+from keras_compress.coding.sparse_index import absolute_positions, relative_gaps
 
 
 @pytest.mark.parametrize("density", [0.0, 0.01, 0.08, 0.5, 1.0])
