@@ -125,7 +125,7 @@ def main():
         cfg = {"epochs": 1, "rounds": 2, "tolerance": args.tolerance, "runs": 20}
     dataset = data(args.quick)
     rows = []
-    for name, build in (("lenet5", kc.zoo.lenet5), ("vgg_style", vgg_style)):
+    for name, build in (("lenet5", kc.examples.lenet5), ("vgg_style", vgg_style)):
         rows += run_model(name, build, dataset, cfg)
     goals = []  # the kept APoZ model (last within tolerance) is >= 5% smaller and faster
     for name in dict.fromkeys(r["model"] for r in rows):

@@ -35,7 +35,7 @@ C_SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
 
 def compressed_lenet5(x, y, epochs):
     keras.utils.set_random_seed(0)
-    model = compiled(kc.zoo.lenet5(), 1e-3)
+    model = compiled(kc.examples.lenet5(), 1e-3)
     model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
     pruned = prune_to_han_levels(model, "lenet5", x, y, retrain=1)
     shared = compiled(kc.share_weights(pruned, bits={"conv": 8, "dense": 5}), 1e-4)

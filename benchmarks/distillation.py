@@ -43,7 +43,7 @@ def teacher(seed: int, x, y, epochs: int) -> keras.Model:
 
 def student(method: str, teachers, x, y, epochs: int) -> keras.Model:
     keras.utils.set_random_seed(0)
-    model = kc.zoo.lenet_300_100()
+    model = kc.examples.lenet_300_100()
     if method == "alone":
         compiled(model, 1e-3).fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0)
         return model

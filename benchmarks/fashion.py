@@ -19,7 +19,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def data(quick: bool = False):
     """((x, y), (x_test, y_test)) as float32 images in [0, 1]; a subset when ``quick``."""
-    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
+    (x, y), (xt, yt) = kc.examples.fashion_mnist()
     x, xt = x[..., None].astype("float32") / 255.0, xt[..., None].astype("float32") / 255.0
     if quick:
         return (x[:6000], y[:6000]), (xt[:2000], yt[:2000])

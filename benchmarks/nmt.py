@@ -1,7 +1,7 @@
 """Pruning an LSTM translation model (See et al. 2016) and ESE's load-balanced 12-bit LSTMs.
 
 English-to-German message pairs from the gettext catalogs that Debian packages install
-(``keras_compress.datasets.gettext_pairs``); the model and greedy decoding are
+(``keras_compress.examples.datasets.gettext_pairs``); the model and greedy decoding are
 ``examples/nmt/translation.py`` (2-layer LSTM encoder and decoder with attention). Measured:
 
 1. BLEU (sacrebleu, test split) against the fraction pruned, 0-90%, without retraining, for
@@ -39,8 +39,8 @@ import numpy as np
 import results_io
 
 import keras_compress as kc
-from keras_compress.datasets import gettext_pairs
 from keras_compress.distillation import hinton
+from keras_compress.examples.datasets import gettext_pairs
 from keras_compress.fixed_point import quantize_weights
 from keras_compress.pruning_masks import compute_masks, load_imbalance, pe_groups
 
@@ -90,9 +90,7 @@ DISTILL_WEIGHT = 0.5
 
 def class_variables(model: keras.Model) -> dict[str, list]:
     """See et al.'s weight classes: each layer's weight matrices (kernels, embeddings)."""
-    return {
-        name: kc.layer_weights.compressible_variables(model.get_layer(name)) for name in CLASSES
-    }
+    return {name: kc.core.weights.compressible_variables(model.get_layer(name)) for name in CLASSES}
 
 
 def prune_once(model: keras.Model, scheme: str, level: float) -> dict[str, float]:
@@ -167,7 +165,7 @@ def imbalance(model: keras.Model, num_pe: int) -> float:
     """The worst max/mean non-zeros per PE over the LSTM weight matrices."""
     worst = 1.0
     for name in LSTMS:
-        for v in kc.layer_weights.compressible_variables(model.get_layer(name)):
+        for v in kc.core.weights.compressible_variables(model.get_layer(name)):
             w = np.asarray(v.numpy())
             worst = max(worst, load_imbalance(w != 0, pe_groups(w.shape, num_pe)))
     return worst

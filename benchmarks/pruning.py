@@ -185,8 +185,8 @@ def main():
     cfg = {"epochs": 10, "retrain": 3, "retrain_levels": RETRAIN_LEVELS, "repeats": 5}
     if args.quick:
         cfg = {"epochs": 2, "retrain": 1, "retrain_levels": [0.9], "repeats": 1}
-    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, dataset, cfg)
-    rows += run_model("lenet5", kc.zoo.lenet5, dataset, cfg)
+    rows = run_model("lenet_300_100", kc.examples.lenet_300_100, dataset, cfg)
+    rows += run_model("lenet5", kc.examples.lenet5, dataset, cfg)
 
     goals = []
     for name in ("lenet_300_100", "lenet5"):

@@ -57,7 +57,7 @@ def main():
     (x, y), (xt, yt) = data(args.quick)
     epochs = 1 if args.quick else 8
     keras.utils.set_random_seed(0)
-    model = compiled(kc.zoo.lenet_300_100(), 1e-3)
+    model = compiled(kc.examples.lenet_300_100(), 1e-3)
     model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=2)
     float_accuracy = compiled(model, 1e-3).evaluate(xt, yt, verbose=0)[1]
     calibration = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 2048, 32)]

@@ -108,7 +108,7 @@ def run_model(name, build, data, cfg):
     rows = [{"model": name, "quantizer": "none (pruned float)", "accuracy_after": pruned_acc,
              "sparsity": sparsity}]  # fmt: skip
     calibration = [(x[i : i + 256], y[i : i + 256]) for i in range(0, 256 * 20, 256)]
-    hessian = kc.hessian.fisher_diagonal(pruned, calibration, LOSS)
+    hessian = kc.core.hessian.fisher_diagonal(pruned, calibration, LOSS)
     for bits in BITS[name][: cfg["bit_settings"]]:
         for quantizer, init in QUANTIZERS:
             keras.utils.set_random_seed(0)
@@ -150,8 +150,8 @@ def main():
     cfg = {"epochs": 8, "retrain": 2, "finetune": 2, "bit_settings": 3, "repeats": 5}
     if args.quick:
         cfg = {"epochs": 2, "retrain": 1, "finetune": 1, "bit_settings": 1, "repeats": 1}
-    rows = run_model("lenet_300_100", kc.zoo.lenet_300_100, dataset, cfg)
-    rows += run_model("lenet5", kc.zoo.lenet5, dataset, cfg)
+    rows = run_model("lenet_300_100", kc.examples.lenet_300_100, dataset, cfg)
+    rows += run_model("lenet5", kc.examples.lenet5, dataset, cfg)
     goals = []
     for name in ("lenet_300_100", "lenet5"):
         timing = next(r for r in rows if r["model"] == name and r["quantizer"] == "epoch_time")

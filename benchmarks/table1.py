@@ -129,7 +129,7 @@ def shared_row(pruned, bits, label, quantizer, hessian, dataset, cfg, work: Path
 def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     (x, y), (xt, yt) = dataset
     keras.utils.set_random_seed(0)
-    model = compiled(getattr(kc.zoo, name)(), 1e-3)
+    model = compiled(getattr(kc.examples, name)(), 1e-3)
     model.fit(x, y, batch_size=BATCH, epochs=cfg["epochs"], verbose=2)
     float_weights = model.get_weights()  # the baseline starts from them too
     rows = [exported_row(model, "original", "float32", work, xt, yt)]
@@ -139,7 +139,7 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
         group = [exported_row(pruned, "pruned", "float32", work, xt, yt)]
         group[0]["sparsity"] = kc.sparsity(pruned)["total"]
         calibration = [(x[i : i + 256], y[i : i + 256]) for i in range(0, 256 * 20, 256)]
-        hessian = kc.hessian.fisher_diagonal(pruned, calibration, LOSS)
+        hessian = kc.core.hessian.fisher_diagonal(pruned, calibration, LOSS)
         for bits in BITS[name][: cfg["bit_settings"]]:
             for label, quantizer in QUANTIZERS:
                 row = shared_row(pruned, bits, label, quantizer, hessian, dataset, cfg, work)

@@ -98,7 +98,7 @@ def main():
     epochs, retrain, finetune = (1, 1, 1) if args.quick else (8, 2, 2)
     bits = {"conv": 4, "dense": 3}
     keras.utils.set_random_seed(0)
-    model = compiled(kc.zoo.lenet5(), 1e-3)
+    model = compiled(kc.examples.lenet5(), 1e-3)
     model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=2)
     pruned = kc.strip(prune_to_han_levels(model, "lenet5", x, y, retrain))
     shared = kc.share_weights(pruned, bits=bits)

@@ -38,7 +38,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def build(name: str) -> keras.Model:
-    """The same architectures as ``keras_compress.zoo``, in legacy Keras."""
+    """The same architectures as ``keras_compress.examples.zoo``, in legacy Keras."""
     layers = keras.layers
     if name == "lenet_300_100":
         body = [layers.Flatten(name="flatten"), layers.Dense(300, "relu", name="fc1"),

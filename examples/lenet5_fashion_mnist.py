@@ -100,12 +100,12 @@ def main() -> None:
     parser.add_argument("--out", default="out", help="output folder")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
+    (x, y), (xt, yt) = kc.examples.fashion_mnist()
     x, xt = x[..., None].astype("float32") / 255.0, xt[..., None].astype("float32") / 255.0
     steps = int(np.ceil(len(x) / 128))
 
     print("== 1/5 training LeNet-5 (Caffe) on Fashion-MNIST")
-    model = compiled(kc.zoo.lenet5(), 1e-3)
+    model = compiled(kc.examples.lenet5(), 1e-3)
     model.fit(x, y, batch_size=128, epochs=args.epochs, validation_data=(xt, yt))
     float_accuracy = model.evaluate(xt, yt, verbose=0)[1]
 

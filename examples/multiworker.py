@@ -46,7 +46,7 @@ def free_port() -> int:
 
 def dataset(args):
     if args.model == "lenet5":
-        (x, y), _ = kc.datasets.fashion_mnist()
+        (x, y), _ = kc.examples.fashion_mnist()
         x = x[: args.examples, ..., None].astype("float32") / 255.0
         return x, y[: args.examples].astype("int32")
     rng = np.random.default_rng(0)
@@ -56,7 +56,7 @@ def dataset(args):
 
 def build(name):
     if name == "lenet5":
-        return kc.zoo.lenet5()
+        return kc.examples.lenet5()
     return keras.Sequential([keras.Input((12,)), keras.layers.Dense(32, "relu", name="fc1"),
                              keras.layers.Dense(16, "relu", name="fc2"),
                              keras.layers.Dense(2, name="out")], name="mlp")  # fmt: skip

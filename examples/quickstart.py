@@ -22,12 +22,12 @@ def main() -> None:
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
-    (x, y), (x_test, y_test) = kc.datasets.fashion_mnist()
+    (x, y), (x_test, y_test) = kc.examples.fashion_mnist()
     x, x_test = x[..., None] / 255.0, x_test[..., None] / 255.0
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     print("== 1. ordinary training")
-    model = kc.zoo.lenet_300_100()
+    model = kc.examples.lenet_300_100()
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     model.fit(x, y, batch_size=128, epochs=args.epochs, validation_data=(x_test, y_test))
     baseline = model.evaluate(x_test, y_test, verbose=0)[1]

@@ -2,17 +2,17 @@
 
 Example:
     >>> import keras_compress as kc
-    >>> model = kc.make_prunable(kc.zoo.lenet_300_100())
+    >>> model = kc.make_prunable(kc.examples.lenet_300_100())
     >>> callback = kc.MagnitudePruning(target=0.92, schedule="polynomial")
 """
 
 from keras_compress import (
     apoz,
     coding,
-    datasets,
+    core,
     distillation,
+    examples,
     fixed_point,
-    hessian,
     kmeans1d,
     pruning_masks,
     quantizers,
@@ -22,18 +22,17 @@ from keras_compress import (
     surgery,
     tflm,
     trimming,
-    zoo,
 )
 from keras_compress.apoz import APoZMonitor, select_units
+from keras_compress.core.report import sparsity, summary, weight_rows
+from keras_compress.core.wrapper import strip
 from keras_compress.export import export
-from keras_compress.pruning import make_prunable, pruning_wrappers, sparsity
+from keras_compress.pruning import make_prunable, pruning_wrappers
 from keras_compress.pruning_callback import MagnitudePruning
 from keras_compress.pruning_wrapper import MaskConstraint, PruningWrapper
-from keras_compress.report import summary, weight_rows
 from keras_compress.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
 from keras_compress.sharing import share_weights
 from keras_compress.sharing_wrapper import WeightSharingWrapper
-from keras_compress.strip import strip
 from keras_compress.surgery import remove_units
 from keras_compress.trimming import trim_iteratively
 
@@ -50,11 +49,11 @@ __all__ = [
     "WeightSharingWrapper",
     "apoz",
     "coding",
-    "datasets",
+    "core",
+    "examples",
     "distillation",
     "export",
     "fixed_point",
-    "hessian",
     "kmeans1d",
     "make_prunable",
     "pruning_masks",
@@ -74,5 +73,4 @@ __all__ = [
     "trim_iteratively",
     "trimming",
     "weight_rows",
-    "zoo",
 ]

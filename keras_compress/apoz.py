@@ -14,7 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.surgery import inbound_names, unit_owner, width_key
+from keras_compress.core.graph import inbound_names, output_names
+from keras_compress.surgery import unit_owner, width_key
 
 RULES = ("std", "fraction", "cutoff")
 
@@ -33,7 +34,7 @@ def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
         ['fc']
     """
     layers = {layer.name: layer for layer in model.layers}
-    outputs = {t._keras_history.operation.name for t in model.outputs}
+    outputs = output_names(model)
     points = {}
     for layer in model.layers:
         if width_key(layer) and _is_relu(getattr(layer, "activation", None)):

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from keras_compress import sidecar
 from keras_compress.coding.entropy import entropy_bytes
-from keras_compress.model_rewrite import fresh_copy, iter_layers
-from keras_compress.strip import strip
+from keras_compress.core.rewrite import fresh_copy, iter_layers
+from keras_compress.core.wrapper import strip
 from keras_compress.tflite_buffers import weight_buffers
 
 SUFFIXES = (".tflite", ".skeleton", ".kcz", ".report.json", ".report.md")

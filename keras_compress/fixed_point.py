@@ -19,14 +19,10 @@ from collections.abc import Iterable
 import keras
 import numpy as np
 
-from keras_compress.layer_weights import (
-    LayerSelector,
-    check_selectors,
-    compressible_variables,
-    layer_matches,
-    relative_path,
-)
-from keras_compress.model_rewrite import iter_layers
+from keras_compress.core.rewrite import iter_layers
+from keras_compress.core.selectors import LayerSelector, check_selectors, selects_any
+from keras_compress.core.weights import compressible_variables
+from keras_compress.core.wrapper import weight_key
 from keras_compress.quantizers import linear_quantize
 
 
@@ -61,14 +57,14 @@ def quantize_weights(
     selectors = None if layers is None else check_selectors(layers)
     report = {}
     for layer in iter_layers(model):
-        if selectors is not None and not layer_matches(layer, selectors):
+        if selectors is not None and not selects_any(selectors, layer):
             continue
         for variable in compressible_variables(layer):
             w = np.asarray(variable.numpy(), np.float64)
             q, step = linear_quantize(w, bits, power_of_two=power_of_two)
             rounded = (q * step).astype(variable.dtype)
             variable.assign(rounded)
-            report[f"{layer.name}/{relative_path(layer, variable)}"] = {
+            report[weight_key(layer, variable)] = {
                 "step": float(step),
                 "levels": int(np.unique(q).size),
                 "max_error": float(np.max(np.abs(rounded - w))) if w.size else 0.0,

@@ -1,21 +1,16 @@
-"""Preparing a model for pruning, and reading back how sparse it is."""
+"""Preparing a model for pruning, and finding its pruning wrappers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 
-from keras_compress.layer_weights import (
-    LayerSelector,
-    check_selectors,
-    compressible_variables,
-    layer_matches,
-)
-from keras_compress.model_rewrite import fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
+from keras_compress.core.weights import compressible_variables
+from keras_compress.core.wrapper import is_wrapper
 from keras_compress.pruning_wrapper import PruningWrapper
-from keras_compress.report import compressed_weights
 
 
 def make_prunable(
@@ -30,8 +25,9 @@ def make_prunable(
 
     Args:
         model: a built Sequential or functional model (nested models are searched).
-        layers: which layers to prune: exact names, regexes matched against the whole name, or
-            layer classes (subclasses match). ``None``: every layer with weight matrices.
+        layers: which layers to prune (see ``keras_compress.core.selectors``: names, regexes,
+            family words such as ``"conv"``, classes). ``None``: every layer with weight
+            matrices.
         weights: which variables of those layers to prune, by name (``None``: the weight
             matrices ``kernel``, ``recurrent_kernel``, ``depthwise_kernel``,
             ``pointwise_kernel``, ``embeddings``; biases only if named here).
@@ -46,7 +42,7 @@ def make_prunable(
 
     Example:
         >>> import keras_compress as kc
-        >>> model = make_prunable(kc.zoo.lenet5(), layers=["conv.*", keras.layers.Dense])
+        >>> model = make_prunable(kc.examples.lenet5(), layers=["conv.*", keras.layers.Dense])
         >>> [layer.name for layer in model.layers if isinstance(layer, kc.PruningWrapper)]
         ['pruned_conv1', 'pruned_conv2', 'pruned_fc1', 'pruned_fc2']
     """
@@ -54,16 +50,16 @@ def make_prunable(
     all_layers = list(iter_layers(model))
     if selectors is not None:
         for selector in selectors:
-            if not any(layer_matches(layer, [selector]) for layer in all_layers):
+            if not any(selects(selector, layer) for layer in all_layers):
                 names = ", ".join(layer.name for layer in all_layers)
                 raise ValueError(f"no layer matches {selector!r}; the model has: {names}")
 
     def chosen(layer: keras.layers.Layer) -> bool:
-        if isinstance(layer, PruningWrapper) or isinstance(layer, keras.Model):
+        if is_wrapper(layer) or isinstance(layer, keras.Model):
             return False
         if selectors is None:
             return bool(compressible_variables(layer, weights))
-        if not layer_matches(layer, selectors):
+        if not selects_any(selectors, layer):
             return False
         if not compressible_variables(layer, weights):
             raise ValueError(
@@ -93,25 +89,7 @@ def pruning_wrappers(model: keras.Model) -> list[PruningWrapper]:
 
     Example:
         >>> import keras_compress as kc
-        >>> len(pruning_wrappers(make_prunable(kc.zoo.lenet_300_100())))
+        >>> len(pruning_wrappers(make_prunable(kc.examples.lenet_300_100())))
         3
     """
     return [layer for layer in iter_layers(model) if isinstance(layer, PruningWrapper)]
-
-
-def sparsity(model: keras.Model) -> dict[str, float]:
-    """Fraction of zeros per weight matrix (by ``layer/weight`` name), and ``"total"``.
-
-    Works on wrapped, shared and plain models (see ``report.compressed_weights``).
-
-    Example:
-        >>> import keras_compress as kc
-        >>> round(sparsity(make_prunable(kc.zoo.lenet_300_100()))["total"], 4)  # random init
-        0.0
-    """
-    weights = compressed_weights(model)
-    report = {name: float(1.0 - np.count_nonzero(w) / w.size) for name, w in weights}
-    total = sum(w.size for _, w in weights)
-    zeros = sum(w.size - np.count_nonzero(w) for _, w in weights)
-    report["total"] = float(zeros / total) if total else 0.0
-    return report

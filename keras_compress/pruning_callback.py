@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
+from keras_compress.core.selectors import LayerSelector, selects, selects_any
+from keras_compress.core.wrapper import weight_key
 from keras_compress.pruning import pruning_wrappers
 from keras_compress.pruning_masks import CRITERIA, compute_masks, load_balanced_masks, pe_groups
 from keras_compress.pruning_wrapper import PruningWrapper
@@ -25,6 +26,14 @@ class _WeightClass:
     members: list[tuple[keras.Variable, keras.Variable]] = field(default_factory=list)
     scale: float = 1.0  # this class's final level / the schedule's final level
     member_names: list[str] = field(default_factory=list)
+    member_layers: list[keras.layers.Layer] = field(default_factory=list)
+
+    def selected_by(self, selector: LayerSelector) -> bool:
+        """Whether ``selector`` names this class or picks any of its weights."""
+        return selector == self.name or any(
+            selects(selector, layer, key)
+            for layer, key in zip(self.member_layers, self.member_names)
+        )
 
     def pe_groups(self, num_pe: int) -> np.ndarray:
         """Each member weight's processing element (ESE's row interleaving), concatenated."""
@@ -81,10 +90,11 @@ class MagnitudePruning(keras.callbacks.Callback):
             first ``fit`` call (give it explicitly when resuming with different epochs).
         frequency: steps between mask updates (string schedules).
         layer_targets: per-class final levels, ``{selector: level}``, for ``"class_uniform"``
-            and ``"std"``. A selector is a layer name, a ``layer/weight`` class name or a regex
-            matched against the whole class name; classes without one take ``target``.
-        groups: regroup weight classes, ``{group_name: [regex, ...]}``: the classes whose
-            names match share one class (by default each weight tensor is one class).
+            and ``"std"``. A selector (``keras_compress.core.selectors``) picks layers or
+            weight keys (``"fc1/kernel"``, ``"conv.*"``, ``keras.layers.Dense``), or names a
+            group; classes without one take ``target``.
+        groups: regroup weight classes, ``{group_name: [selector, ...]}``: the weights the
+            selectors pick share one class (by default each weight tensor is one class).
         saliency: rank weights by ``saliency(model)[name]`` (``{"layer/weight": array}``)
             instead of their magnitude, e.g. OBD's ``keras_compress.saliency.obd_scores``;
             with ``"class_uniform"`` or ``"class_blind"``. Not part of ``get_config``.
@@ -99,7 +109,7 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     Example:
         >>> import keras_compress as kc
-        >>> model = kc.make_prunable(kc.zoo.lenet_300_100())
+        >>> model = kc.make_prunable(kc.examples.lenet_300_100())
         >>> model.compile("adam", "sparse_categorical_crossentropy")
         >>> x, y = np.random.rand(64, 28, 28, 1), np.random.randint(0, 10, 64)
         >>> _ = model.fit(x, y, epochs=1, verbose=0,
@@ -202,26 +212,19 @@ class MagnitudePruning(keras.callbacks.Callback):
     def _build_classes(self) -> None:
         classes: dict[str, _WeightClass] = {}
         for wrapper in self._wrappers:
-            for path, variable, mask in zip(
-                wrapper.weight_paths, wrapper.pruned_variables, wrapper.masks
-            ):
-                name = f"{wrapper.layer.name}/{path}"
-                group = next(
-                    (
-                        g
-                        for g, pats in self.groups.items()
-                        if any(re.fullmatch(p, name) for p in pats)
-                    ),
-                    name,
-                )
+            for variable, mask in zip(wrapper.compressed_variables, wrapper.masks):
+                name = weight_key(wrapper, variable)
+                picked = (g for g, s in self.groups.items() if selects_any(s, wrapper.layer, name))
+                group = next(picked, name)
                 weight_class = classes.setdefault(group, _WeightClass(group))
                 weight_class.members.append((variable, mask))
                 weight_class.member_names.append(name)
+                weight_class.member_layers.append(wrapper.layer)
         unused = [g for g in self.groups if g not in classes]
         if unused:
             raise ValueError(f"groups {unused} match no pruned weight; classes: {list(classes)}")
         for selector, level in self.layer_targets.items():
-            hits = [c for c in classes.values() if _class_matches(c.name, selector)]
+            hits = [c for c in classes.values() if c.selected_by(selector)]
             if not hits:
                 raise ValueError(
                     f"layer_targets key {selector!r} matches no pruned weight; classes: "
@@ -302,9 +305,3 @@ class MagnitudePruning(keras.callbacks.Callback):
     def get_config(self) -> dict:
         """Constructor arguments (a schedule object as its Keras serialization)."""
         return dict(self._config)
-
-
-def _class_matches(name: str, selector: str) -> bool:
-    return (
-        name == selector or name.split("/", 1)[0] == selector or bool(re.fullmatch(selector, name))
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_compress.compression_wrapper import CompressionWrapper
+from keras_compress.core.wrapper import CompressionWrapper
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -47,7 +47,7 @@ class PruningWrapper(CompressionWrapper):
     Args:
         layer: the layer to wrap (Dense, Conv, Embedding, RNN, Bidirectional, ...).
         weights: names of the variables to prune (``None``: the layer's weight matrices, see
-            ``keras_compress.layer_weights``); name a custom layer's weights here.
+            ``keras_compress.core.weights``); name a custom layer's weights here.
         **kwargs: passed to ``keras.layers.Wrapper`` (``name``, ...).
 
     Raises:
@@ -62,9 +62,9 @@ class PruningWrapper(CompressionWrapper):
 
     def build(self, input_shape=None):
         """Build the wrapped layer, add a mask per pruned weight and attach the constraints."""
-        self.pruned_variables = self._build_layer(input_shape)
+        self._build_layer(input_shape)
         self.masks = []
-        for path, variable in zip(self.weight_paths, self.pruned_variables):
+        for path, variable in zip(self.weight_paths, self.compressed_variables):
             mask = self.add_weight(
                 name=path.replace("/", "__") + "_mask",
                 shape=variable.shape,
@@ -92,4 +92,4 @@ class PruningWrapper(CompressionWrapper):
 
     def compressed_weights(self) -> list[tuple[str, object]]:
         """``(path, value)`` of each pruned weight as the model uses it (zeros where masked)."""
-        return [(p, v.numpy()) for p, v in zip(self.weight_paths, self.pruned_variables)]
+        return [(p, v.numpy()) for p, v in zip(self.weight_paths, self.compressed_variables)]

@@ -22,9 +22,9 @@ from functools import partial
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_compress.hessian import fisher_diagonal, named_variables
+from keras_compress.core.hessian import fisher_diagonal
+from keras_compress.core.report import weight_variables
 
 #: Largest input dimension ``obs_prune`` accepts: ``H`` and its inverse are dense
 #: ``d x d`` float64 matrices (4096: 128 MiB each) and factorising them costs ``O(d^3)``.
@@ -65,8 +65,10 @@ def hutchinson_diagonal(
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    import tensorflow as tf  # double backpropagation; imported here so pruning imports without it
+
     loss_fn = keras.losses.get(loss)
-    named = named_variables(model)
+    named = weight_variables(model)
     variables = [v.value for v in named.values()]
     rng = np.random.default_rng(seed)
     sums = [np.zeros(v.shape, np.float64) for v in variables]
@@ -129,7 +131,7 @@ def obd_scores(
 
     def scores(model: keras.Model) -> dict[str, np.ndarray]:
         diagonal = estimators[estimator](model, batches, loss)
-        named = named_variables(model)
+        named = weight_variables(model)
         return {name: 0.5 * h * np.asarray(named[name].numpy(), np.float64) ** 2
                 for name, h in diagonal.items()}  # fmt: skip
 
@@ -228,6 +230,8 @@ def conv_patches(layer: keras.layers.Conv2D, inputs: np.ndarray) -> np.ndarray:
     """
     if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
         raise ValueError(f"layer {layer.name!r}: OBS handles channels_last, undilated Conv2D")
+    import tensorflow as tf  # its patch extraction; imported here so pruning imports without it
+
     kh, kw = layer.kernel_size
     patches = tf.image.extract_patches(
         tf.convert_to_tensor(inputs, tf.float32), sizes=[1, kh, kw, 1],

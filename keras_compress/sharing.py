@@ -7,31 +7,15 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.selectors import LayerSelector, check_selectors, selects
+from keras_compress.core.weights import compressible_variables
+from keras_compress.core.wrapper import strip, weight_key
 from keras_compress.kmeans1d import INITS, Clustering, kmeans1d
-from keras_compress.layer_weights import (
-    LayerSelector,
-    check_selectors,
-    compressible_variables,
-    layer_matches,
-)
-from keras_compress.model_rewrite import fresh_copy, iter_layers, rewrite_model
 from keras_compress.quantizers import ecsq, uniform_quantize
 from keras_compress.sharing_wrapper import WeightSharingWrapper
-from keras_compress.strip import strip
 
 QUANTIZERS = ("kmeans", "hessian_kmeans", "uniform", "ecsq")
-
-#: Shorthands for ``bits`` keys: families of layers.
-LAYER_FAMILIES: dict[str, tuple[type, ...]] = {
-    "conv": (
-        keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-        keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-        keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-    ),
-    "dense": (keras.layers.Dense, keras.layers.EinsumDense),
-    "embedding": (keras.layers.Embedding,),
-    "rnn": (keras.layers.RNN, keras.layers.Bidirectional),
-}  # fmt: skip
 
 
 def quantize(
@@ -73,7 +57,9 @@ def quantize(
         )
     if quantizer == "hessian_kmeans":
         if importance is None:
-            raise ValueError("hessian_kmeans needs a Hessian diagonal (see keras_compress.hessian)")
+            raise ValueError(
+                "hessian_kmeans needs a Hessian diagonal (see keras_compress.core.hessian)"
+            )
         return kmeans1d(values, k, init, sample_weight=importance, seed=seed)
     if quantizer == "kmeans":
         return kmeans1d(values, k, init, seed=seed)
@@ -89,13 +75,7 @@ def quantize(
 def _bits_for(layer: keras.layers.Layer, bits: int | Mapping, weights) -> int | None:
     if not isinstance(bits, Mapping):
         return bits if compressible_variables(layer, weights) else None
-    for key, value in bits.items():
-        family = LAYER_FAMILIES.get(key) if isinstance(key, str) else None
-        if family is not None and isinstance(layer, family):
-            return value
-        if family is None and layer_matches(layer, [key]):
-            return value
-    return None
+    return next((value for key, value in bits.items() if selects(key, layer)), None)
 
 
 def share_weights(
@@ -119,13 +99,14 @@ def share_weights(
     Args:
         model: a Sequential or functional model (pruned or not, wrapped or not).
         bits: bits per weight for every weight layer (int), or ``{selector: bits}`` where a
-            selector is ``"conv"``, ``"dense"``, ``"embedding"``, ``"rnn"``, a layer name, a
-            regex or a layer class; layers no key selects are left alone. Deep Compression
-            uses ``{"conv": 8, "dense": 5}``.
+            selector (``keras_compress.core.selectors``) is a family word (``"conv"``,
+            ``"dense"``, ``"embedding"``, ``"rnn"``), a layer name, a regex or a layer class;
+            the first key that picks a layer wins; layers no key picks are left alone. Deep
+            Compression uses ``{"conv": 8, "dense": 5}``.
         quantizer: ``"kmeans"``, ``"hessian_kmeans"``, ``"uniform"`` or ``"ecsq"``.
         init: k-means initialisation: ``"linear"`` (Han et al.'s choice), ``"density"``,
             ``"forgy"`` or ``"kmeans++"``.
-        hessian: ``{"layer/weight": diagonal}`` (see ``keras_compress.hessian``), required by
+        hessian: ``{"layer/weight": diagonal}`` (see ``keras_compress.core.hessian``), required by
             ``"hessian_kmeans"`` and used to weight ``"uniform"`` and ``"ecsq"`` when given.
         lam: ECSQ's Lagrange multiplier, relative to each tensor's weight variance (see
             ``quantize``); larger values give fewer, more unequal clusters.
@@ -143,7 +124,7 @@ def share_weights(
 
     Example:
         >>> import keras_compress as kc
-        >>> shared = share_weights(kc.zoo.lenet_300_100(), bits=4)
+        >>> shared = share_weights(kc.examples.lenet_300_100(), bits=4)
         >>> [len(np.unique(w)) <= 16 for w in kc.strip(shared).get_weights()[0::2]]
         [True, True, True]
     """
@@ -152,9 +133,11 @@ def share_weights(
     if init not in INITS:
         raise ValueError(f"unknown k-means init {init!r}; choose one of {INITS}")
     if quantizer == "hessian_kmeans" and hessian is None:
-        raise ValueError("quantizer='hessian_kmeans' needs hessian= (see keras_compress.hessian)")
+        raise ValueError(
+            "quantizer='hessian_kmeans' needs hessian= (see keras_compress.core.hessian)"
+        )
     if isinstance(bits, Mapping):
-        check_selectors([k for k in bits if not (isinstance(k, str) and k in LAYER_FAMILIES)])
+        check_selectors(list(bits))
     plain = strip(model)
     picked = {}
     for layer in iter_layers(plain):
@@ -175,10 +158,8 @@ def share_weights(
 
         def load():
             wrapper.layer.set_weights(layer.get_weights())
-            for i, (path, variable) in enumerate(
-                zip(wrapper.weight_paths, wrapper.shared_variables)
-            ):
-                name = f"{wrapper.layer.name}/{path}"
+            for i, variable in enumerate(wrapper.compressed_variables):
+                name = weight_key(wrapper, variable)
                 w = np.asarray(variable.numpy())
                 nonzero = w != 0
                 k = 2**wrapper.bits - (1 if not nonzero.all() else 0)

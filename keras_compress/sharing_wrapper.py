@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.compression_wrapper import CompressionWrapper
+from keras_compress.core.wrapper import CompressionWrapper
 
 GRADIENTS = ("sum", "mean")
 
@@ -87,9 +87,9 @@ class WeightSharingWrapper(CompressionWrapper):
 
     def build(self, input_shape=None):
         """Build the wrapped layer, freeze its shared weights and add the codebook state."""
-        self.shared_variables = self._build_layer(input_shape)
+        self._build_layer(input_shape)
         self.centroids, self.indices, self.nonzero = [], [], []
-        for path, variable in zip(self.weight_paths, self.shared_variables):
+        for path, variable in zip(self.weight_paths, self.compressed_variables):
             stem = path.replace("/", "__")
             self.centroids.append(
                 self.add_weight(
@@ -134,7 +134,7 @@ class WeightSharingWrapper(CompressionWrapper):
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         """Run the wrapped layer with its shared weights substituted."""
-        mapping = [(v, self._shared_value(i)) for i, v in enumerate(self.shared_variables)]
+        mapping = [(v, self._shared_value(i)) for i, v in enumerate(self.compressed_variables)]
         with keras.StatelessScope(state_mapping=mapping):
             return self._call_layer(inputs, args, training, mask, kwargs)
 
@@ -142,7 +142,7 @@ class WeightSharingWrapper(CompressionWrapper):
         """The current shared value of each shared weight, as numpy arrays."""
         out = []
         for variable, centroids, indices, nonzero in zip(
-            self.shared_variables, self.centroids, self.indices, self.nonzero
+            self.compressed_variables, self.centroids, self.indices, self.nonzero
         ):
             value = np.asarray(centroids.numpy())[np.asarray(indices.numpy())]
             out.append(np.where(nonzero.numpy(), value, 0).astype(variable.dtype))

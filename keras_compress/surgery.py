@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 
-from keras_compress.model_rewrite import rewrite_model
+from keras_compress.core.graph import inbound_names, inbound_tensors, producer_name
+from keras_compress.core.rewrite import rewrite_model
 
 #: Layers whose output units can be removed, with the config key of their width.
 WIDTH_KEYS = {
@@ -167,7 +168,7 @@ def _plan(model: keras.Model, removed: dict) -> dict:
         if layer.weights and (first is not None or layer.name in removed):
             plan[layer.name] = (first, removed.get(layer.name))
     for tensor in model.outputs:
-        name = tensor._keras_history.operation.name
+        name = producer_name(tensor)
         if kept_out.get(name) is not None:
             raise SurgeryError(
                 f"removing units would change the model's output {name!r}: never trim the "
@@ -178,16 +179,15 @@ def _plan(model: keras.Model, removed: dict) -> dict:
 
 def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
     """Restrict the removals feeding a merge to the channels every branch removes."""
-    node = conflict.layer._inbound_nodes[0]
     width = int(conflict.layer.output.shape[-1])
     dropped = [
         set() if k is None else set(range(width)) - set(k.tolist()) for k in conflict.in_kept
     ]
     common = set.intersection(*dropped)
-    for tensor, drop in zip(node.input_tensors, dropped):
+    for tensor, drop in zip(inbound_tensors(conflict.layer), dropped):
         if drop == common:
             continue
-        owner = unit_owner(layers, tensor._keras_history.operation.name)
+        owner = unit_owner(layers, producer_name(tensor))
         if owner is None:
             raise SurgeryError(
                 f"layer {conflict.layer.name!r} ({type(conflict.layer).__name__}) merges "
@@ -236,23 +236,6 @@ def width_key(layer: keras.layers.Layer) -> str | None:
     return None
 
 
-def inbound_names(layer: keras.layers.Layer) -> list[str]:
-    """Names of the layers whose outputs ``layer`` takes (it must be called once).
-
-    Example:
-        >>> inputs, fc = keras.Input((4,), name="x"), keras.layers.Dense(3, name="fc")
-        >>> model = keras.Model(inputs, fc(inputs))
-        >>> inbound_names(fc)
-        ['x']
-    """
-    nodes = layer._inbound_nodes
-    if len(nodes) > 1:
-        raise SurgeryError(f"layer {layer.name!r} is called {len(nodes)} times (shared layer)")
-    if not nodes:
-        return []
-    return [t._keras_history.operation.name for t in nodes[0].input_tensors]
-
-
 def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarray | None:
     """The channels kept at ``layer``'s output, given those kept at its inputs."""
     name, kind = layer.name, type(layer).__name__
@@ -280,7 +263,7 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
     if isinstance(layer, keras.layers.Concatenate):
         if layer.axis not in (-1, len(layer.output.shape) - 1):
             raise SurgeryError(f"layer {name!r} ({kind}) concatenates axis {layer.axis}")
-        widths = [int(t.shape[-1]) for t in layer._inbound_nodes[0].input_tensors]
+        widths = [int(t.shape[-1]) for t in inbound_tensors(layer)]
         offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
         parts = [np.arange(w) if k is None else k for k, w in zip(in_kept, widths)]
         return np.concatenate([p + o for p, o in zip(parts, offsets)])

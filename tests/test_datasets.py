@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from keras_compress.datasets import fashion_mnist, read_idx
+from keras_compress.examples.datasets import fashion_mnist, read_idx
 
 
 def test_fashion_mnist_loads_debian_package_files():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_compress as kc
-from keras_compress.datasets import gettext_pairs
+from keras_compress.examples.datasets import gettext_pairs
 from keras_compress.fixed_point import quantize_weights
 from keras_compress.pruning_masks import load_imbalance, pe_groups
 
@@ -60,7 +60,7 @@ def class_weights(model):
     """Each class's (signed) pruned weights, concatenated: the oracle's input."""
     out = {}
     for wrapper in kc.pruning_wrappers(model):
-        for path, variable in zip(wrapper.weight_paths, wrapper.pruned_variables):
+        for path, variable in zip(wrapper.weight_paths, wrapper.compressed_variables):
             name = f"{wrapper.layer.name}/{path}"
             group = next(g for g, pats in GROUPS.items() if name.startswith(g + "/"))
             out.setdefault(group, []).append(np.asarray(variable.numpy()).ravel())

@@ -18,7 +18,7 @@ class ZerosStayZero(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         zeros = []
         for wrapper in kc.pruning_wrappers(self.model):
-            for var, mask in zip(wrapper.pruned_variables, wrapper.masks):
+            for var, mask in zip(wrapper.compressed_variables, wrapper.masks):
                 w, m = var.numpy(), mask.numpy()
                 assert np.all(w[~m] == 0) and not np.any(np.signbit(w[~m]))
                 zeros.append(w == 0)
@@ -73,7 +73,7 @@ def test_masks_in_the_model_match_the_numpy_oracle(toy_data, criterion):
     x, y = toy_data
     model = _compiled(kc.make_prunable(mlp()))
     model.fit(x, y, epochs=1, verbose=0)  # the wrapper also trains without the callback
-    before = [v.numpy() for w in kc.pruning_wrappers(model) for v in w.pruned_variables]
+    before = [v.numpy() for w in kc.pruning_wrappers(model) for v in w.compressed_variables]
     ones = [np.ones(w.shape, bool) for w in before]
     oracle = pm.compute_masks(criterion, before, ones, [0.7] * 3)
     callback = kc.MagnitudePruning(0.7, schedule="constant", criterion=criterion)
@@ -90,7 +90,7 @@ def test_groups_merge_weight_classes(toy_data):
     callback = kc.MagnitudePruning(
         0.6, schedule="constant", groups={"hidden": ["fc1/kernel", "fc2/kernel"]}
     )
-    before = [v.numpy() for w in kc.pruning_wrappers(model) for v in w.pruned_variables]
+    before = [v.numpy() for w in kc.pruning_wrappers(model) for v in w.compressed_variables]
     model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0, callbacks=[callback])
     hidden = pm.class_blind_masks(before[:2], [np.ones(b.shape, bool) for b in before[:2]], 0.6)
     masks = [m.numpy() for w in kc.pruning_wrappers(model) for m in w.masks]
@@ -158,7 +158,7 @@ def test_bad_arguments_fail_before_training(toy_data):
 
 
 def test_make_prunable_selection_and_errors():
-    model = kc.zoo.lenet5()
+    model = kc.examples.lenet5()
     wrapped = kc.make_prunable(model, layers=[keras.layers.Conv2D, "fc2"])
     names = [w.layer.name for w in kc.pruning_wrappers(wrapped)]
     assert names == ["conv1", "conv2", "fc2"]

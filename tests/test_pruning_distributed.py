@@ -25,7 +25,7 @@ def test_mirrored_strategy_gives_the_same_masks_on_every_replica(toy_data, mirro
     for wrapper in kc.pruning_wrappers(model):
         steps = _replica_values(wrapper.step)
         assert len(steps) == 2 and all(int(s) == 24 for s in steps)
-        for var, mask in zip(wrapper.pruned_variables, wrapper.masks):
+        for var, mask in zip(wrapper.compressed_variables, wrapper.masks):
             masks, weights = _replica_values(mask), _replica_values(var)
             assert len(masks) == 2 and len(weights) == 2
             np.testing.assert_array_equal(masks[0], masks[1])

@@ -7,10 +7,10 @@ import keras_compress as kc
 
 
 def test_lenet_300_100_pruned_to_90_percent_keeps_accuracy():
-    (x_train, y_train), (x_test, y_test) = kc.datasets.fashion_mnist()
+    (x_train, y_train), (x_test, y_test) = kc.examples.fashion_mnist()
     x_train, y_train = x_train[:12000, ..., None] / 255.0, y_train[:12000]
     x_test, y_test = x_test[:3000, ..., None] / 255.0, y_test[:3000]
-    model = kc.zoo.lenet_300_100()
+    model = kc.examples.lenet_300_100()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=128, epochs=4, verbose=0)

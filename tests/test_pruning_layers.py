@@ -59,7 +59,9 @@ def test_every_weight_matrix_reaches_its_sparsity(case):
     if case == "bidirectional":
         assert any("forward" in n for n in names) and any("backward" in n for n in names)
     for wrapper in kc.pruning_wrappers(model):
-        for path, var, mask in zip(wrapper.weight_paths, wrapper.pruned_variables, wrapper.masks):
+        for path, var, mask in zip(
+            wrapper.weight_paths, wrapper.compressed_variables, wrapper.masks
+        ):
             w, m = var.numpy(), mask.numpy()
             assert (~m).sum() == round(0.6 * m.size), path
             assert np.all(w[~m] == 0) and np.all(w[m] != 0), path

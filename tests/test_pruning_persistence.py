@@ -50,7 +50,7 @@ def test_save_load_mid_pruning_then_fit_continues(toy_data, tmp_path):
         assert not np.any(after & ~before)  # nothing pruned before grew back
     assert kc.sparsity(loaded)["total"] == pytest.approx(0.8, abs=2e-3)
     for wrapper in kc.pruning_wrappers(loaded):
-        for var, mask in zip(wrapper.pruned_variables, wrapper.masks):
+        for var, mask in zip(wrapper.compressed_variables, wrapper.masks):
             assert np.all(var.numpy()[~mask.numpy()] == 0)
 
 

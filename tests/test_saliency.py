@@ -127,7 +127,7 @@ def test_obd_drives_the_pruning_callback():
 def test_per_example_fisher_is_the_mean_of_squared_example_gradients():
     model, x, _ = regression([1.0, 2.0, 0.5], [0.3, -0.2, 0.7], n=16)
     y = np.random.default_rng(9).normal(size=(16, 1)).astype("float32")  # residuals != 0
-    fisher = kc.hessian.fisher_diagonal(model, [(x[:8], y[:8]), (x[8:], y[8:])], "mse",
+    fisher = kc.core.hessian.fisher_diagonal(model, [(x[:8], y[:8]), (x[8:], y[8:])], "mse",
                                         per_example=True)["fc/kernel"]  # fmt: skip
     residual = x @ model.get_layer("fc").kernel.numpy() - y  # d loss_n / d w = 2 r_n x_n
     expected = np.mean((2 * residual * x) ** 2, axis=0)[:, None]

@@ -139,14 +139,14 @@ def test_other_quantizers_share_weights(toy_data, quantizer):
     x, y = toy_data
     model = _trained(toy_data)
     batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
-    hessian = kc.hessian.fisher_diagonal(model, batches, LOSS)
+    hessian = kc.core.hessian.fisher_diagonal(model, batches, LOSS)
     shared = kc.share_weights(model, bits=3, quantizer=quantizer, hessian=hessian, lam=1e-4)
     assert max(_distinct(shared).values()) <= 8
 
 
 def test_adam_second_moments_are_a_hessian_estimate(toy_data):
     model = _trained(toy_data)
-    v = kc.hessian.adam_second_moments(model)
+    v = kc.core.hessian.adam_second_moments(model)
     assert set(v) == {"fc1/kernel", "fc2/kernel", "out/kernel"}
     assert all(np.all(a >= 0) and np.any(a > 0) for a in v.values())
 

@@ -12,7 +12,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def fashion_subset():
-    (x, y), (xt, yt) = kc.datasets.fashion_mnist()
+    (x, y), (xt, yt) = kc.examples.fashion_mnist()
     x, xt = (
         x.reshape(-1, 784).astype("float32") / 255.0,
         xt.reshape(-1, 784).astype("float32") / 255.0,

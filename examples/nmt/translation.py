@@ -208,7 +208,7 @@ def main() -> None:
     import argparse
 
     import keras_compress as kc
-    from keras_compress.datasets import gettext_pairs
+    from keras_compress.examples.datasets import gettext_pairs
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--epochs", type=int, default=20)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import keras
 
+from keras_compress.core.graph import is_functional
+
 #: ``transform(layer)`` returns ``None`` to copy the layer unchanged, or ``(new_layer, load)``
 #: where ``load()`` copies the weights into ``new_layer`` once the new model is built.
 LayerTransform = Callable[[keras.layers.Layer], "tuple[keras.layers.Layer, Callable] | None"]
@@ -45,7 +47,7 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
-    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
+    if not is_functional(model):
         raise TypeError(
             f"model {model.name!r} is a subclassed keras.Model; only Sequential and functional "
             "models can be rebuilt. Wrap its layers yourself or build it functionally."
@@ -83,11 +85,6 @@ def _call_dropping_mask(layer: keras.layers.Layer, *args, **kwargs):
         if "mask" not in parameters and not takes_any:
             kwargs.pop("mask")
     return layer(*args, **kwargs)
-
-
-def _is_functional(model: keras.Model) -> bool:
-    # Functional models (and Sequential) are the ones built from a graph of layers.
-    return hasattr(model, "_operations") and hasattr(model, "_nodes_by_depth")
 
 
 def iter_layers(model: keras.Model):

@@ -1,4 +1,4 @@
-"""Which weights of a layer are compressible, and how layers are selected by the user.
+"""Which weights of a layer are compressible, and where they sit below the layer.
 
 Compressible by default are the weight *matrices* (never biases, norms or scales): ``kernel``
 (Dense, Conv1D/2D/3D, EinsumDense, the cells of SimpleRNN/LSTM/GRU), ``recurrent_kernel``,
@@ -9,8 +9,7 @@ searched through. A custom layer opts in by naming its weights (``weights=["w"]`
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -21,10 +20,6 @@ DEFAULT_WEIGHT_NAMES = (
     "pointwise_kernel",
     "embeddings",
 )
-
-#: What selects a layer: its exact name, a regular expression matched against the whole
-#: name, or a layer class (subclasses match too).
-LayerSelector = str | type
 
 
 def variable_name(variable: keras.Variable) -> str:
@@ -76,47 +71,3 @@ def compressible_variables(
     """
     names = tuple(weight_names) if weight_names is not None else DEFAULT_WEIGHT_NAMES
     return [v for v in layer.trainable_variables if variable_name(v) in names]
-
-
-def layer_matches(layer: keras.layers.Layer, selectors: Iterable[LayerSelector]) -> bool:
-    """Whether ``layer`` is picked by any selector (exact name, full-match regex, or class).
-
-    Example:
-        >>> layer_matches(keras.layers.Dense(2, name="fc1"), ["fc[0-9]"])
-        True
-        >>> layer_matches(keras.layers.Dense(2, name="fc1"), [keras.layers.Conv2D])
-        False
-    """
-    for selector in selectors:
-        if isinstance(selector, type):
-            if isinstance(layer, selector):
-                return True
-        elif selector == layer.name or re.fullmatch(selector, layer.name):
-            return True
-    return False
-
-
-def check_selectors(selectors: Iterable[LayerSelector]) -> list[LayerSelector]:
-    """Validate user selectors: strings must be valid regexes, classes must be Layer classes.
-
-    Example:
-        >>> check_selectors(["fc1", keras.layers.Dense])
-        ['fc1', <class 'keras.src.layers.core.dense.Dense'>]
-    """
-    selectors = [selectors] if isinstance(selectors, (str, type)) else list(selectors)
-    for selector in selectors:
-        if isinstance(selector, type):
-            if not issubclass(selector, keras.layers.Layer):
-                raise TypeError(f"layer selector {selector!r} is a class but not a Keras Layer")
-        elif isinstance(selector, str):
-            try:
-                re.compile(selector)
-            except re.error as err:
-                raise ValueError(
-                    f"layer selector {selector!r} is not a valid regex: {err}"
-                ) from err
-        else:
-            raise TypeError(
-                f"layer selectors are names, regexes or Layer classes; got {selector!r}"
-            )
-    return selectors

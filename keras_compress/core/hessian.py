@@ -14,26 +14,8 @@ from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_compress.layer_weights import compressible_variables, relative_path
-from keras_compress.model_rewrite import iter_layers
-
-
-def named_variables(model: keras.Model) -> dict[str, keras.Variable]:
-    """The weight matrices of ``model`` (through wrappers) by ``"layer/weight"`` name.
-
-    Example:
-        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
-        >>> list(named_variables(model))
-        ['fc/kernel']
-    """
-    named = {}
-    for layer in iter_layers(model):
-        inner = getattr(layer, "layer", layer)
-        for variable in compressible_variables(inner):
-            named[f"{inner.name}/{relative_path(inner, variable)}"] = variable
-    return named
+from keras_compress.core.report import weight_variables
 
 
 def fisher_diagonal(
@@ -60,14 +42,16 @@ def fisher_diagonal(
 
     Example:
         >>> import keras_compress as kc
-        >>> model = kc.zoo.lenet_300_100()
+        >>> model = kc.examples.lenet_300_100()
         >>> x, y = np.random.rand(8, 28, 28, 1), np.zeros(8, "int32")
         >>> h = fisher_diagonal(model, [(x, y)], "sparse_categorical_crossentropy")
         >>> h["fc1/kernel"].shape
         (784, 300)
     """
+    import tensorflow as tf  # gradient tapes; imported here so the package imports without it
+
     loss_fn = keras.losses.get(loss)
-    named = named_variables(model)
+    named = weight_variables(model)
     variables = list(named.values())
     sums = [np.zeros(v.shape, np.float64) for v in variables]
     count = 0
@@ -108,7 +92,7 @@ def adam_second_moments(model: keras.Model) -> dict[str, np.ndarray]:
 
     Example:
         >>> import keras_compress as kc
-        >>> model = kc.zoo.lenet_300_100()
+        >>> model = kc.examples.lenet_300_100()
         >>> model.compile("adam", "sparse_categorical_crossentropy")
         >>> _ = model.fit(np.random.rand(8, 28, 28, 1), np.zeros(8), verbose=0)
         >>> adam_second_moments(model)["fc3/kernel"].shape
@@ -118,7 +102,7 @@ def adam_second_moments(model: keras.Model) -> dict[str, np.ndarray]:
     # Keras names an optimizer slot "<variable path with _ for />_<slot>".
     slots = {v.name: v for v in getattr(optimizer, "variables", [])}
     out = {}
-    for name, variable in named_variables(model).items():
+    for name, variable in weight_variables(model).items():
         slot = slots.get(variable.path.replace("/", "_") + "_velocity")
         if slot is None:
             raise ValueError(

@@ -1,0 +1,40 @@
+"""What every feature stands on: weights and their keys, wrappers, selectors, model rewriting.
+
+* ``weights``: which variables of a layer are compressible and their paths below it.
+* ``wrapper``: the base of every keras_compress wrapper, the one wrapper test (``is_wrapper``),
+  the one name of a weight (``weight_key``) and ``strip``.
+* ``selectors``: the one way to pick layers and weights (names, regexes, family words, classes).
+* ``graph``: reading a functional model's graph (the only place touching private Keras).
+* ``rewrite``: cloning a model with some layers replaced, weights carried over.
+* ``report``: per-weight values, tables and sparsity; ``hessian``: Hessian diagonals.
+"""
+
+from keras_compress.core import graph, hessian, report, rewrite, selectors, weights, wrapper
+from keras_compress.core.report import compressed_weights, sparsity, summary, weight_rows
+from keras_compress.core.rewrite import iter_layers
+from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
+from keras_compress.core.wrapper import CompressionWrapper, is_wrapper, strip, unwrap, weight_key
+
+__all__ = [
+    "CompressionWrapper",
+    "LayerSelector",
+    "check_selectors",
+    "compressed_weights",
+    "graph",
+    "hessian",
+    "is_wrapper",
+    "iter_layers",
+    "report",
+    "rewrite",
+    "selectors",
+    "selects",
+    "selects_any",
+    "sparsity",
+    "strip",
+    "summary",
+    "unwrap",
+    "weight_key",
+    "weight_rows",
+    "weights",
+    "wrapper",
+]

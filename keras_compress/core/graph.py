@@ -1,0 +1,74 @@
+"""Reading a functional model's graph: the only module that touches private Keras attributes.
+
+Keras 3 keeps a layer's call sites in ``layer._inbound_nodes`` and a symbolic tensor's
+producer in ``tensor._keras_history``; there is no public API for either (Keras 3.15), so
+every read of them is here, in one place to adapt when Keras changes.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def is_functional(model: keras.Model) -> bool:
+    """Whether ``model`` is built from a graph of layers (functional or Sequential).
+
+    Example:
+        >>> is_functional(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        True
+    """
+    if isinstance(model, keras.Sequential):
+        return True
+    return hasattr(model, "_operations") and hasattr(model, "_nodes_by_depth")
+
+
+def producer_name(tensor) -> str:
+    """The name of the layer (or operation) whose output ``tensor`` is.
+
+    Example:
+        >>> x = keras.Input((3,), name="x")
+        >>> producer_name(keras.layers.Dense(2, name="fc")(x))
+        'fc'
+    """
+    return tensor._keras_history.operation.name
+
+
+def inbound_tensors(layer: keras.layers.Layer) -> list:
+    """The symbolic tensors ``layer`` was called on (empty for an input layer).
+
+    Raises:
+        ValueError: ``layer`` is called more than once (a shared layer).
+
+    Example:
+        >>> x, fc = keras.Input((4,), name="x"), keras.layers.Dense(3, name="fc")
+        >>> y = fc(x)
+        >>> [tuple(t.shape) for t in inbound_tensors(fc)]
+        [(None, 4)]
+    """
+    nodes = layer._inbound_nodes
+    if len(nodes) > 1:
+        raise ValueError(f"layer {layer.name!r} is called {len(nodes)} times (shared layer)")
+    return list(nodes[0].input_tensors) if nodes else []
+
+
+def inbound_names(layer: keras.layers.Layer) -> list[str]:
+    """Names of the layers whose outputs ``layer`` takes (it must be called once).
+
+    Example:
+        >>> inputs, fc = keras.Input((4,), name="x"), keras.layers.Dense(3, name="fc")
+        >>> model = keras.Model(inputs, fc(inputs))
+        >>> inbound_names(fc)
+        ['x']
+    """
+    return [producer_name(t) for t in inbound_tensors(layer)]
+
+
+def output_names(model: keras.Model) -> set[str]:
+    """Names of the layers that produce ``model``'s outputs.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+        >>> output_names(model)
+        {'out'}
+    """
+    return {producer_name(t) for t in model.outputs}

@@ -1,0 +1,154 @@
+"""What every keras_compress wrapper shares: the one test for it, ``strip``, and weight keys."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import keras
+
+from keras_compress.core.rewrite import fresh_copy, rewrite_model
+from keras_compress.core.weights import compressible_variables, relative_path
+
+
+class CompressionWrapper(keras.layers.Wrapper):
+    """Base of ``PruningWrapper`` and ``WeightSharingWrapper``; not used directly.
+
+    It builds the wrapped layer, finds the weights to compress (``self.compressed_variables``,
+    with their paths below the layer in ``self.weight_paths``), passes Keras masks through, and
+    strips back to a plain layer. Subclasses add their state in ``build`` and report the
+    weights as the model computes with them in ``compressed_weights``.
+
+    Args:
+        layer: the layer to wrap.
+        weights: names of the variables to compress (``None``: the weight matrices, see
+            ``keras_compress.core.weights``).
+        **kwargs: passed to ``keras.layers.Wrapper``.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> issubclass(kc.PruningWrapper, CompressionWrapper)
+        True
+    """
+
+    def __init__(self, layer: keras.layers.Layer, weights: Sequence[str] | None = None, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.weight_names = list(weights) if weights is not None else None
+        self.supports_masking = layer.supports_masking
+
+    def _build_layer(self, input_shape) -> list[keras.Variable]:
+        """Build the wrapped layer; return the variables to compress (error if none)."""
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        variables = compressible_variables(self.layer, self.weight_names)
+        if not variables:
+            wanted = self.weight_names or "the default weight matrices"
+            raise ValueError(
+                f"layer {self.layer.name!r} ({type(self.layer).__name__}) has no trainable "
+                f"weights named {wanted}; name its weights with weights=[...]"
+            )
+        self.weight_paths = [relative_path(self.layer, v) for v in variables]
+        self.compressed_variables = variables
+        return variables
+
+    def _call_layer(self, inputs, args, training, mask, kwargs):
+        # Only layers whose call takes a mask get one (LSTM does, Dense does not; Keras's own
+        # __call__ would reject it for Dense behind a masking Embedding).
+        if mask is not None and "mask" in inspect.signature(self.layer.call).parameters:
+            kwargs["mask"] = mask
+        return self.layer(inputs, *args, training=training, **kwargs)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
+        return self.layer.compute_mask(inputs, previous_mask)
+
+    def compressed_weights(self) -> list[tuple[str, object]]:
+        """``(path, value)`` of each compressed weight as the model computes with it."""
+        raise NotImplementedError
+
+    def strip_layer(self):
+        """A plain copy of the wrapped layer and a function loading the compressed values.
+
+        Used by ``keras_compress.core.wrapper``; returns ``(layer, load)``.
+        """
+        plain = fresh_copy(self.layer)
+        values = dict(self.compressed_weights())
+
+        def load():
+            paths = [relative_path(self.layer, v) for v in self.layer.weights]
+            plain.set_weights([values.get(p, v.numpy()) for p, v in zip(paths, self.layer.weights)])
+
+        return plain, load
+
+    def get_config(self) -> dict:
+        """Serializable config: the wrapped layer and the compressed weight names."""
+        return {**super().get_config(), "weights": self.weight_names}
+
+
+def is_wrapper(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` is a keras_compress wrapper (not one of Keras's own wrappers).
+
+    Example:
+        >>> import keras_compress as kc
+        >>> is_wrapper(kc.PruningWrapper(keras.layers.Dense(2)))
+        True
+        >>> is_wrapper(keras.layers.TimeDistributed(keras.layers.Dense(2)))
+        False
+    """
+    return isinstance(layer, CompressionWrapper)
+
+
+def unwrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer a keras_compress wrapper holds; any other layer (Keras's wrappers too) itself.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> unwrap(kc.PruningWrapper(keras.layers.Dense(2, name="fc"))).name
+        'fc'
+    """
+    return layer.layer if is_wrapper(layer) else layer
+
+
+def weight_key(layer: keras.layers.Layer, variable: keras.Variable) -> str:
+    """The one name of a weight everywhere in keras_compress: ``"<layer>/<path below it>"``.
+
+    ``layer`` is the model's layer that owns ``variable``; keras_compress wrappers are seen
+    through (a pruned ``fc1`` still names its kernel ``"fc1/kernel"``), Keras's own wrappers
+    are not (``"td/fc/kernel"`` for ``TimeDistributed(Dense(name="fc"), name="td")``,
+    ``"bi/forward_lstm/lstm_cell/kernel"`` in a ``Bidirectional`` named ``"bi"``). Reports,
+    Hessians, pruning classes and sharing all use these keys.
+
+    Example:
+        >>> td = keras.layers.TimeDistributed(keras.layers.Dense(2, name="fc"), name="td")
+        >>> td.build((None, 5, 3))
+        >>> weight_key(td, td.layer.kernel)
+        'td/fc/kernel'
+    """
+    inner = unwrap(layer)
+    return f"{inner.name}/{relative_path(inner, variable)}"
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """Return a copy of ``model`` with every keras_compress wrapper replaced by its plain layer.
+
+    The compressed weights (pruned zeros, shared values) are kept; masks, codebooks and step
+    counters are dropped. The result is uncompiled and depends on Keras alone, so
+    ``keras.models.load_model`` reads it without keras_compress installed.
+
+    Args:
+        model: a Sequential or functional model, wrapped or not.
+
+    Returns:
+        The plain model (a new object; ``model`` is not changed).
+
+    Example:
+        >>> import keras_compress as kc
+        >>> model = kc.make_prunable(kc.examples.lenet_300_100())
+        >>> [type(layer).__name__ for layer in strip(model).layers]
+        ['Flatten', 'Dense', 'Dense', 'Dense']
+    """
+
+    def transform(layer):
+        return layer.strip_layer() if is_wrapper(layer) else None
+
+    return rewrite_model(model, transform)
