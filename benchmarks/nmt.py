@@ -42,7 +42,7 @@ import keras_compress as kc
 from keras_compress.distillation import hinton
 from keras_compress.examples.datasets import gettext_pairs
 from keras_compress.fixed_point import quantize_weights
-from keras_compress.pruning_masks import compute_masks, load_imbalance, pe_groups
+from keras_compress.pruning.masks import compute_masks, load_imbalance, pe_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
 from translation import (  # noqa: E402

@@ -22,7 +22,7 @@ import results_io
 from fashion import BATCH, accuracy, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
-from keras_compress import pruning_masks
+from keras_compress.pruning.masks import compute_masks
 
 CURVE_LEVELS = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.98]
 RETRAIN_LEVELS = [0.5, 0.7, 0.8, 0.9, 0.95, 0.97]
@@ -34,7 +34,7 @@ def one_shot(model, level, criterion):
     layers = [layer for layer in copy.layers if hasattr(layer, "kernel")]
     weights = [layer.kernel.numpy() for layer in layers]
     ones = [np.ones(w.shape, bool) for w in weights]
-    masks = pruning_masks.compute_masks(criterion, weights, ones, [level] * len(weights))
+    masks = compute_masks(criterion, weights, ones, [level] * len(weights))
     for layer, w, m in zip(layers, weights, masks):
         layer.kernel.assign(np.where(m, w, 0))
     return copy

@@ -2,7 +2,7 @@
 
 One float model (8 epochs) is pruned to 50/70/80/90% in every layer at once by: magnitude;
 OBD with the empirical Fisher diagonal (per-example squared gradients) and with Hutchinson's
-estimate (``1/2 * H_kk * w_k^2``); and layer-wise OBS (``kc.saliency.obs_prune_model``, the
+estimate (``1/2 * H_kk * w_k^2``); and layer-wise OBS (``kc.pruning.saliency.obs_prune_model``, the
 layers' inputs on 2,048 training images, damping 0.01). Test accuracy right after pruning and
 after one epoch of retraining with the masks held; the seconds each method takes to score the
 weights (OBS: to choose and correct them, per level). No goal is set by the issue: the
@@ -23,7 +23,7 @@ import results_io
 from fashion import BATCH, LOSS, compiled, data
 
 import keras_compress as kc
-from keras_compress.saliency import obd_scores, obs_prune_model
+from keras_compress.pruning.saliency import obd_scores, obs_prune_model
 
 LAYERS = ("fc1", "fc2", "fc3")
 

@@ -14,10 +14,8 @@ from keras_compress import (
     examples,
     fixed_point,
     kmeans1d,
-    pruning_masks,
+    pruning,
     quantizers,
-    saliency,
-    schedules,
     sidecar,
     surgery,
     tflm,
@@ -27,10 +25,10 @@ from keras_compress.apoz import APoZMonitor, select_units
 from keras_compress.core.report import sparsity, summary, weight_rows
 from keras_compress.core.wrapper import strip
 from keras_compress.export import export
-from keras_compress.pruning import make_prunable, pruning_wrappers
-from keras_compress.pruning_callback import MagnitudePruning
-from keras_compress.pruning_wrapper import MaskConstraint, PruningWrapper
-from keras_compress.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
+from keras_compress.pruning.callback import MagnitudePruning
+from keras_compress.pruning.prunable import make_prunable, pruning_wrappers
+from keras_compress.pruning.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
+from keras_compress.pruning.wrapper import MaskConstraint, PruningWrapper
 from keras_compress.sharing import share_weights
 from keras_compress.sharing_wrapper import WeightSharingWrapper
 from keras_compress.surgery import remove_units
@@ -56,12 +54,10 @@ __all__ = [
     "fixed_point",
     "kmeans1d",
     "make_prunable",
-    "pruning_masks",
+    "pruning",
     "pruning_wrappers",
     "quantizers",
     "remove_units",
-    "saliency",
-    "schedules",
     "select_units",
     "share_weights",
     "sidecar",

@@ -14,7 +14,7 @@ import pytest
 import keras_compress as kc
 from keras_compress.examples.datasets import gettext_pairs
 from keras_compress.fixed_point import quantize_weights
-from keras_compress.pruning_masks import load_imbalance, pe_groups
+from keras_compress.pruning.masks import load_imbalance, pe_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
 from translation import (  # noqa: E402
@@ -117,9 +117,9 @@ def test_load_balanced_pruning_gives_every_pe_the_same_non_zeros(toy):
 def test_unbalanced_pruning_is_imbalanced_where_balancing_is_not():
     rng = np.random.default_rng(1)
     w = rng.normal(size=(64, 128)) * np.where(np.arange(128) % 8 < 2, 3.0, 1.0)  # 2 PEs loud
-    plain = kc.pruning_masks.class_uniform_masks([w], [np.ones_like(w, bool)], [0.9])[0]
+    plain = kc.pruning.masks.class_uniform_masks([w], [np.ones_like(w, bool)], [0.9])[0]
     groups = pe_groups(w.shape, 8)
-    balanced = kc.pruning_masks.load_balanced_masks([w], [np.ones_like(w, bool)], [0.9], [groups])[
+    balanced = kc.pruning.masks.load_balanced_masks([w], [np.ones_like(w, bool)], [0.9], [groups])[
         0
     ]
     assert abs(int(plain.sum()) - int(balanced.sum())) <= 8  # per-PE rounding

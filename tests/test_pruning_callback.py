@@ -4,7 +4,7 @@ import pytest
 from conftest import mlp
 
 import keras_compress as kc
-from keras_compress import pruning_masks as pm
+from keras_compress.pruning import masks as pm
 
 
 class ZerosStayZero(keras.callbacks.Callback):

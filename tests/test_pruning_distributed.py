@@ -52,5 +52,5 @@ def test_load_balanced_pruning_under_mirrored_strategy_and_after_save(toy_data, 
             np.testing.assert_array_equal(replicas[0], replicas[1])
             m = np.asarray(kept.numpy())
             np.testing.assert_array_equal(m, replicas[0])  # pruned stays pruned, none revived
-            counts = np.bincount(kc.pruning_masks.pe_groups(m.shape, 4).ravel(), m.ravel())
+            counts = np.bincount(kc.pruning.masks.pe_groups(m.shape, 4).ravel(), m.ravel())
             assert counts.max() - counts.min() <= 1

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_compress import pruning_masks as pm
+from keras_compress.pruning import masks as pm
 
 
 def _weights(rng, shapes=((30, 20), (50,), (7, 7, 3))):

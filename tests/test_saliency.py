@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_compress as kc
-from keras_compress.saliency import (
+from keras_compress.pruning.saliency import (
     MAX_OBS_INPUTS,
     hutchinson_diagonal,
     obd_scores,

@@ -1,7 +1,7 @@
 import keras
 import pytest
 
-from keras_compress.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
+from keras_compress.pruning.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
 
 
 def test_polynomial_follows_zhu_gupta_cubic_ramp():

@@ -10,7 +10,7 @@ from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
 from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import is_wrapper
-from keras_compress.pruning_wrapper import PruningWrapper
+from keras_compress.pruning.wrapper import PruningWrapper
 
 
 def make_prunable(

@@ -10,10 +10,10 @@ import numpy as np
 
 from keras_compress.core.selectors import LayerSelector, selects, selects_any
 from keras_compress.core.wrapper import weight_key
-from keras_compress.pruning import pruning_wrappers
-from keras_compress.pruning_masks import CRITERIA, compute_masks, load_balanced_masks, pe_groups
-from keras_compress.pruning_wrapper import PruningWrapper
-from keras_compress.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_compress.pruning.masks import CRITERIA, compute_masks, load_balanced_masks, pe_groups
+from keras_compress.pruning.prunable import pruning_wrappers
+from keras_compress.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_compress.pruning.wrapper import PruningWrapper
 
 SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
 
@@ -96,7 +96,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         groups: regroup weight classes, ``{group_name: [selector, ...]}``: the weights the
             selectors pick share one class (by default each weight tensor is one class).
         saliency: rank weights by ``saliency(model)[name]`` (``{"layer/weight": array}``)
-            instead of their magnitude, e.g. OBD's ``keras_compress.saliency.obd_scores``;
+            instead of their magnitude, e.g. OBD's ``keras_compress.pruning.saliency.obd_scores``;
             with ``"class_uniform"`` or ``"class_blind"``. Not part of ``get_config``.
         load_balance: ESE's load-balance-aware pruning over this many processing elements
             (32 in the paper): the outputs (last axis) of each weight are interleaved over the
