@@ -20,7 +20,7 @@ import numpy as np
 import results_io
 from sklearn.cluster import KMeans
 
-from keras_compress.kmeans1d import initial_centroids, kmeans1d
+from keras_compress.sharing.kmeans1d import initial_centroids, kmeans1d
 
 
 def weights(n: int, seed: int = 0) -> np.ndarray:

@@ -41,8 +41,8 @@ import results_io
 import keras_compress as kc
 from keras_compress.distillation import hinton
 from keras_compress.examples.datasets import gettext_pairs
-from keras_compress.fixed_point import quantize_weights
 from keras_compress.pruning.masks import compute_masks, load_imbalance, pe_groups
+from keras_compress.sharing.fixed_point import quantize_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
 from translation import (  # noqa: E402

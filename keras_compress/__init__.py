@@ -12,10 +12,8 @@ from keras_compress import (
     core,
     distillation,
     examples,
-    fixed_point,
-    kmeans1d,
     pruning,
-    quantizers,
+    sharing,
     sidecar,
     surgery,
     tflm,
@@ -30,7 +28,7 @@ from keras_compress.pruning.prunable import make_prunable, pruning_wrappers
 from keras_compress.pruning.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
 from keras_compress.pruning.wrapper import MaskConstraint, PruningWrapper
 from keras_compress.sharing import share_weights
-from keras_compress.sharing_wrapper import WeightSharingWrapper
+from keras_compress.sharing.wrapper import WeightSharingWrapper
 from keras_compress.surgery import remove_units
 from keras_compress.trimming import trim_iteratively
 
@@ -51,15 +49,13 @@ __all__ = [
     "examples",
     "distillation",
     "export",
-    "fixed_point",
-    "kmeans1d",
     "make_prunable",
     "pruning",
     "pruning_wrappers",
-    "quantizers",
     "remove_units",
     "select_units",
     "share_weights",
+    "sharing",
     "sidecar",
     "sparsity",
     "strip",

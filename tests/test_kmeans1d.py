@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from keras_compress.kmeans1d import BinnedData, initial_centroids, kmeans1d
+from keras_compress.sharing.kmeans1d import BinnedData, initial_centroids, kmeans1d
 
 
 @pytest.mark.parametrize("init", ["linear", "density", "forgy", "kmeans++"])

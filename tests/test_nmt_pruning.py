@@ -13,8 +13,8 @@ import pytest
 
 import keras_compress as kc
 from keras_compress.examples.datasets import gettext_pairs
-from keras_compress.fixed_point import quantize_weights
 from keras_compress.pruning.masks import load_imbalance, pe_groups
+from keras_compress.sharing.fixed_point import quantize_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
 from translation import (  # noqa: E402

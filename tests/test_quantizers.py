@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from keras_compress.coding.entropy import entropy_bits
-from keras_compress.kmeans1d import kmeans1d
-from keras_compress.quantizers import ecsq, linear_quantize, uniform_quantize
+from keras_compress.sharing.kmeans1d import kmeans1d
+from keras_compress.sharing.quantizers import ecsq, linear_quantize, uniform_quantize
 
 
 def test_uniform_bins_have_equal_width_and_mean_representatives():

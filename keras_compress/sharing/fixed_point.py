@@ -23,7 +23,7 @@ from keras_compress.core.rewrite import iter_layers
 from keras_compress.core.selectors import LayerSelector, check_selectors, selects_any
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import weight_key
-from keras_compress.quantizers import linear_quantize
+from keras_compress.sharing.quantizers import linear_quantize
 
 
 def quantize_weights(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_compress.kmeans1d import Clustering, validated
+from keras_compress.sharing.kmeans1d import Clustering, validated
 
 
 def uniform_quantize(x: np.ndarray, k: int, sample_weight: np.ndarray | None = None) -> Clustering:

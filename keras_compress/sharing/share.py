@@ -11,9 +11,9 @@ from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
 from keras_compress.core.selectors import LayerSelector, check_selectors, selects
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import strip, weight_key
-from keras_compress.kmeans1d import INITS, Clustering, kmeans1d
-from keras_compress.quantizers import ecsq, uniform_quantize
-from keras_compress.sharing_wrapper import WeightSharingWrapper
+from keras_compress.sharing.kmeans1d import INITS, Clustering, kmeans1d
+from keras_compress.sharing.quantizers import ecsq, uniform_quantize
+from keras_compress.sharing.wrapper import WeightSharingWrapper
 
 QUANTIZERS = ("kmeans", "hessian_kmeans", "uniform", "ecsq")
 
