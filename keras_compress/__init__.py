@@ -7,7 +7,6 @@ Example:
 """
 
 from keras_compress import (
-    apoz,
     coding,
     core,
     distillation,
@@ -15,11 +14,9 @@ from keras_compress import (
     pruning,
     sharing,
     sidecar,
-    surgery,
     tflm,
     trimming,
 )
-from keras_compress.apoz import APoZMonitor, select_units
 from keras_compress.core.report import sparsity, summary, weight_rows
 from keras_compress.core.wrapper import strip
 from keras_compress.export import export
@@ -29,8 +26,9 @@ from keras_compress.pruning.schedules import ConstantSparsity, IterativeRounds, 
 from keras_compress.pruning.wrapper import MaskConstraint, PruningWrapper
 from keras_compress.sharing import share_weights
 from keras_compress.sharing.wrapper import WeightSharingWrapper
-from keras_compress.surgery import remove_units
-from keras_compress.trimming import trim_iteratively
+from keras_compress.trimming import APoZMonitor, measure_apoz, select_units
+from keras_compress.trimming.iterative import trim_iteratively
+from keras_compress.trimming.surgery import remove_units
 
 __version__ = "0.1.0"
 
@@ -43,13 +41,13 @@ __all__ = [
     "PolynomialDecay",
     "PruningWrapper",
     "WeightSharingWrapper",
-    "apoz",
     "coding",
     "core",
     "examples",
     "distillation",
     "export",
     "make_prunable",
+    "measure_apoz",
     "pruning",
     "pruning_wrappers",
     "remove_units",
@@ -60,7 +58,6 @@ __all__ = [
     "sparsity",
     "strip",
     "summary",
-    "surgery",
     "tflm",
     "trim_iteratively",
     "trimming",

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_compress as kc
-from keras_compress.apoz import APoZMonitor, apoz, relu_points, select_units
+from keras_compress.trimming.apoz import APoZMonitor, measure_apoz, relu_points, select_units
 
 L = keras.layers
 
@@ -23,7 +23,7 @@ def conv_net():
 def test_apoz_equals_the_fraction_of_zeros_over_examples_and_positions():
     model = conv_net()
     x = np.random.default_rng(1).normal(size=(70, 8, 8, 2)).astype("float32")
-    scores = apoz(model, x, batch_size=16)  # 70 = 4 full batches and a partial one
+    scores = measure_apoz(model, x, batch_size=16)  # 70 = 4 full batches and a partial one
     assert set(scores) == {"conv", "fc"}  # never the output layer
     relu = keras.Model(model.inputs, model.get_layer("relu").output).predict(x, verbose=0)
     np.testing.assert_allclose(scores["conv"], (relu == 0).mean(axis=(0, 1, 2)))
@@ -39,7 +39,7 @@ def test_dead_and_live_units_are_told_apart_from_a_dataset():
     model.get_layer("fc").set_weights([kernel, bias])
     x = np.random.default_rng(2).normal(size=(200, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, np.zeros(200))).batch(32)
-    scores = apoz(model, data)["fc"]
+    scores = measure_apoz(model, data)["fc"]
     assert scores[0] == 1.0 and scores[1] == 0.0
     assert scores[2] == pytest.approx(np.mean(x[:, 0] <= 0))
     assert scores[3] == 1.0  # relu(0) = 0: a unit that never fires counts as zero
@@ -52,7 +52,7 @@ def test_relu_behind_batchnorm_belongs_to_the_convolution():
     functional = keras.Model(inputs, L.Dense(2, name="o")(L.Activation("relu")(hidden)))
     assert list(relu_points(functional)) == ["h"]
     with pytest.raises(ValueError, match="no ReLU follows layer\\(s\\) \\['o'\\]"):
-        apoz(functional, np.zeros((2, 4)), layers=["o"])
+        measure_apoz(functional, np.zeros((2, 4)), layers=["o"])
 
 
 def test_selection_rules():
@@ -86,9 +86,9 @@ def test_mirrored_strategy_gives_the_same_apoz_and_trims(mirrored):
     with mirrored.scope():
         distributed = conv_net()
         distributed.set_weights(plain.get_weights())
-        scores = apoz(distributed, x, batch_size=16)
+        scores = measure_apoz(distributed, x, batch_size=16)
         trimmed = kc.remove_units(distributed, select_units(scores, "fraction", 0.5))
-    reference = apoz(plain, x, batch_size=16)
+    reference = measure_apoz(plain, x, batch_size=16)
     for name in reference:
         np.testing.assert_allclose(scores[name], reference[name])
     assert trimmed.get_layer("conv").filters == 3

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compress.surgery import SurgeryError, remove_units
+from keras_compress.trimming.surgery import SurgeryError, remove_units
 
 L = keras.layers
 

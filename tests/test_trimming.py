@@ -6,7 +6,7 @@ import tensorflow as tf
 from conftest import mlp
 
 import keras_compress as kc
-from keras_compress.trimming import trim_iteratively
+from keras_compress.trimming.iterative import trim_iteratively
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -71,7 +71,7 @@ def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path):
     keras.utils.set_random_seed(3)
     model = compiled(mlp())
     model.fit(x, y, epochs=2, verbose=0)
-    trimmed = kc.remove_units(model, kc.select_units(kc.apoz.apoz(model, x), "fraction", 0.25))
+    trimmed = kc.remove_units(model, kc.select_units(kc.measure_apoz(model, x), "fraction", 0.25))
     assert trimmed.get_layer("fc1").units == 24 and trimmed.get_layer("fc2").units == 12
     pruned = compiled(kc.make_prunable(trimmed))
     pruned.fit(x, y, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.7, end_step=10)])

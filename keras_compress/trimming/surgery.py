@@ -273,7 +273,7 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
             raise _MergeConflict(layer, in_kept)
         return first
     raise SurgeryError(
-        f"layer {name!r} ({kind}) cannot drop input channels: keras_compress.surgery supports "
+        f"layer {name!r} ({kind}) cannot drop input channels: remove_units supports "
         "Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization, pooling, Flatten, "
         "Concatenate, Add-like merges and weightless pass-through layers"
     )

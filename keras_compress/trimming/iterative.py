@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from keras_compress.apoz import apoz, select_units
-from keras_compress.surgery import remove_units
+from keras_compress.trimming.apoz import measure_apoz, select_units
+from keras_compress.trimming.surgery import remove_units
 
 
 @dataclass
@@ -92,7 +92,7 @@ def trim_iteratively(
     rounds = [TrimRound(0, model, model.count_params(), baseline)]
     best = current = model
     for number in range(1, max_rounds + 1):
-        chosen = select_units(apoz(current, data, layers=layers), rule, value, min_units)
+        chosen = select_units(measure_apoz(current, data, layers=layers), rule, value, min_units)
         if not chosen:
             break
         current = remove_units(current, chosen)

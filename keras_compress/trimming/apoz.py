@@ -3,7 +3,7 @@
 Hu et al. 2016 (arXiv:1607.03250, equation 1): for unit (or filter) ``c`` of a layer followed
 by a ReLU, APoZ is the fraction of zeros in its output over ``N`` validation examples and the
 ``M`` positions of its feature map. A unit that is zero for most inputs contributes little
-and can be removed (``keras_compress.surgery.remove_units``, ``trimming.trim_iteratively``).
+and can be removed (``surgery.remove_units``, ``iterative.trim_iteratively``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core.graph import inbound_names, output_names
-from keras_compress.surgery import unit_owner, width_key
+from keras_compress.trimming.surgery import unit_owner, width_key
 
 RULES = ("std", "fraction", "cutoff")
 
@@ -48,7 +48,7 @@ def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
     return points
 
 
-def apoz(
+def measure_apoz(
     model: keras.Model, data, batch_size: int = 256, layers: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
     """APoZ of every unit of the layers in ``relu_points(model)`` (or the named ``layers``).
@@ -71,7 +71,7 @@ def apoz(
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, "relu", name="fc"),
         ...                           keras.layers.Dense(1)])
         >>> model.get_layer("fc").set_weights([np.eye(2, dtype="float32"), np.zeros(2)])
-        >>> apoz(model, np.array([[1.0, -1.0], [2.0, -3.0]]))["fc"].tolist()
+        >>> measure_apoz(model, np.array([[1.0, -1.0], [2.0, -3.0]]))["fc"].tolist()
         [0.0, 1.0]
     """
     points = relu_points(model)
@@ -178,7 +178,7 @@ class APoZMonitor(keras.callbacks.Callback):
         """Compute and log the APoZ of every trimmable layer."""
         if (epoch + 1) % self.every:
             return
-        scores = apoz(self.model, self.data, self.batch_size)
+        scores = measure_apoz(self.model, self.data, self.batch_size)
         self.history.append(scores)
         if logs is not None:
             logs.update({f"apoz/{name}": float(s.mean()) for name, s in scores.items()})
