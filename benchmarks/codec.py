@@ -27,8 +27,8 @@ import results_io
 from fashion import BATCH, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
-from keras_compress import sidecar
-from keras_compress.tflite_buffers import weight_buffers
+from keras_compress.deploy import sidecar
+from keras_compress.deploy.tflite_buffers import weight_buffers
 
 C_SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
 

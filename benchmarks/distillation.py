@@ -66,11 +66,11 @@ def compressed(model: keras.Model, x, y, xt, yt, work: Path) -> dict:
     shared = kc.share_weights(pruned, bits={"dense": 3})
     compiled(shared, 1e-4).fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
     report = kc.export(kc.strip(shared), work / "student")
-    decoded = kc.sidecar.join((work / "student.skeleton").read_bytes(),
+    decoded = kc.deploy.sidecar.join((work / "student.skeleton").read_bytes(),
                               (work / "student.kcz").read_bytes())  # fmt: skip
     return {"compressed_accuracy": tflite_accuracy(decoded, xt, yt),
-            "deployable_bytes": report["totals"]["deployable_bytes"],
-            "ratio": report["totals"]["ratio"]}  # fmt: skip
+            "deployable_bytes": report.totals["deployable_bytes"],
+            "ratio": report.totals["ratio"]}  # fmt: skip
 
 
 def main():

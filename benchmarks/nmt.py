@@ -336,7 +336,7 @@ def export_row(model: keras.Model, length: int) -> str:
     inputs = [keras.Input((length,), dtype="int32", batch_size=1) for _ in range(2)]
     fixed = keras.Model(inputs, shared(inputs), name="nmt_fixed_length")
     report = kc.export(fixed, Path(tempfile.mkdtemp()) / "nmt")
-    t = report["totals"]
+    t = report.totals
     return (f".tflite {t['tflite_bytes']:,} B, skeleton + sidecar {t['deployable_bytes']:,} B "
             f"({t['ratio']:.1f}x; all weights 80% pruned, LSTM weights 12-bit fixed point, "
             "the others 5-bit shared)")  # fmt: skip

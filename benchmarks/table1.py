@@ -68,11 +68,11 @@ def exported_row(model, label, bits, work: Path, xt, yt) -> dict:
     """Export, decode skeleton + sidecar again, and measure what ships."""
     report = kc.export(model, work / model.name)
     prefix = work / model.name
-    decoded = kc.sidecar.join(
+    decoded = kc.deploy.sidecar.join(
         prefix.with_suffix(".skeleton").read_bytes(), prefix.with_suffix(".kcz").read_bytes()
     )
-    totals = report["totals"]
-    coded = [r["entropy_bytes"] for r in report["tensors"] if r["stored"] == "sidecar"]
+    totals = report.totals
+    coded = [r["entropy_bytes"] for r in report.tensors if r["stored"] == "sidecar"]
     return {"row": label, "bits": bits, "accuracy": tflite_accuracy(decoded, xt, yt),
             "deployable_bytes": totals["deployable_bytes"], "tflite_bytes": totals["tflite_bytes"],
             "ratio": totals["ratio"], "skeleton_bytes": totals["skeleton_bytes"],

@@ -126,12 +126,12 @@ def main():
                            if c.chosen != "none")  # fmt: skip
         row, _ = measure(label, result.data, xq, yt, reference, args.runs, chosen)
         rows.append(row)
-        reports[label] = result.report_markdown()
-    decoded = kc.sidecar.join((work / "compressed.skeleton").read_bytes(),
+        reports[label] = result.markdown()
+    decoded = kc.deploy.sidecar.join((work / "compressed.skeleton").read_bytes(),
                               (work / "compressed.kcz").read_bytes())  # fmt: skip
     row, _ = measure("skeleton + sidecar (decoded before running)", decoded, xq, yt, reference,
                      args.runs)  # fmt: skip
-    row["bytes"] = report["totals"]["deployable_bytes"]
+    row["bytes"] = report.totals["deployable_bytes"]
     rows.append(row)
     base = rows[1]
     for row in rows:

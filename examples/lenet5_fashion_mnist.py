@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_compress as kc
-from keras_compress.export import convert, report_markdown
+from keras_compress.deploy import convert
 
 HAN_LEVELS = {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -42,7 +42,7 @@ def decode_with_c(prefix: Path) -> bytes:
     gcc = shutil.which("gcc")
     if gcc is None:
         print("gcc not found: decoding with the Python decoder instead")
-        return kc.sidecar.join(skeleton.read_bytes(), sidecar.read_bytes())
+        return kc.deploy.sidecar.join(skeleton.read_bytes(), sidecar.read_bytes())
     work = Path(tempfile.mkdtemp())
     binary, out = work / "kcz_cli", work / "decoded.tflite"
     sources = [str(C_SOURCE / "kcz_decode.c"), str(C_SOURCE / "kcz_cli.c")]
@@ -88,7 +88,7 @@ def plot(shared, report, stages, path: Path) -> None:
     bar.bar(names, [s / 1024 for s in sizes], color=["gray", "tab:orange", "tab:green"])
     for i, s in enumerate(sizes):
         bar.text(i, s / 1024, f"{s / 1024:.1f} KiB", ha="center", va="bottom", fontsize=8)
-    bar.set(title=f"deployable size ({report['totals']['ratio']:.1f}x smaller)", ylabel="KiB")
+    bar.set(title=f"deployable size ({report.totals['ratio']:.1f}x smaller)", ylabel="KiB")
     bar.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -124,13 +124,13 @@ def main() -> None:
     print("== 4/5 export: .tflite + skeleton + Huffman-coded sidecar")
     out = Path(args.out)
     report = kc.export(shared, out / "lenet5")
-    print(report_markdown(report))
+    print(report.markdown())
 
     print("== 5/5 decode skeleton + sidecar and check the decoded model")
     decoded = decode_with_c(out / "lenet5")
     assert decoded == (out / "lenet5.tflite").read_bytes(), "decoded model differs"
     accuracy = tflite_accuracy(decoded, xt, yt)
-    t = report["totals"]
+    t = report.totals
     stages = [("float32 .tflite", t["tflite_bytes"]), ("pruned, gzip -9", pruned_gzip),
               ("skeleton + sidecar", t["deployable_bytes"])]  # fmt: skip
     plot(shared, report, stages, out / "lenet5.png")

@@ -1,10 +1,21 @@
 """keras-compress: Deep Compression for Keras 3 models, from ``model.fit`` to TFLite.
 
+The names here are the whole user-facing API; each feature's package (``pruning``,
+``sharing``, ``trimming``, ``distillation``, ``deploy``, ``tflm``) holds the rest, over
+``core`` (weights, wrappers, selectors, rewriting) and ``coding`` (pure-numpy coding).
+``deploy`` and ``tflm`` need TensorFlow's TFLite tooling and load on first use, so pruning
+and sharing import without them.
+
 Example:
     >>> import keras_compress as kc
     >>> model = kc.make_prunable(kc.examples.lenet_300_100())
     >>> callback = kc.MagnitudePruning(target=0.92, schedule="polynomial")
+    >>> [type(layer).__name__ for layer in kc.strip(model).layers]
+    ['Flatten', 'Dense', 'Dense', 'Dense']
 """
+
+import importlib
+import importlib.metadata
 
 from keras_compress import (
     coding,
@@ -13,38 +24,67 @@ from keras_compress import (
     examples,
     pruning,
     sharing,
-    sidecar,
-    tflm,
     trimming,
 )
-from keras_compress.core.report import sparsity, summary, weight_rows
-from keras_compress.core.wrapper import strip
-from keras_compress.export import export
-from keras_compress.pruning.callback import MagnitudePruning
-from keras_compress.pruning.prunable import make_prunable, pruning_wrappers
-from keras_compress.pruning.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
-from keras_compress.pruning.wrapper import MaskConstraint, PruningWrapper
-from keras_compress.sharing import share_weights
-from keras_compress.sharing.wrapper import WeightSharingWrapper
-from keras_compress.trimming import APoZMonitor, measure_apoz, select_units
-from keras_compress.trimming.iterative import trim_iteratively
-from keras_compress.trimming.surgery import remove_units
+from keras_compress.core import sparsity, strip, summary, weight_key, weight_rows
+from keras_compress.pruning import (
+    ConstantSparsity,
+    IterativeRounds,
+    MagnitudePruning,
+    PolynomialDecay,
+    PruningWrapper,
+    make_prunable,
+    pruning_wrappers,
+)
+from keras_compress.sharing import WeightSharingWrapper, share_weights
+from keras_compress.trimming import (
+    APoZMonitor,
+    measure_apoz,
+    remove_units,
+    select_units,
+    trim_iteratively,
+)
 
-__version__ = "0.1.0"
+try:  # one version source: the package metadata (setup.cfg)
+    __version__ = importlib.metadata.version("keras-compress")
+except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
+
+# Loaded on first use (PEP 562): these import TensorFlow.
+_LAZY = {
+    "deploy": ("keras_compress.deploy", None),
+    "tflm": ("keras_compress.tflm", None),
+    "export": ("keras_compress.deploy", "export"),
+    "ExportReport": ("keras_compress.deploy", "ExportReport"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_compress' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    loaded = importlib.import_module(module)
+    return loaded if attribute is None else getattr(loaded, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "APoZMonitor",
     "ConstantSparsity",
+    "ExportReport",
     "IterativeRounds",
     "MagnitudePruning",
-    "MaskConstraint",
     "PolynomialDecay",
     "PruningWrapper",
     "WeightSharingWrapper",
     "coding",
     "core",
-    "examples",
+    "deploy",
     "distillation",
+    "examples",
     "export",
     "make_prunable",
     "measure_apoz",
@@ -54,12 +94,12 @@ __all__ = [
     "select_units",
     "share_weights",
     "sharing",
-    "sidecar",
     "sparsity",
     "strip",
     "summary",
     "tflm",
     "trim_iteratively",
     "trimming",
+    "weight_key",
     "weight_rows",
 ]

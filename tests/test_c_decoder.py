@@ -67,7 +67,7 @@ def test_c_decoder_rebuilds_the_exported_tflite(cli, exported, tmp_path):
 @pytest.mark.parametrize("seed", range(4))
 def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed):
     model, cuts = _model_bytes(seed)
-    skeleton, side, _ = kc.sidecar.split(model, cuts)
+    skeleton, side, _ = kc.deploy.sidecar.split(model, cuts)
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)
     run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
@@ -81,7 +81,7 @@ def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
     values = np.minimum(rng.geometric(0.3, 100_000), 3000).astype(np.float32) * np.float32(1e-3)
     values[rng.random(values.size) < 0.5] = 0.0  # sparse: a gap stream as well
     model = bytes(24) + values.tobytes() + bytes(8)
-    skeleton, side, entries = kc.sidecar.split(model, [(24, values.nbytes, 4)])
+    skeleton, side, entries = kc.deploy.sidecar.split(model, [(24, values.nbytes, 4)])
     assert side[entries[0].payload_offset + 5] > 10  # max_len: the longest code
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)

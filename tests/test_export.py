@@ -12,7 +12,7 @@ from conftest import mlp
 
 import keras_compress as kc
 from keras_compress.coding.entropy import entropy_bytes
-from keras_compress.export import SUFFIXES
+from keras_compress.deploy import SUFFIXES
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -47,11 +47,11 @@ def test_export_decodes_byte_for_byte_and_runs(compressed, toy_data, tmp_path):
     files = {s: (tmp_path / "out" / f"mlp{s}") for s in SUFFIXES}
     assert all(p.exists() for p in files.values())
     tflite = files[".tflite"].read_bytes()
-    decoded = kc.sidecar.join(files[".skeleton"].read_bytes(), files[".kcz"].read_bytes())
+    decoded = kc.deploy.sidecar.join(files[".skeleton"].read_bytes(), files[".kcz"].read_bytes())
     assert decoded == tflite
-    t = report["totals"]
+    t = report.totals
     assert t["deployable_bytes"] == files[".skeleton"].stat().st_size + files[".kcz"].stat().st_size
-    kernels = [r for r in report["tensors"] if r["stored"] == "sidecar"]
+    kernels = [r for r in report.tensors if r["stored"] == "sidecar"]
     assert kernels and all(r["distinct"] <= 8 for r in kernels)
     before = sum(r["bytes_before"] for r in kernels)
     after = sum(r["bytes_after"] for r in kernels)
@@ -107,10 +107,12 @@ def test_int8_export_round_trips(compressed, toy_data, tmp_path):
     )
     tflite = (tmp_path / "q.tflite").read_bytes()
     assert (
-        kc.sidecar.join((tmp_path / "q.skeleton").read_bytes(), (tmp_path / "q.kcz").read_bytes())
+        kc.deploy.sidecar.join(
+            (tmp_path / "q.skeleton").read_bytes(), (tmp_path / "q.kcz").read_bytes()
+        )
         == tflite
     )
-    assert any(r["dtype"] == "int8" and r["stored"] == "sidecar" for r in report["tensors"])
+    assert any(r["dtype"] == "int8" and r["stored"] == "sidecar" for r in report.tensors)
 
 
 @keras.saving.register_keras_serializable(package="tests")
@@ -143,9 +145,9 @@ def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
         kc.export(shared, tmp_path / "dynamic")
     fixed_input = keras.Input((6,), dtype="int32", batch_size=1)
     report = kc.export(keras.Model(fixed_input, shared(fixed_input)), tmp_path / "fixed")
-    stored = [r["tensor"] for r in report["tensors"] if r["stored"] == "sidecar"]
-    assert report["totals"]["ratio"] > 1.2 and any("lstm" in name for name in stored), stored
-    data = kc.sidecar.join((tmp_path / "fixed.skeleton").read_bytes(),
+    stored = [r["tensor"] for r in report.tensors if r["stored"] == "sidecar"]
+    assert report.totals["ratio"] > 1.2 and any("lstm" in name for name in stored), stored
+    data = kc.deploy.sidecar.join((tmp_path / "fixed.skeleton").read_bytes(),
                            (tmp_path / "fixed.kcz").read_bytes())  # fmt: skip
     lite = tf.lite.Interpreter(model_content=data)
     lite.allocate_tensors()
@@ -163,7 +165,9 @@ def test_cli_export_of_a_saved_model(compressed, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "skeleton" in run.stdout
     out = tmp_path / "out"
-    decoded = kc.sidecar.join((out / "m.skeleton").read_bytes(), (out / "m.kcz").read_bytes())
+    decoded = kc.deploy.sidecar.join(
+        (out / "m.skeleton").read_bytes(), (out / "m.kcz").read_bytes()
+    )
     assert decoded == (out / "m.tflite").read_bytes()
 
 
@@ -186,7 +190,7 @@ def test_report_codes_come_close_to_the_entropy_bound(tmp_path):
     model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(256, use_bias=False)])
     model.set_weights([np.where(mask, values, 0.0).astype("float32")])
     report = kc.export(model, tmp_path / "m")
-    (row,) = report["tensors"]
+    (row,) = report.tensors
     bound = entropy_bytes(model.get_weights()[0])
     assert row["stored"] == "sidecar" and row["entropy_bytes"] == pytest.approx(bound, abs=0.1)
     assert bound < row["bytes_after"] < 1.1 * bound + 300, (row, bound)

@@ -41,14 +41,14 @@ def test_java_decoder_rebuilds_the_exported_tflite(classes, exported, tmp_path):
 
 def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
     model, cuts = _model_bytes(5)
-    skeleton, side, entries = kc.sidecar.split(model, cuts)
+    skeleton, side, entries = kc.deploy.sidecar.split(model, cuts)
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)
     assert _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o").returncode == 0
     assert (tmp_path / "o").read_bytes() == model
     rng = np.random.default_rng(0)
     payload = entries[0].payload_offset
-    size = kc.sidecar.HEADER.size
+    size = kc.deploy.sidecar.HEADER.size
     digest = bytearray(side)
     digest[30] ^= 1  # the SHA-256 field, with the header CRC fixed up
     digest[size : size + 4] = zlib.crc32(bytes(digest[:size])).to_bytes(4, "little")

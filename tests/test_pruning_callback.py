@@ -239,3 +239,19 @@ def test_polynomial_schedule_updates_only_every_frequency_steps(toy_data, steps_
     expected = [0, 10, 20, 30, 40] if steps_per_execution == 1 else [0, 12, 20, 32, 40]
     assert steps == expected
     assert kc.sparsity(model)["total"] == pytest.approx(0.8, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        kc.MagnitudePruning(0.8, "polynomial", "class_blind", end_step=150, frequency=10),
+        kc.MagnitudePruning(0.5, "constant", layer_targets={"fc1": 0.7}, groups={"g": ["fc.*"]}),
+        kc.MagnitudePruning(schedule=kc.IterativeRounds([0.5, 0.8], 100)),
+        kc.MagnitudePruning(schedule=kc.PolynomialDecay(0.1, 0.9, 0, 500, frequency=5)),
+    ],
+)
+def test_callback_config_round_trips_with_schedule_objects(callback):
+    restored = kc.MagnitudePruning.from_config(callback.get_config())
+    assert restored.get_config() == callback.get_config()
+    assert type(restored.schedule) is type(callback.schedule)
+    assert restored.target == callback.target

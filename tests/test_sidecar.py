@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_compress import sidecar
+from keras_compress.deploy import sidecar
 
 
 def _model_bytes(seed=0):

@@ -79,7 +79,7 @@ def test_each_tensor_gets_its_smallest_supported_method(int8_model):
         elif c.dtype == "int32":  # biases: no Huffman for int32, and the reason says so
             assert "int8/int16" in c.options.get("huffman", "int8/int16")
     assert len(result.data) < 0.6 * len(data)
-    assert "| huffman |" in result.report_markdown()
+    assert "| huffman |" in result.markdown()
 
 
 def test_arena_grows_by_what_decode_writes(int8_model):

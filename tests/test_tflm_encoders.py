@@ -9,7 +9,7 @@ encoders on whole models in ``test_tflm_decode.py``.
 import numpy as np
 import pytest
 
-from keras_compress.tflm_encoders import encode_huffman, encode_pruning
+from keras_compress.tflm.encoders import encode_huffman, encode_pruning
 
 
 def tflm_huffman_decode(encoded: bytes, ancillary: bytes, count: int, dtype) -> np.ndarray:

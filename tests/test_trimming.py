@@ -78,7 +78,7 @@ def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path):
     shared = compiled(kc.share_weights(pruned, bits={"fc.*": 3}))
     shared.fit(x, y, epochs=1, verbose=0)
     kc.export(shared, tmp_path / "mlp")
-    decoded = kc.sidecar.join((tmp_path / "mlp.skeleton").read_bytes(),
+    decoded = kc.deploy.sidecar.join((tmp_path / "mlp.skeleton").read_bytes(),
                               (tmp_path / "mlp.kcz").read_bytes())  # fmt: skip
     assert decoded == (tmp_path / "mlp.tflite").read_bytes()
     interpreter = tf.lite.Interpreter(model_content=decoded)

@@ -12,7 +12,11 @@ from keras_compress.core.selectors import LayerSelector, selects, selects_any
 from keras_compress.core.wrapper import weight_key
 from keras_compress.pruning.masks import CRITERIA, compute_masks, load_balanced_masks, pe_groups
 from keras_compress.pruning.prunable import pruning_wrappers
-from keras_compress.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_compress.pruning.schedules import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruningSchedule,
+)
 from keras_compress.pruning.wrapper import PruningWrapper
 
 SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
@@ -69,7 +73,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     Before each training step the callback asks its schedule whether the masks are due; if so
     it recomputes them with the chosen criterion, never reviving a pruned weight, and zeroes
     the pruned weights. Between updates the masks act inside the compiled train step (see
-    ``MaskConstraint``). The global sparsity appears in the epoch logs as ``sparsity``.
+    ``PruningWrapper``). The global sparsity appears in the epoch logs as ``sparsity``.
 
     All state (masks, the step counter) lives in the model, so a model saved and loaded (or
     restored by ``BackupAndRestore``) continues where it stopped with a new callback built
@@ -305,3 +309,18 @@ class MagnitudePruning(keras.callbacks.Callback):
     def get_config(self) -> dict:
         """Constructor arguments (a schedule object as its Keras serialization)."""
         return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: dict) -> MagnitudePruning:
+        """The callback ``get_config`` describes (``saliency`` is not part of it).
+
+        Example:
+            >>> import keras_compress as kc
+            >>> callback = MagnitudePruning(schedule=kc.IterativeRounds([0.5, 0.8], 100))
+            >>> MagnitudePruning.from_config(callback.get_config()).schedule.final_level
+            0.8
+        """
+        config = dict(config)
+        if isinstance(config.get("schedule"), dict):
+            config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)

@@ -8,7 +8,7 @@ from keras import ops
 from keras_compress.core.wrapper import CompressionWrapper
 
 
-class MaskConstraint(keras.constraints.Constraint):
+class _MaskConstraint(keras.constraints.Constraint):
     """Keeps pruned weights at exactly +0.0 after every optimizer step.
 
     Keras optimizers apply ``variable.constraint`` after each update inside the compiled train
@@ -21,7 +21,7 @@ class MaskConstraint(keras.constraints.Constraint):
 
     Example:
         >>> mask = keras.Variable([True, False], dtype="bool", trainable=False)
-        >>> MaskConstraint(mask)(keras.ops.array([-1.5, -2.0])).numpy().tolist()
+        >>> _MaskConstraint(mask)(keras.ops.array([-1.5, -2.0])).numpy().tolist()
         [-1.5, 0.0]
     """
 
@@ -72,7 +72,7 @@ class PruningWrapper(CompressionWrapper):
                 initializer="ones",
                 trainable=False,
             )
-            variable.constraint = MaskConstraint(mask, variable.constraint)
+            variable.constraint = _MaskConstraint(mask, variable.constraint)
             self.masks.append(mask)
         self.step = self.add_weight(
             name="pruning_step",

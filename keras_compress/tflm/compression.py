@@ -10,7 +10,7 @@ operator runs.
 
 The graph edit (DECODE operators inserted before the consumers, flatbuffer alignment) and the
 LUT encoder are tflite-micro's own (``tflite_micro.tensorflow.lite.micro.compression``); the
-Huffman and pruning encoders, stubs upstream, are ``keras_compress.tflm_encoders``.
+Huffman and pruning encoders, stubs upstream, are ``keras_compress.tflm.encoders``.
 Needs the ``tflm`` extra: ``pip install "keras-compress[tflm]"``.
 
 Example:
@@ -22,10 +22,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,21 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_compress.tflm_encoders import Encoding, encode_huffman, encode_pruning
+from keras_compress.tflm.encoders import Encoding, encode_huffman, encode_pruning
 
 METHODS = ("lut", "huffman", "pruning")
 # A DECODE operator, its ancillary and output tensors and their buffers cost flatbuffer bytes
 # (measured on a small MLP: about 250 B per coded tensor, about 900 B more for the first, which
 # adds the custom operator code and alignment); a smaller saving is not worth the operator.
 DEFAULT_MIN_SAVING = 256
-_INSTALL = 'TensorFlow Lite Micro is missing: pip install "keras-compress[tflm]"'
+INSTALL_HINT = 'TensorFlow Lite Micro is missing: pip install "keras-compress[tflm]"'
 
 
 def _upstream(name: str):
     try:
         return importlib.import_module(f"tflite_micro.tensorflow.lite.micro.{name}")
     except ImportError as err:
-        raise ImportError(_INSTALL) from err
+        raise ImportError(INSTALL_HINT) from err
 
 
 @dataclass(frozen=True)
@@ -98,13 +96,13 @@ class TflmModel:
 
     Example:
         >>> result = compress(model_bytes)  # doctest: +SKIP
-        >>> print(result.report_markdown())  # doctest: +SKIP
+        >>> print(result.markdown())  # doctest: +SKIP
     """
 
     data: bytes
     choices: list[TensorChoice]
 
-    def report_markdown(self) -> str:
+    def markdown(self) -> str:
         """A table: tensor, operators, raw bytes, each method's bytes, the choice and why."""
         lines = [
             "| tensor | operators | dtype | raw | lut | huffman | pruning | chosen | why |",
@@ -332,84 +330,3 @@ def compress_file(source: str | os.PathLike, target: str | os.PathLike, **option
         Path(temporary).unlink(missing_ok=True)
         raise
     return result
-
-
-def _runtime():
-    try:
-        return importlib.import_module("tflite_micro.python.tflite_micro.runtime")
-    except ImportError as err:
-        raise ImportError(_INSTALL) from err
-
-
-def interpreter(model: bytes, arena_size: int | None = None):
-    """TFLM's own Python interpreter for a model (DECODE included).
-
-    Without ``arena_size`` the arena starts at 256 KiB and doubles until the model's tensors
-    fit (DECODE's outputs live there too); ``arena_bytes`` says what it really uses.
-
-    Example:
-        >>> interpreter(result.data).get_input_details(0)["dtype"]  # doctest: +SKIP
-        <class 'numpy.int8'>
-    """
-    runtime = _runtime()
-    if arena_size is not None:
-        return runtime.Interpreter.from_bytes(bytes(model), arena_size=arena_size)
-    size = 256 * 1024
-    while True:
-        try:
-            # each failed try prints "Failed to resize buffer"
-            with open(os.devnull, "w") as sink, _stderr_to(sink):
-                return runtime.Interpreter.from_bytes(bytes(model), arena_size=size)
-        except RuntimeError:
-            if size >= 1 << 30:
-                raise
-            size *= 2
-
-
-@contextlib.contextmanager
-def _stderr_to(sink):
-    """Send file descriptor 2 to ``sink``: TFLM reports from C++ there, not to ``sys.stderr``."""
-    saved = os.dup(2)
-    os.dup2(sink.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def run(model: bytes, inputs: np.ndarray) -> np.ndarray:
-    """Outputs of the first output tensor, one invoke per row of ``inputs`` (already quantized).
-
-    Example:
-        >>> run(result.data, x_int8[:2]).shape  # doctest: +SKIP
-        (2, 10)
-    """
-    it = interpreter(model)
-    outputs = []
-    for row in inputs:
-        it.set_input(row[None], 0)
-        it.invoke()
-        outputs.append(np.array(it.get_output(0))[0])
-    return np.stack(outputs)
-
-
-def arena_bytes(model: bytes) -> int:
-    """The tensor arena the model needs in TFLM (its recording allocator's total), in bytes.
-
-    Example:
-        >>> arena_bytes(result.data)  # doctest: +SKIP
-        12016
-    """
-    it = interpreter(model)
-    details = it.get_input_details(0)
-    it.set_input(np.zeros(details["shape"], details["dtype"]), 0)
-    it.invoke()
-    with tempfile.TemporaryFile("w+") as log:
-        with _stderr_to(log):
-            it.print_allocations()
-        log.seek(0)
-        found = re.search(r"Arena allocation total (\d+) bytes", log.read())
-    if not found:
-        raise RuntimeError("TFLM did not report its arena allocation")
-    return int(found.group(1))

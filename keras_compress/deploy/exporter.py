@@ -1,0 +1,181 @@
+"""One call from a compressed Keras model to what a device ships: .tflite, skeleton, sidecar."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_compress.coding.entropy import entropy_bytes
+from keras_compress.deploy import sidecar
+from keras_compress.deploy.converter import convert
+from keras_compress.deploy.tflite_buffers import weight_buffers
+
+SUFFIXES = (".tflite", ".skeleton", ".kcz", ".report.json", ".report.md")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``export`` wrote, with the fields of ``PATH.report.json``.
+
+    Attributes:
+        model: the model's name.
+        tensors: one row per constant tensor of the ``.tflite`` (see ``tensor_rows``).
+        totals: ``tflite_bytes``, ``skeleton_bytes``, ``sidecar_bytes``,
+            ``deployable_bytes``, ``ratio`` (``tflite_bytes / deployable_bytes``) and
+            ``quantization``.
+
+    Example:
+        >>> report = ExportReport("m", [], {"tflite_bytes": 100, "skeleton_bytes": 10,
+        ...     "sidecar_bytes": 10, "deployable_bytes": 20, "ratio": 5.0,
+        ...     "quantization": "float32"})
+        >>> report.markdown().splitlines()[0]
+        '# m: 100 -> 20 bytes (5.00x, float32)'
+    """
+
+    model: str
+    tensors: list[dict]
+    totals: dict
+
+    def as_dict(self) -> dict:
+        """The report as ``PATH.report.json`` holds it."""
+        return asdict(self)
+
+    def markdown(self) -> str:
+        """The report as a Markdown table with a totals line (``PATH.report.md``)."""
+        t = self.totals
+        lines = [
+            f"# {self.model}: {t['tflite_bytes']} -> {t['deployable_bytes']} bytes "
+            f"({t['ratio']:.2f}x, {t['quantization']})",
+            "",
+            "| tensor | shape | nonzero | distinct | stored | bytes before | bytes after "
+            "| bits/elem | entropy bound |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.tensors:
+            bound = "-" if r["entropy_bytes"] is None else round(r["entropy_bytes"])
+            lines.append(
+                f"| {r['tensor']} | {tuple(r['shape'])} | {r['nonzero']}/{r['elements']} | "
+                f"{r['distinct']} | {r['stored']} | {r['bytes_before']} | {r['bytes_after']} | "
+                f"{r['bits_per_element']:.2f} | {bound} |"
+            )
+        lines.append(
+            f"\nskeleton {t['skeleton_bytes']} B + sidecar {t['sidecar_bytes']} B = "
+            f"{t['deployable_bytes']} B; float .tflite {t['tflite_bytes']} B"
+        )
+        return "\n".join(lines) + "\n"
+
+
+def tensor_rows(model_bytes: bytes, entries: list[sidecar.Entry]) -> list[dict]:
+    """Per constant tensor: shape, non-zeros, distinct values, bytes before and after.
+
+    ``entropy_bytes`` is the element-wise entropy bound of a tensor coded in the sidecar
+    (``entropy_bytes``), ``None`` for one left in the skeleton.
+    """
+    coded = {e.offset: e for e in entries}
+    rows = []
+    for b in weight_buffers(model_bytes):
+        values = b.values(model_bytes)
+        entry = coded.get(b.offset)
+        rows.append(
+            {
+                "tensor": b.tensor,
+                "shape": list(b.shape),
+                "dtype": b.dtype.name,
+                "elements": int(values.size),
+                "nonzero": int(np.count_nonzero(values)),
+                "distinct": int(np.unique(values).size),
+                "stored": "sidecar" if entry else "skeleton",
+                "bytes_before": b.length,
+                "bytes_after": entry.payload_size + 4 if entry else b.length,
+                "entropy_bytes": round(entropy_bytes(values), 1) if entry else None,
+                "bits_per_element": 8
+                * (entry.payload_size + 4 if entry else b.length)
+                / max(values.size, 1),
+            }
+        )
+    return rows
+
+
+def export(
+    model: keras.Model,
+    path: str | os.PathLike,
+    quantization: str = "float32",
+    representative_data: Callable[[], Iterable] | None = None,
+) -> ExportReport:
+    """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
+
+    The ``.tflite`` is the ordinary model; the skeleton is that file with the coded weight
+    bytes cut out; the sidecar holds them as Deep Compression stores them (codebook,
+    Huffman-coded values and relative positions). ``keras_compress.deploy.sidecar.join`` (or the C
+    and Java decoders) rebuilds the ``.tflite`` byte for byte; this is checked before anything
+    is written. All files are written to temporary names and renamed only once every one of
+    them is complete, so a failed export leaves earlier outputs untouched; ``model`` is not
+    modified.
+
+    Args:
+        model: the compressed model (wrapped or stripped).
+        path: output prefix, e.g. ``"out/lenet5"``; its folder is created.
+        quantization: ``"float32"`` or ``"int8"`` (see ``convert``).
+        representative_data: calibration inputs for ``"int8"``.
+
+    Returns:
+        The ``ExportReport``: per-tensor rows and totals, including
+        ``ratio = tflite_bytes / (skeleton_bytes + sidecar_bytes)``.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> report = kc.export(model, "out/lenet5")  # doctest: +SKIP
+        >>> report.totals["ratio"]  # doctest: +SKIP
+        41.3
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model_bytes = convert(model, quantization, representative_data)
+    cuts = [(b.offset, b.length, b.dtype.itemsize) for b in weight_buffers(model_bytes)]
+    skeleton, side, entries = sidecar.split(model_bytes, cuts)
+    if sidecar.join(skeleton, side) != model_bytes:  # never ship what we cannot decode
+        raise RuntimeError("internal error: the sidecar does not rebuild the model")
+    rows = tensor_rows(model_bytes, entries)
+    totals = {
+        "tflite_bytes": len(model_bytes),
+        "skeleton_bytes": len(skeleton),
+        "sidecar_bytes": len(side),
+        "deployable_bytes": len(skeleton) + len(side),
+        "ratio": len(model_bytes) / (len(skeleton) + len(side)),
+        "quantization": quantization,
+    }
+    report = ExportReport(model.name, rows, totals)
+    contents = {
+        ".tflite": model_bytes,
+        ".skeleton": skeleton,
+        ".kcz": side,
+        ".report.json": (json.dumps(report.as_dict(), indent=1) + "\n").encode(),
+        ".report.md": report.markdown().encode(),
+    }
+    _write_all_or_nothing({target.with_name(target.name + s): data for s, data in contents.items()})
+    return report
+
+
+def _write_all_or_nothing(files: dict[Path, bytes]) -> None:
+    temporary = {}
+    try:
+        for final, data in files.items():
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            temporary[final] = name
+        for final, name in temporary.items():
+            os.replace(name, final)
+    finally:
+        for name in temporary.values():
+            if os.path.exists(name):
+                os.remove(name)
