@@ -28,7 +28,6 @@ English-to-German message pairs from the gettext catalogs that Debian packages i
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,11 +40,7 @@ import results_io
 import keras_compress as kc
 from keras_compress.distillation import hinton
 from keras_compress.examples.datasets import gettext_pairs
-from keras_compress.pruning.masks import compute_masks, load_imbalance, pe_groups
-from keras_compress.sharing.fixed_point import quantize_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
-from translation import (  # noqa: E402
+from keras_compress.examples.translation import (
     arrays,
     bleu,
     corpus_bleu,
@@ -56,6 +51,8 @@ from translation import (  # noqa: E402
     translation_model,
     translations,
 )
+from keras_compress.pruning.masks import compute_masks, load_imbalance, pe_groups
+from keras_compress.sharing.fixed_point import quantize_weights
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

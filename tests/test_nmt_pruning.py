@@ -4,20 +4,13 @@ Tiny model, generated toy pairs; the oracles are numpy. The gettext loader reads
 the test writes with polib (UTF-8 and ISO-8859-1, plural forms, fuzzy entries, duplicates).
 """
 
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
 
 import keras_compress as kc
 from keras_compress.examples.datasets import gettext_pairs
-from keras_compress.pruning.masks import load_imbalance, pe_groups
-from keras_compress.sharing.fixed_point import quantize_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "nmt"))
-from translation import (  # noqa: E402
+from keras_compress.examples.translation import (
     PAD,
     Vocabulary,
     arrays,
@@ -27,6 +20,8 @@ from translation import (  # noqa: E402
     tokenize,
     translation_model,
 )
+from keras_compress.pruning.masks import load_imbalance, pe_groups
+from keras_compress.sharing.fixed_point import quantize_weights
 
 LENGTH = 8
 # One class per See et al. weight class: embeddings, each LSTM layer, attention, softmax.
