@@ -1,55 +1,19 @@
 """The C99 decoder (tflite_export/c) against files the Python exporter wrote."""
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from conftest import mlp
-from test_sidecar import _model_bytes
+from helpers import build_c, synthetic_model_bytes
 
 import keras_compress as kc
-
-SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
-GCC = shutil.which("gcc")
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed (apt-get install gcc)")
-
-
-def _build(tmp_path_factory, name, flags):
-    out = tmp_path_factory.mktemp("c") / name
-    cmd = [GCC, "-std=c99", "-Wall", "-Wextra", "-Werror", *flags, "-o", str(out),
-           str(SOURCE / "kcz_decode.c"), str(SOURCE / "kcz_cli.c")]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return out
-
-
-# -O2 builds decode through lookup tables; -Os (microcontroller) builds bit by bit.
-@pytest.fixture(scope="module", params=["-O2", "-Os"])
-def cli(tmp_path_factory, request):
-    return _build(tmp_path_factory, "kcz_cli", [request.param])
 
 
 @pytest.fixture(scope="module", params=["-O1", "-Os"])
 def cli_asan(tmp_path_factory, request):
     flags = ["-g", request.param, "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
-    return _build(tmp_path_factory, "kcz_cli_asan", flags)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 12)).astype("float32")
-    y = (x[:, :3].sum(axis=1) > 0).astype("int32")
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model = kc.make_prunable(mlp())
-    model.compile("adam", loss)
-    model.fit(x, y, epochs=3, verbose=0, callbacks=[kc.MagnitudePruning(0.8, end_step=10)])
-    shared = kc.share_weights(model, bits={"fc.*": 3})
-    path = tmp_path_factory.mktemp("export") / "mlp"
-    kc.export(shared, path)
-    return path
+    return build_c(tmp_path_factory, "kcz_cli_asan", flags)
 
 
 def _decode(cli, skeleton, sidecar, out):
@@ -66,7 +30,7 @@ def test_c_decoder_rebuilds_the_exported_tflite(cli, exported, tmp_path):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed):
-    model, cuts = _model_bytes(seed)
+    model, cuts = synthetic_model_bytes(seed)
     skeleton, side, _ = kc.deploy.sidecar.split(model, cuts)
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)

@@ -6,18 +6,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_c_decoder import SOURCE, exported  # noqa: F401  (module-scoped fixture)
+from helpers import C_SOURCE
 
 CLANG = shutil.which("clang")
-pytestmark = pytest.mark.skipif(
-    CLANG is None, reason="clang is not installed (apt-get install clang)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CLANG is None, reason="clang is not installed (apt-get install clang)"),
+]
 
 
-def test_libfuzzer_finds_no_crash_in_fifteen_seconds(exported, tmp_path):  # noqa: F811
+def test_libfuzzer_finds_no_crash_in_fifteen_seconds(exported, tmp_path):
     binary = tmp_path / "kcz_fuzz"
-    sources = [str(SOURCE / "kcz_decode.c"), str(SOURCE / "fuzz" / "kcz_fuzz.c")]
-    flags = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", f"-I{SOURCE}"]
+    sources = [str(C_SOURCE / "kcz_decode.c"), str(C_SOURCE / "fuzz" / "kcz_fuzz.c")]
+    flags = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", f"-I{C_SOURCE}"]
     cmd = [CLANG, *flags, *sources, "-o", str(binary)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     corpus = tmp_path / "corpus"

@@ -6,8 +6,8 @@ import pytest
 from keras_compress.examples.datasets import fashion_mnist, read_idx
 
 
-def test_fashion_mnist_loads_debian_package_files():
-    (x_train, y_train), (x_test, y_test) = fashion_mnist()
+def test_fashion_mnist_loads_debian_package_files(fashion):
+    (x_train, y_train), (x_test, y_test) = fashion
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert x_train.dtype == np.uint8 and y_train.dtype == np.uint8
     assert set(np.unique(y_test)) == set(range(10))

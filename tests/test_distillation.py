@@ -103,6 +103,7 @@ def test_student_loss_decreases_and_student_is_a_plain_model(kind):
     assert type(student) is keras.Sequential and student.count_params() == 35
 
 
+@pytest.mark.slow
 def test_noisy_distillation_under_mirrored_strategy(mirrored):
     teacher = dense_model(7)
     loss = NoisyTeacher(temperature=4.0, noise_std=0.2, probability=0.5, seed=0)
@@ -111,6 +112,7 @@ def test_noisy_distillation_under_mirrored_strategy(mirrored):
     assert all(np.all(np.isfinite(w)) for w in student.get_weights())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distributed", [False, True])
 def test_pruning_while_distilling_from_the_unpruned_model(distributed, request):
     """A pruning callback reaches its wrappers inside a Distiller; the teacher stays as it was."""

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import mlp
+from helpers import mlp
 
 import keras_compress as kc
 from keras_compress.coding.entropy import entropy_bytes
@@ -64,6 +64,7 @@ def test_export_decodes_byte_for_byte_and_runs(compressed, toy_data, tmp_path):
     assert "skeleton" in files[".report.md"].read_text()
 
 
+@pytest.mark.slow
 def test_cli_decode_and_inspect(compressed, tmp_path):
     kc.export(compressed, tmp_path / "m")
     out = tmp_path / "decoded.tflite"
@@ -131,6 +132,7 @@ def test_conversion_error_names_the_layer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
     tokens = keras.Input((None,), dtype="int32")
     h = keras.layers.Embedding(40, 8, mask_zero=True, name="embed")(tokens)
@@ -157,6 +159,7 @@ def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
     np.testing.assert_allclose(got, shared.predict(x[:1], verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_export_of_a_saved_model(compressed, tmp_path):
     compressed.save(tmp_path / "m.keras")
     cmd = [sys.executable, "-m", "keras_compress", "export", str(tmp_path / "m.keras"),

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_c_decoder import exported  # noqa: F401  (module-scoped fixture)
-from test_sidecar import _model_bytes
+from helpers import synthetic_model_bytes
 
 import keras_compress as kc
 
 SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "java" / "KczDecoder.java"
 JAVAC, JAVA = shutil.which("javac"), shutil.which("java")
-pytestmark = pytest.mark.skipif(
-    JAVAC is None or JAVA is None, reason="no JDK (apt-get install default-jdk-headless)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        JAVAC is None or JAVA is None, reason="no JDK (apt-get install default-jdk-headless)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +35,14 @@ def _decode(classes, skeleton, sidecar, out):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def test_java_decoder_rebuilds_the_exported_tflite(classes, exported, tmp_path):  # noqa: F811
+def test_java_decoder_rebuilds_the_exported_tflite(classes, exported, tmp_path):
     run = _decode(classes, f"{exported}.skeleton", f"{exported}.kcz", tmp_path / "o")
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "o").read_bytes() == Path(f"{exported}.tflite").read_bytes()
 
 
 def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
-    model, cuts = _model_bytes(5)
+    model, cuts = synthetic_model_bytes(5)
     skeleton, side, entries = kc.deploy.sidecar.split(model, cuts)
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)

@@ -88,6 +88,7 @@ def test_no_public_name_is_both_a_function_and_a_module():
     assert not clashes, clashes
 
 
+@pytest.mark.slow
 def test_importing_the_package_loads_no_deployment_code():
     code = (
         "import sys, keras_compress; "

@@ -73,6 +73,7 @@ def class_sparsity(model):
     return {g: 1 - kept[g] / total[g] for g in kept}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["class_blind", "class_uniform", "class_distribution"])
 def test_each_scheme_reaches_its_defined_per_class_sparsity(toy, scheme):
     model, (x, tin, tout) = toy
@@ -96,6 +97,7 @@ def test_each_scheme_reaches_its_defined_per_class_sparsity(toy, scheme):
     assert 1 - sum((1 - got[g]) * before[g].size for g in got) / n == pytest.approx(0.6, abs=1 / n)
 
 
+@pytest.mark.slow
 def test_load_balanced_pruning_gives_every_pe_the_same_non_zeros(toy):
     model, (x, tin, tout) = toy
     callback = kc.MagnitudePruning(0.75, "constant", load_balance=4, frequency=1000)
@@ -140,6 +142,7 @@ def _value(model, path):
     return next(np.asarray(v.numpy()) for v in model.trainable_variables if v.path == path)
 
 
+@pytest.mark.slow
 def test_translation_model_learns_the_toy_task_and_masks_padding(toy):
     model, (x, tin, tout) = toy
     model.compile(keras.optimizers.Adam(0.01), masked_loss)
@@ -148,6 +151,7 @@ def test_translation_model_learns_the_toy_task_and_masks_padding(toy):
     assert np.all(tout[tin == PAD] == PAD)
 
 
+@pytest.mark.slow
 def test_dropout_acts_in_training_only_and_survives_pruning_wrappers(toy):
     _, (x, tin, tout) = toy
     model = translation_model(30, 30, embed=8, units=16, dropout=0.5)

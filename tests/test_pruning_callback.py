@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import mlp
+from helpers import mlp
 
 import keras_compress as kc
 from keras_compress.pruning import masks as pm

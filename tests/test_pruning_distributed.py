@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import mlp
+from helpers import mlp
 
 import keras_compress as kc
 

@@ -2,12 +2,14 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_compress as kc
 
 
-def test_lenet_300_100_pruned_to_90_percent_keeps_accuracy():
-    (x_train, y_train), (x_test, y_test) = kc.examples.fashion_mnist()
+@pytest.mark.slow
+def test_lenet_300_100_pruned_to_90_percent_keeps_accuracy(fashion):
+    (x_train, y_train), (x_test, y_test) = fashion
     x_train, y_train = x_train[:12000, ..., None] / 255.0, y_train[:12000]
     x_test, y_test = x_test[:3000, ..., None] / 255.0, y_test[:3000]
     model = kc.examples.lenet_300_100()

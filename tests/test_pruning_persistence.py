@@ -8,7 +8,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from conftest import mlp
+from helpers import mlp
 
 import keras_compress as kc
 
@@ -88,6 +88,7 @@ def test_backup_and_restore_resumes_an_interrupted_pruning_run(toy_data, tmp_pat
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_strip_gives_a_plain_model_that_loads_without_keras_compress(toy_data, tmp_path):
     x, y = toy_data
     model = _compiled(kc.make_prunable(mlp()))

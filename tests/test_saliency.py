@@ -39,6 +39,7 @@ def test_obd_saliency_is_the_loss_increase_and_differs_from_magnitude():
     assert np.argmin(saliency) == 2 and np.argmin(np.abs(weights)) == 0  # OBD != magnitude
 
 
+@pytest.mark.slow
 def test_hutchinson_converges_to_the_true_diagonal():
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, "tanh", name="a"),

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import mlp
+from helpers import mlp
 
 import keras_compress as kc
 
@@ -27,6 +27,7 @@ def _distinct(model):
     return {r["weight"]: r["distinct"] for r in kc.weight_rows(model)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prune", [None, 0.7])
 def test_at_most_two_to_the_bits_values_after_fine_tuning(toy_data, prune):
     x, y = toy_data
@@ -83,6 +84,7 @@ def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(toy_data, rule
     np.testing.assert_allclose(grad_c, expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_save_load_keeps_codebooks_and_training_continues(toy_data, tmp_path):
     x, y = toy_data
     shared = kc.share_weights(_trained(toy_data, prune=0.5), bits=3)
@@ -99,6 +101,7 @@ def test_save_load_keeps_codebooks_and_training_continues(toy_data, tmp_path):
     assert max(_distinct(loaded).values()) <= 8
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_keeps_replicas_identical(toy_data, mirrored):
     x, y = toy_data
     model = _trained(toy_data)

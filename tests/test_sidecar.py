@@ -2,27 +2,13 @@
 
 import numpy as np
 import pytest
+from helpers import synthetic_model_bytes
 
 from keras_compress.deploy import sidecar
 
 
-def _model_bytes(seed=0):
-    rng = np.random.default_rng(seed)
-    header = rng.integers(0, 256, 100, dtype=np.uint8).tobytes()
-    sparse = np.where(rng.random(4000) < 0.1, rng.choice([-0.5, 0.25, 1.5, -0.0], 4000), 0.0)
-    dense_shared = rng.choice(np.float32([0.1, 0.2, -0.3]), size=3000)
-    unshared = rng.normal(size=500).astype(np.float32)  # does not gain: stays in the skeleton
-    int8 = np.where(rng.random(2000) < 0.2, rng.integers(-127, 128, 2000), 0).astype(np.int8)
-    parts = [header, sparse.astype(np.float32).tobytes(), b"\x07" * 12, dense_shared.tobytes(),
-             unshared.tobytes(), int8.tobytes(), b"tail"]  # fmt: skip
-    offsets = np.cumsum([0] + [len(p) for p in parts])
-    cuts = [(int(offsets[1]), 16000, 4), (int(offsets[3]), 12000, 4), (int(offsets[4]), 2000, 4),
-            (int(offsets[5]), 2000, 1)]  # fmt: skip
-    return b"".join(parts), cuts
-
-
 def test_round_trip_is_byte_exact_and_skips_tensors_that_do_not_gain():
-    model, cuts = _model_bytes()
+    model, cuts = synthetic_model_bytes()
     skeleton, side, entries = sidecar.split(model, cuts)
     assert sidecar.join(skeleton, side) == model
     assert [e.offset for e in entries] == [cuts[0][0], cuts[1][0], cuts[3][0]]
@@ -34,7 +20,7 @@ def test_round_trip_is_byte_exact_and_skips_tensors_that_do_not_gain():
 
 
 def test_every_single_bit_flip_in_the_sidecar_is_rejected():
-    model, cuts = _model_bytes(1)
+    model, cuts = synthetic_model_bytes(1)
     skeleton, side, _ = sidecar.split(model, cuts)
     rng = np.random.default_rng(0)
     positions = np.unique(
@@ -48,7 +34,7 @@ def test_every_single_bit_flip_in_the_sidecar_is_rejected():
 
 
 def test_truncation_extension_and_wrong_skeleton_are_rejected():
-    model, cuts = _model_bytes(2)
+    model, cuts = synthetic_model_bytes(2)
     skeleton, side, _ = sidecar.split(model, cuts)
     for n in list(range(0, 120, 7)) + [len(side) - 1, len(side) // 2]:
         with pytest.raises(sidecar.SidecarError):
@@ -67,7 +53,7 @@ def test_the_sha256_of_the_rebuilt_model_is_checked():
     """A header whose digest was altered (its CRC fixed up) never yields a model."""
     import zlib
 
-    model, cuts = _model_bytes(2)
+    model, cuts = synthetic_model_bytes(2)
     skeleton, side, _ = sidecar.split(model, cuts)
     bad = bytearray(side)
     bad[30] ^= 1  # inside the SHA-256 field (bytes 24..55)
@@ -78,7 +64,7 @@ def test_the_sha256_of_the_rebuilt_model_is_checked():
 
 
 def test_wrong_version_and_magic_name_the_offset():
-    model, cuts = _model_bytes(3)
+    model, cuts = synthetic_model_bytes(3)
     skeleton, side, _ = sidecar.split(model, cuts)
     with pytest.raises(sidecar.SidecarError, match="bad magic .* at byte offset 0"):
         sidecar.join(skeleton, b"XXXX" + side[4:])
@@ -93,7 +79,7 @@ def test_a_crafted_payload_with_a_bad_crc_fixed_up_is_still_rejected():
     import struct
     import zlib
 
-    model, cuts = _model_bytes(4)
+    model, cuts = synthetic_model_bytes(4)
     skeleton, side, entries = sidecar.split(model, cuts)
     e = entries[0]
     payload = bytearray(side[e.payload_offset : e.payload_offset + e.payload_size])

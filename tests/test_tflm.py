@@ -9,8 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import mlp
-from test_c_decoder import cli  # noqa: F401  (module-scoped fixture)
+from helpers import mlp
 
 import keras_compress as kc
 
@@ -20,7 +19,7 @@ runtime = pytest.importorskip(
 )
 
 
-def test_int8_model_decoded_by_c_runs_in_tflm(cli, toy_data, tmp_path):  # noqa: F811
+def test_int8_model_decoded_by_c_runs_in_tflm(cli, toy_data, tmp_path):
     x, y = toy_data
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = kc.make_prunable(mlp())

@@ -10,6 +10,8 @@ import pytest
 import keras_compress as kc
 from keras_compress import tflm
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip(
     "tflite_micro.python.tflite_micro.runtime",
     reason="TFLM's Python runtime is missing: pip install -e '.[dev]' installs tflite-micro",

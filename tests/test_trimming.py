@@ -2,8 +2,9 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
-from conftest import mlp
+from helpers import mlp
 
 import keras_compress as kc
 from keras_compress.trimming.iterative import trim_iteratively
@@ -11,8 +12,8 @@ from keras_compress.trimming.iterative import trim_iteratively
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def fashion_subset():
-    (x, y), (xt, yt) = kc.examples.fashion_mnist()
+def fashion_subset(fashion):
+    (x, y), (xt, yt) = fashion
     x, xt = (
         x.reshape(-1, 784).astype("float32") / 255.0,
         xt.reshape(-1, 784).astype("float32") / 255.0,
@@ -25,8 +26,9 @@ def compiled(model):
     return model
 
 
-def test_trimming_shrinks_the_model_and_keeps_accuracy():
-    (x, y), (xv, yv) = fashion_subset()
+@pytest.mark.slow
+def test_trimming_shrinks_the_model_and_keeps_accuracy(fashion):
+    (x, y), (xv, yv) = fashion_subset(fashion)
     keras.utils.set_random_seed(0)
     layers = keras.layers
     model = compiled(keras.Sequential([keras.Input((784,)), layers.Dense(128, "relu", name="fc1"),
@@ -65,6 +67,7 @@ def test_trimming_stops_at_the_first_round_beyond_the_tolerance():
     assert len(result.rounds[1].removed["fc"]) == 8
 
 
+@pytest.mark.slow
 def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path):
     # Trimming first, then magnitude pruning and weight sharing on the smaller model, then export.
     x, y = toy_data

@@ -1,0 +1,64 @@
+"""Small models and synthetic files shared by the tests (fixtures live in conftest.py)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+C_SOURCE = ROOT / "tflite_export" / "c"
+JAVA_SOURCE = ROOT / "tflite_export" / "java"
+GCC = shutil.which("gcc")
+
+
+def mlp(name="mlp"):
+    """A 12-32-16-2 ReLU MLP named fc1, fc2, out."""
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(32, activation="relu", name="fc1"),
+            keras.layers.Dense(16, activation="relu", name="fc2"),
+            keras.layers.Dense(2, name="out"),
+        ],
+        name=name,
+    )
+
+
+def toy_xy(n=256, seed=0):
+    """Inputs for ``mlp`` and labels a small model learns: the sign of three features' sum."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype("float32")
+    return x, (x[:, :3].sum(axis=1) > 0).astype("int32")
+
+
+def synthetic_model_bytes(seed=0):
+    """A fake ``.tflite``: bytes around four cut tensors of every kind the sidecar codes.
+
+    Returns ``(model, cuts)`` with ``cuts`` as ``sidecar.split`` takes them.
+    """
+    rng = np.random.default_rng(seed)
+    header = rng.integers(0, 256, 100, dtype=np.uint8).tobytes()
+    sparse = np.where(rng.random(4000) < 0.1, rng.choice([-0.5, 0.25, 1.5, -0.0], 4000), 0.0)
+    dense_shared = rng.choice(np.float32([0.1, 0.2, -0.3]), size=3000)
+    unshared = rng.normal(size=500).astype(np.float32)  # does not gain: stays in the skeleton
+    int8 = np.where(rng.random(2000) < 0.2, rng.integers(-127, 128, 2000), 0).astype(np.int8)
+    parts = [header, sparse.astype(np.float32).tobytes(), b"\x07" * 12, dense_shared.tobytes(),
+             unshared.tobytes(), int8.tobytes(), b"tail"]  # fmt: skip
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    cuts = [(int(offsets[1]), 16000, 4), (int(offsets[3]), 12000, 4), (int(offsets[4]), 2000, 4),
+            (int(offsets[5]), 2000, 1)]  # fmt: skip
+    return b"".join(parts), cuts
+
+
+def build_c(tmp_path_factory, name, flags, sources=("kcz_decode.c", "kcz_cli.c")):
+    """Compile the C decoder (and the CLI) with gcc, warnings as errors; skip without gcc."""
+    if GCC is None:
+        pytest.skip("gcc is not installed (apt-get install gcc)")
+    out = tmp_path_factory.mktemp("c") / name
+    cmd = [GCC, "-std=c99", "-Wall", "-Wextra", "-Werror", *flags, "-o", str(out),
+           *(str(C_SOURCE / s) for s in sources)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
