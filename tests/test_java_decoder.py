@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import synthetic_model_bytes
+from helpers import JAVA_SOURCE, synthetic_model_bytes
 
 import keras_compress as kc
 
-SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "java" / "KczDecoder.java"
+SOURCE = JAVA_SOURCE / "kerascompress" / "KczDecoder.java"
 JAVAC, JAVA = shutil.which("javac"), shutil.which("java")
 pytestmark = [
     pytest.mark.slow,
@@ -31,7 +31,8 @@ def classes(tmp_path_factory):
 
 
 def _decode(classes, skeleton, sidecar, out):
-    cmd = [JAVA, "-cp", str(classes), "KczDecoder", str(skeleton), str(sidecar), str(out)]
+    cmd = [JAVA, "-cp", str(classes), "kerascompress.KczDecoder", str(skeleton), str(sidecar),
+           str(out)]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True)
 
 

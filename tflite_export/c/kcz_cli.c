@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
         start = clock();
         for (i = 0; i < n; i++) {
             sink.used = 0;
-            if (kcz_decode(side, side_size, skel, skel_size, to_memory, &sink, &ws) != KCZ_OK) return 3;
+            if (kcz_decode(skel, skel_size, side, side_size, to_memory, &sink, &ws) != KCZ_OK) return 3;
         }
         printf("%lu %.6f\n", (unsigned long)sink.used, (double)(clock() - start) / CLOCKS_PER_SEC);
         free(sink.buf);
@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
         ref.buf = malloc(ref.cap);
         got.buf = malloc(got.cap);
         if (!copy || !ref.buf || !got.buf) return 70;
-        if (kcz_decode(side, side_size, skel, skel_size, to_memory, &ref, &ws) != KCZ_OK) return 3;
+        if (kcz_decode(skel, skel_size, side, side_size, to_memory, &ref, &ws) != KCZ_OK) return 3;
         for (i = 0; i < n; i++) {
             size_t len = side_size, pos;
             memcpy(copy, side, side_size);
@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
                 default: copy[pos] ^= 0xFF; copy[(pos * 7u) % side_size] ^= 0x55; break;
             }
             got.used = 0;
-            rc = kcz_decode(copy, len, skel, skel_size, to_memory, &got, &ws);
+            rc = kcz_decode(skel, skel_size, copy, len, to_memory, &got, &ws);
             if (rc != KCZ_OK) {
                 rejected++;
             } else if (got.used == ref.used && memcmp(got.buf, ref.buf, ref.used) == 0) {
@@ -121,7 +121,7 @@ int main(int argc, char **argv) {
     {
         FILE *out = fopen(argv[3], "wb");
         if (!out) return 73;
-        rc = kcz_decode(side, side_size, skel, skel_size, to_file, out, &ws);
+        rc = kcz_decode(skel, skel_size, side, side_size, to_file, out, &ws);
         fclose(out);
         if (rc != KCZ_OK) {
             fprintf(stderr, "error: %s\n", kcz_error_name(rc));

@@ -4,7 +4,21 @@
 
 #include <string.h>
 
-#define HEADER_SIZE 64u /* header fields; its CRC-32 follows */
+/* Field offsets, named as in tflite_export/FORMAT.md ("Layout" and "Entry"). */
+#define H_MAGIC 0u          /* "KCZ1" */
+#define H_VERSION 4u        /* 2 */
+#define H_MODEL_SIZE 8u     /* bytes of the full .tflite */
+#define H_SKELETON_SIZE 16u /* bytes of the skeleton */
+#define H_SKELETON_CRC 56u  /* CRC-32 of the skeleton */
+#define H_COUNT 60u         /* number of entries */
+#define HEADER_SIZE 64u     /* header fields; its CRC-32 follows, then the entry table */
+#define E_OFFSET 0u         /* where the tensor starts in the .tflite */
+#define E_LENGTH 8u         /* its bytes */
+#define E_PAYLOAD_OFFSET 16u
+#define E_PAYLOAD_SIZE 24u
+#define E_ENCODING 28u      /* 1: coded */
+#define E_ELEM_SIZE 29u     /* 1, 2, 4 or 8 */
+#define E_RESERVED 30u      /* 0 */
 #define ENTRY_SIZE 32u
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -67,11 +81,10 @@ static int put(kcz_workspace *ws, const uint8_t *p, size_t n) {
 
 /* ------------------------------------------------------------------ canonical Huffman */
 
-/* Builds that optimise for speed (anything but -Os) also decode through a lookup table per
- * stream, kept on the stack, and write short runs into the output chunk in place. Builds for
- * size (microcontrollers) leave both out. */
-#ifndef __OPTIMIZE_SIZE__
-#define LUT_BITS 10u
+/* With KCZ_LUT_BITS > 0 (kcz_decode.h) each stream also decodes through a lookup table kept on
+ * the stack, and short runs are written into the output chunk in place. */
+#if KCZ_LUT_BITS > 0
+#define LUT_BITS ((uint32_t)KCZ_LUT_BITS)
 #endif
 
 typedef struct {
@@ -119,7 +132,7 @@ static int32_t huff_decode(const uint16_t *count, const uint16_t *symbol, bits *
     return -1;
 }
 
-#ifdef LUT_BITS
+#if KCZ_LUT_BITS > 0
 /* The table (symbol << 5 | length per prefix, 0 for a longer code): each LUT_BITS-bit prefix
  * decoded once, bit by bit. */
 static void lut_build(uint32_t *lut, const uint16_t *count, const uint16_t *symbol) {
@@ -175,7 +188,7 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
     uint32_t k, gap_bits, max_len, entries, i;
     size_t n = length / elem, pos = 0;
     bits st[2] = {{NULL, 0, 0}, {NULL, 0, 0}}; /* the value and gap streams */
-#ifdef LUT_BITS
+#if KCZ_LUT_BITS > 0
     uint32_t lut[2][1u << LUT_BITS];
 #endif
     if (!head || (length & (elem - 1u))) return KCZ_E_PAYLOAD; /* elem: 1, 2, 4 or 8 */
@@ -200,7 +213,7 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
         if (huff_build(ws->count[i], ws->symbol + i * (KCZ_MAX_CODEBOOK + 1u), lengths, symbols,
                        max_len))
             return KCZ_E_HUFFMAN;
-#ifdef LUT_BITS
+#if KCZ_LUT_BITS > 0
         lut_build(lut[i], ws->count[i], ws->symbol + i * (KCZ_MAX_CODEBOOK + 1u));
 #endif
     }
@@ -214,7 +227,7 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
         }
         if ((size_t)g >= n - pos || ((uint32_t)v == k && !gap_bits)) return KCZ_E_PAYLOAD;
         /* The gap's zeros, then the value (symbol k: a filler zero). */
-#ifdef LUT_BITS
+#if KCZ_LUT_BITS > 0
         if (((size_t)g + 1u) * elem < KCZ_CHUNK - ws->out_used) { /* fits: write in place */
             uint8_t *q = ws->out + ws->out_used;
             memset(q, 0, (size_t)g * elem);
@@ -236,34 +249,36 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
 
 /* ------------------------------------------------------------------ whole file */
 
-int kcz_decode(const uint8_t *side, size_t side_size, const uint8_t *skeleton,
-               size_t skeleton_size, kcz_write_fn write, void *ctx, kcz_workspace *ws) {
+int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *side,
+               size_t side_size, kcz_write_fn write, void *ctx, kcz_workspace *ws) {
     size_t model_size, table_end, prev_end = 0, cut = 0, payload_at, model_pos = 0, skel_pos = 0,
            count, i;
     const uint8_t *e;
     int rc;
     if (side_size < HEADER_SIZE + 8u) return KCZ_E_TRUNCATED; /* header, its CRC, table CRC */
-    if (rd32(side) != 0x315A434Bu) return KCZ_E_MAGIC; /* "KCZ1" */
-    if (rd16(side + 4) != 2) return KCZ_E_VERSION;
+    if (rd32(side + H_MAGIC) != 0x315A434Bu) return KCZ_E_MAGIC; /* "KCZ1" */
+    if (rd16(side + H_VERSION) != 2) return KCZ_E_VERSION;
     if (crc_bad(side, HEADER_SIZE)) return KCZ_E_CRC;
-    model_size = rdsz(side + 8);
+    model_size = rdsz(side + H_MODEL_SIZE);
     if (model_size == (size_t)-1) return KCZ_E_TABLE;
-    count = rd32(side + 60);
+    count = rd32(side + H_COUNT);
     if (count > (side_size - HEADER_SIZE - 8u) / ENTRY_SIZE) return KCZ_E_TRUNCATED;
     table_end = HEADER_SIZE + 4u + count * ENTRY_SIZE;
     if (crc_bad(side + HEADER_SIZE + 4u, count * ENTRY_SIZE)) return KCZ_E_CRC;
-    if (rdsz(side + 16) != skeleton_size || crc32(skeleton, skeleton_size) != rd32(side + 56))
+    if (rdsz(side + H_SKELETON_SIZE) != skeleton_size ||
+        crc32(skeleton, skeleton_size) != rd32(side + H_SKELETON_CRC))
         return KCZ_E_SKELETON;
     /* First pass: every entry is consistent and every payload's CRC matches before anything is
      * written, so corrupted input never reaches the callback. */
     payload_at = table_end + 4u;
     for (e = side + HEADER_SIZE + 4u, i = 0; i < count; i++, e += ENTRY_SIZE) {
-        size_t off = rdsz(e), len = rdsz(e + 8);
-        uint32_t psize = rd32(e + 24), elem = e[29];
-        if (e[28] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8) || rd16(e + 30))
+        size_t off = rdsz(e + E_OFFSET), len = rdsz(e + E_LENGTH);
+        uint32_t psize = rd32(e + E_PAYLOAD_SIZE), elem = e[E_ELEM_SIZE];
+        if (e[E_ENCODING] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8) ||
+            rd16(e + E_RESERVED))
             return KCZ_E_TABLE;
         if (off < prev_end || len > model_size || off > model_size - len) return KCZ_E_TABLE;
-        if (rdsz(e + 16) != payload_at || side_size - payload_at < 4u ||
+        if (rdsz(e + E_PAYLOAD_OFFSET) != payload_at || side_size - payload_at < 4u ||
             psize > side_size - payload_at - 4u)
             return KCZ_E_TABLE;
         if (crc_bad(side + payload_at, psize)) return KCZ_E_CRC;
@@ -277,12 +292,13 @@ int kcz_decode(const uint8_t *side, size_t side_size, const uint8_t *skeleton,
     ws->ctx = ctx;
     ws->out_used = 0;
     for (e = side + HEADER_SIZE + 4u, i = 0; i < count; i++, e += ENTRY_SIZE) {
-        size_t keep = rdsz(e) - model_pos;
+        size_t keep = rdsz(e + E_OFFSET) - model_pos;
         if (put(ws, skeleton + skel_pos, keep)) return KCZ_E_WRITE;
         skel_pos += keep;
-        rc = decode_tensor(side + rdsz(e + 16), rd32(e + 24), rdsz(e + 8), e[29], ws);
+        rc = decode_tensor(side + rdsz(e + E_PAYLOAD_OFFSET), rd32(e + E_PAYLOAD_SIZE),
+                           rdsz(e + E_LENGTH), e[E_ELEM_SIZE], ws);
         if (rc) return rc;
-        model_pos = rdsz(e) + rdsz(e + 8);
+        model_pos = rdsz(e + E_OFFSET) + rdsz(e + E_LENGTH);
     }
     if (put(ws, skeleton + skel_pos, skeleton_size - skel_pos)) return KCZ_E_WRITE;
     return ws->out_used && write(ctx, ws->out, ws->out_used) ? KCZ_E_WRITE : KCZ_OK;

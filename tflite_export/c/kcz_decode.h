@@ -5,9 +5,9 @@
  * read bounds-checked. Inputs are plain byte arrays (flash or RAM); the model is produced in
  * order through a write callback (to flash, in chunks). The format is tflite_export/FORMAT.md.
  *
- * Usage:
+ * Usage (skeleton first, then sidecar, as in every decoder and CLI of the project):
  *   kcz_workspace ws;
- *   int rc = kcz_decode(sidecar, sidecar_len, skeleton, skeleton_len, write_fn, ctx, &ws);
+ *   int rc = kcz_decode(skeleton, skeleton_len, sidecar, sidecar_len, write_fn, ctx, &ws);
  *   if (rc != KCZ_OK) { puts(kcz_error_name(rc)); }
  *
  * Every input byte is checked (CRC-32 of the header, entry table, each payload and the
@@ -15,9 +15,9 @@
  * without output. Only a payload that passes its CRC yet is malformed (a buggy encoder) can fail
  * after part of the model was written: treat the output as invalid unless this returns KCZ_OK.
  *
- * Builds: with -Os (microcontrollers) Huffman codes are decoded bit by bit; about 1.5 KB of
- * Cortex-M4 code and a few hundred bytes of stack. Any other optimisation level adds lookup
- * tables on the stack (8 KB) and in-place output, several times faster on hosts.
+ * Builds: KCZ_LUT_BITS (below) chooses between decoding Huffman codes bit by bit (about 1.5 KB
+ * of Cortex-M4 code and a few hundred bytes of stack: microcontrollers) and lookup tables on
+ * the stack plus in-place output (several times faster on hosts).
  * KCZ_MAX_CODEBOOK and KCZ_CHUNK change kcz_workspace: define them the same way everywhere.
  */
 #ifndef KCZ_DECODE_H
@@ -32,6 +32,23 @@
 #define KCZ_MAX_CODEBOOK 4096u
 #endif
 #define KCZ_MAX_GAP_BITS 8u
+
+/* Huffman lookup tables: each KCZ_LUT_BITS-bit prefix decoded at once, from two tables of
+ * 4 << KCZ_LUT_BITS bytes on the stack (8 KB at 10). 0 decodes bit by bit: the smallest code
+ * and stack, for microcontrollers. Default: 0 where the compiler says it optimises for size
+ * (gcc and clang -Os define __OPTIMIZE_SIZE__), else 10. Compilers that never define
+ * __OPTIMIZE_SIZE__ (IAR, Keil, MSVC) get the tables unless you pass -DKCZ_LUT_BITS=0.
+ * Allowed: 0, or 8 to 16. */
+#ifndef KCZ_LUT_BITS
+#ifdef __OPTIMIZE_SIZE__
+#define KCZ_LUT_BITS 0
+#else
+#define KCZ_LUT_BITS 10
+#endif
+#endif
+#if KCZ_LUT_BITS != 0 && (KCZ_LUT_BITS < 8 || KCZ_LUT_BITS > 16)
+#error "KCZ_LUT_BITS must be 0 or from 8 to 16"
+#endif
 #define KCZ_MAX_CODE_LEN 16u
 /* Bytes handed to the write callback at a time (the last piece may be shorter): a common flash
  * page size. Host builds can pass e.g. -DKCZ_CHUNK=4096 for fewer callbacks. */
@@ -68,8 +85,8 @@ typedef struct {
     void *ctx;
 } kcz_workspace;
 
-int kcz_decode(const uint8_t *sidecar, size_t sidecar_size, const uint8_t *skeleton,
-               size_t skeleton_size, kcz_write_fn write, void *ctx, kcz_workspace *ws);
+int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *sidecar,
+               size_t sidecar_size, kcz_write_fn write, void *ctx, kcz_workspace *ws);
 
 const char *kcz_error_name(int code);
 

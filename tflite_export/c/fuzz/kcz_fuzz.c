@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t skeleton_size;
     if (size < 2) return 0;
     skeleton_size = (size_t)(data[0] | (data[1] << 8)) % (size - 1);
-    kcz_decode(data + 2 + skeleton_size, size - 2 - skeleton_size, data + 2, skeleton_size, discard,
+    kcz_decode(data + 2, skeleton_size, data + 2 + skeleton_size, size - 2 - skeleton_size, discard,
                NULL, &ws);
     return 0;
 }

@@ -9,7 +9,11 @@
  *
  * Any malformed input raises an IOException naming the section and byte offset; a rebuilt
  * model whose skeleton CRC-32 or SHA-256 differs from the recorded one is never returned.
+ * Copy this file into an app's sources under kerascompress/ (its package) and import
+ * kerascompress.KczDecoder.
  */
+package kerascompress;
+
 import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
 import java.io.FileOutputStream;
@@ -23,7 +27,20 @@ import java.util.Arrays;
 import java.util.zip.CRC32;
 
 public final class KczDecoder {
-    private static final int HEADER = 68; // header fields and their CRC-32
+    // Field offsets, named as in FORMAT.md ("Layout" and "Entry").
+    private static final int H_VERSION = 4;
+    private static final int H_MODEL_SIZE = 8;
+    private static final int H_SKELETON_SIZE = 16;
+    private static final int H_SKELETON_CRC = 56;
+    private static final int H_COUNT = 60;
+    private static final int HEADER = 68; // header fields and their CRC-32; the table follows
+    private static final int E_OFFSET = 0;
+    private static final int E_LENGTH = 8;
+    private static final int E_PAYLOAD_OFFSET = 16;
+    private static final int E_PAYLOAD_SIZE = 24;
+    private static final int E_ENCODING = 28;
+    private static final int E_ELEM_SIZE = 29;
+    private static final int E_RESERVED = 30;
     private static final int ENTRY = 32;
     private static final int MAX_CODEBOOK = 4096;
     private static final int MAX_GAP_BITS = 8;
@@ -46,10 +63,11 @@ public final class KczDecoder {
         ByteBuffer b = ByteBuffer.wrap(side).order(ByteOrder.LITTLE_ENDIAN);
         if (side[0] != 'K' || side[1] != 'C' || side[2] != 'Z' || side[3] != '1')
             fail("header", 0, "bad magic");
-        if (b.getShort(4) != 2) fail("header", 4, "unknown version " + b.getShort(4));
+        if (b.getShort(H_VERSION) != 2)
+            fail("header", H_VERSION, "unknown version " + b.getShort(H_VERSION));
         checkCrc(side, 0, HEADER - 4, "header");
-        long modelSize = b.getLong(8), skeletonSize = b.getLong(16);
-        long count = b.getInt(60) & 0xFFFFFFFFL;
+        long modelSize = b.getLong(H_MODEL_SIZE), skeletonSize = b.getLong(H_SKELETON_SIZE);
+        long count = b.getInt(H_COUNT) & 0xFFFFFFFFL;
         long tableEnd = HEADER + count * ENTRY;
         if (tableEnd + 4 > side.length) fail("entry table", HEADER, "runs past the end of the file");
         checkCrc(side, HEADER, (int) (tableEnd - HEADER), "entry table");
@@ -57,17 +75,19 @@ public final class KczDecoder {
             fail("skeleton", 0, skeleton.length + " bytes, expected " + skeletonSize);
         CRC32 skeletonCrc = new CRC32();
         skeletonCrc.update(skeleton, 0, skeleton.length);
-        if (skeletonCrc.getValue() != (b.getInt(56) & 0xFFFFFFFFL))
+        if (skeletonCrc.getValue() != (b.getInt(H_SKELETON_CRC) & 0xFFFFFFFFL))
             fail("skeleton", 0, "CRC-32 differs from the sidecar's (wrong skeleton?)");
-        if (modelSize > Integer.MAX_VALUE - 8) fail("header", 8, "model too large for one array");
+        if (modelSize > Integer.MAX_VALUE - 8)
+            fail("header", H_MODEL_SIZE, "model too large for one array");
         long previousEnd = 0, cut = 0, payloadAt = tableEnd + 4;
         for (int i = 0; i < count; i++) {
             int e = HEADER + i * ENTRY;
-            long off = b.getLong(e), len = b.getLong(e + 8), poff = b.getLong(e + 16);
-            long psize = b.getInt(e + 24) & 0xFFFFFFFFL;
-            int elem = side[e + 29];
-            if (side[e + 28] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8)
-                    || b.getShort(e + 30) != 0) fail("entry table", e, "unknown encoding");
+            long off = b.getLong(e + E_OFFSET), len = b.getLong(e + E_LENGTH);
+            long poff = b.getLong(e + E_PAYLOAD_OFFSET);
+            long psize = b.getInt(e + E_PAYLOAD_SIZE) & 0xFFFFFFFFL;
+            int elem = side[e + E_ELEM_SIZE];
+            if (side[e + E_ENCODING] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8)
+                    || b.getShort(e + E_RESERVED) != 0) fail("entry table", e, "unknown encoding");
             if (off < previousEnd || len < 0 || len > modelSize || off > modelSize - len)
                 fail("entry table", e, "tensor range overlaps or exceeds the model");
             if (poff != payloadAt || psize + 4 > side.length - poff)
@@ -77,18 +97,18 @@ public final class KczDecoder {
             payloadAt = poff + psize + 4;
         }
         if (payloadAt != side.length) fail("payloads", payloadAt, "unexpected trailing bytes");
-        if (modelSize - cut != skeletonSize) fail("header", 16, "sizes disagree");
+        if (modelSize - cut != skeletonSize) fail("header", H_SKELETON_SIZE, "sizes disagree");
         byte[] model = new byte[(int) modelSize];
         int skelPos = 0, modelPos = 0;
         for (int i = 0; i < count; i++) {
             int e = HEADER + i * ENTRY;
-            int off = (int) b.getLong(e), len = (int) b.getLong(e + 8), poff = (int) b.getLong(e + 16);
-            int psize = b.getInt(e + 24);
+            int off = (int) b.getLong(e + E_OFFSET), len = (int) b.getLong(e + E_LENGTH);
+            int poff = (int) b.getLong(e + E_PAYLOAD_OFFSET), psize = b.getInt(e + E_PAYLOAD_SIZE);
             int keep = off - modelPos;
             System.arraycopy(skeleton, skelPos, model, modelPos, keep);
             skelPos += keep;
             checkCrc(side, poff, psize, "tensor payload " + i);
-            decodeTensor(side, poff, psize, model, off, len, side[e + 29], i);
+            decodeTensor(side, poff, psize, model, off, len, side[e + E_ELEM_SIZE], i);
             modelPos = off + len;
         }
         System.arraycopy(skeleton, skelPos, model, modelPos, skeleton.length - skelPos);
@@ -231,10 +251,10 @@ public final class KczDecoder {
         }
     }
 
-    /** java KczDecoder SKELETON SIDECAR OUT: exit 0, or 2 with the error on stderr. */
+    /** java kerascompress.KczDecoder SKELETON SIDECAR OUT: exit 0, or 2 with the error on stderr. */
     public static void main(String[] args) throws IOException {
         if (args.length != 3) {
-            System.err.println("usage: java KczDecoder SKELETON SIDECAR OUT");
+            System.err.println("usage: java kerascompress.KczDecoder SKELETON SIDECAR OUT");
             System.exit(64);
         }
         byte[] model;
