@@ -24,7 +24,6 @@ import time
 import keras
 import numpy as np
 import results_io
-import tensorflow as tf
 from fashion import BATCH, compiled, data, vgg_style
 
 import keras_compress as kc
@@ -34,13 +33,12 @@ COLUMNS = ["model", "method", "round", "params", "params_ratio", "val_accuracy",
 
 
 def tflite_bytes(model: keras.Model) -> bytes:
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return kc.deploy.convert(model)
 
 
 def latency_s(model_bytes: bytes, image: np.ndarray, runs: int) -> float:
     """Median seconds of one single-image ``invoke`` in the TFLite interpreter."""
-    interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=1)
-    interpreter.allocate_tensors()
+    interpreter = kc.deploy.litert.interpreter(model_bytes, num_threads=1)
     index = interpreter.get_input_details()[0]["index"]
     interpreter.set_tensor(index, image[None])
     interpreter.invoke()  # warm up

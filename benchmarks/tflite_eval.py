@@ -1,18 +1,18 @@
-"""Accuracy of a ``.tflite`` in the TFLite interpreter, for the benchmarks.
+"""Accuracy of a ``.tflite`` in LiteRT's interpreter, for the benchmarks.
 
-Imports only numpy and TensorFlow, so that ``tfmot_baseline.py`` (legacy Keras, its own
+Imports only numpy and ``ai_edge_litert``, so that ``tfmot_baseline.py`` (legacy Keras, its own
 process) and ``table1.py`` (Keras 3) measure their models the same way.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 
 def tflite_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
     """Top-1 accuracy; int8 inputs are quantized with the model's own scale and zero point."""
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    interpreter = Interpreter(model_content=model_bytes)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero = inp["quantization"]
     correct, shape = 0, None

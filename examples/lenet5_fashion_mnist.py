@@ -21,7 +21,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import keras_compress as kc
 from keras_compress.deploy import convert
@@ -54,15 +53,8 @@ def decode_with_c(prefix: Path) -> bytes:
 
 
 def tflite_accuracy(model_bytes: bytes, x, y) -> float:
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    correct = 0
-    for image, label in zip(x, y):
-        interpreter.set_tensor(inp["index"], image[None])
-        interpreter.invoke()
-        correct += int(np.argmax(interpreter.get_tensor(out["index"])) == label)
-    return correct / len(y)
+    (logits,) = kc.deploy.litert.run(model_bytes, x.astype("float32"))
+    return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
 def plot(shared, report, stages, path: Path) -> None:

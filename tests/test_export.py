@@ -30,15 +30,7 @@ def compressed(toy_data):
 
 
 def _run(tflite_bytes, x):
-    interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for row in x:
-        interpreter.set_tensor(inp["index"], row[None].astype(inp["dtype"]))
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(out["index"])[0])
-    return np.array(results)
+    return kc.deploy.litert.run(tflite_bytes, x)[0]
 
 
 def test_export_decodes_byte_for_byte_and_runs(compressed, toy_data, tmp_path):
@@ -151,11 +143,7 @@ def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
     assert report.totals["ratio"] > 1.2 and any("lstm" in name for name in stored), stored
     data = kc.deploy.sidecar.join((tmp_path / "fixed.skeleton").read_bytes(),
                            (tmp_path / "fixed.kcz").read_bytes())  # fmt: skip
-    lite = tf.lite.Interpreter(model_content=data)
-    lite.allocate_tensors()
-    lite.set_tensor(lite.get_input_details()[0]["index"], x[:1])
-    lite.invoke()
-    got = lite.get_tensor(lite.get_output_details()[0]["index"])
+    (got,) = kc.deploy.litert.run(data, x[:1])
     np.testing.assert_allclose(got, shared.predict(x[:1], verbose=0), atol=1e-5)
 
 

@@ -8,7 +8,6 @@ import subprocess
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from helpers import mlp
 
 import keras_compress as kc
@@ -39,8 +38,7 @@ def test_int8_model_decoded_by_c_runs_in_tflm(cli, toy_data, tmp_path):
     data = decoded.read_bytes()
     assert data == (tmp_path / "q.tflite").read_bytes()
 
-    lite = tf.lite.Interpreter(model_content=data)
-    lite.allocate_tensors()
+    lite = kc.deploy.litert.interpreter(data)
     inp, out = lite.get_input_details()[0], lite.get_output_details()[0]
     scale, zero = inp["quantization"]
     micro = runtime.Interpreter.from_bytes(data)

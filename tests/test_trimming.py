@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from helpers import mlp
 
 import keras_compress as kc
@@ -84,12 +83,7 @@ def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path):
     decoded = kc.deploy.sidecar.join((tmp_path / "mlp.skeleton").read_bytes(),
                               (tmp_path / "mlp.kcz").read_bytes())  # fmt: skip
     assert decoded == (tmp_path / "mlp.tflite").read_bytes()
-    interpreter = tf.lite.Interpreter(model_content=decoded)
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (16, 12))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[:16])
-    interpreter.invoke()
-    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    (output,) = kc.deploy.litert.run(decoded, x[:16])
     expected = kc.strip(shared).predict(x[:16], verbose=0)
     np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
     fc1 = kc.strip(shared).get_layer("fc1").get_weights()[0]

@@ -1,60 +1,152 @@
-"""Keras model -> ``.tflite`` bytes with TensorFlow's converter, and errors that say what to do."""
+"""Keras model -> ``.tflite`` bytes through Keras's own LiteRT export; errors say what to do.
+
+Conversion is ``model.export(path, format="litert")`` (Keras's ``ExportArchive`` -> SavedModel ->
+TensorFlow's converter), so whatever Keras exports, keras_compress exports: Sequential,
+functional, nested and subclassed models, several inputs and outputs. Two differences: only
+TFLite builtin operators are allowed (Keras also allows TensorFlow ops through the Flex delegate,
+which neither LiteRT's default interpreter nor TensorFlow Lite Micro runs), and a model whose
+RNN loops need static shapes (``Bidirectional(GRU)`` with an unknown batch size) is converted
+with a batch of 1, with a warning, where Keras would emit Flex ops.
+"""
 
 from __future__ import annotations
 
+import tempfile
+import warnings
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from keras_compress.core.graph import is_functional
 from keras_compress.core.rewrite import fresh_copy, iter_layers
-from keras_compress.core.wrapper import strip
+from keras_compress.core.wrapper import is_wrapper, strip
+
+QUANTIZATIONS = ("float32", "int8")
 
 
 def convert(
     model: keras.Model,
     quantization: str = "float32",
     representative_data: Callable[[], Iterable] | None = None,
+    batch_size: int | None = None,
 ) -> bytes:
-    """Convert a (wrapped or plain) Keras model with TensorFlow's own TFLite converter.
+    """Convert a (wrapped or plain) Keras model to ``.tflite`` bytes with Keras's LiteRT export.
 
     Args:
-        model: the model; keras_compress wrappers are stripped first.
+        model: the model; keras_compress wrappers are stripped first (a subclassed model is
+            exported as it is and must hold none).
         quantization: ``"float32"``, or ``"int8"`` for full-integer quantization (inputs,
             outputs and weights int8; what TensorFlow Lite Micro runs).
         representative_data: for ``"int8"``: a callable returning an iterable of input
             batches (lists of arrays), as ``TFLiteConverter.representative_dataset`` wants.
+        batch_size: a fixed batch size for the inputs (``None``: as the model says, usually
+            unknown; RNN models that need a static shape fall back to 1 with a warning).
+
+    Returns:
+        The ``.tflite`` bytes.
 
     Raises:
-        ValueError: unknown ``quantization`` or missing representative data; a conversion
-            failure is re-raised with the model's name.
+        ValueError: unknown ``quantization``, missing representative data, a subclassed
+            model with keras_compress wrappers; a conversion failure names the first layer
+            the converter rejects and how to fix it.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> convert(model)[4:8]
+        b'TFL3'
     """
-    if quantization not in ("float32", "int8"):
-        raise ValueError(f"quantization must be 'float32' or 'int8', got {quantization!r}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(strip(model))
-    if quantization == "int8":
-        if representative_data is None:
-            raise ValueError("int8 export needs representative_data (a callable yielding inputs)")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_data
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization == "int8" and representative_data is None:
+        raise ValueError("int8 export needs representative_data (a callable yielding inputs)")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    plain = _plain(model)
+    options = _converter_options(quantization, representative_data)
     try:
-        return converter.convert()
+        return _export(plain, options, batch_size)
     except Exception as err:  # the converter raises many types; keep the cause attached
-        culprit = _first_unconvertible_layer(strip(model))
-        where = f" at layer {culprit.name!r} ({type(culprit).__name__})" if culprit else ""
+        failure = err
+    if batch_size is None and _fixed_batch_helps(plain):
+        try:
+            data = _export(plain, options, 1)
+        except Exception:  # noqa: BLE001 - report the first failure below
+            pass
+        else:
+            warnings.warn(
+                f"model {model.name!r}: its RNN layers convert to TFLite builtins only with a "
+                "static shape, so the .tflite takes a batch of 1 (pass batch_size=... to choose)",
+                stacklevel=2,
+            )
+            return data
+    culprit = _first_unconvertible_layer(plain, options) if is_functional(plain) else None
+    where = f" at layer {culprit.name!r} ({type(culprit).__name__})" if culprit else ""
+    raise ValueError(
+        f"TFLite conversion of model {model.name!r} failed{where}: {failure}{_hint(plain)}"
+    ) from failure
+
+
+def _plain(model: keras.Model) -> keras.Model:
+    """The model without keras_compress wrappers (a subclassed model must have none)."""
+    if is_functional(model):
+        return strip(model)
+    wrapped = [layer.name for layer in iter_layers(model) if is_wrapper(layer)]
+    if wrapped:
         raise ValueError(
-            f"TFLite conversion of model {model.name!r} failed{where}: {err}{_rnn_hint(model)}"
-        ) from err
+            f"model {model.name!r} is a subclassed keras.Model holding keras_compress wrappers "
+            f"({', '.join(wrapped)}); strip cannot rebuild a subclassed model. Compress a "
+            "Sequential or functional version, or assign kc.strip's plain layers yourself."
+        )
+    return model
 
 
-def _rnn_hint(model: keras.Model) -> str:
-    """TFLite's builtins run a Keras RNN only as a loop of fixed length (measured: TF 2.21)."""
+def _converter_options(quantization: str, representative_data) -> dict:
+    """``TFLiteConverter`` settings, as Keras's LiteRT export takes them."""
+    if quantization == "float32":
+        return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    return {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": representative_data,
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        "inference_input_type": tf.int8,
+        "inference_output_type": tf.int8,
+    }
+
+
+def _export(model: keras.Model, options: dict, batch_size: int | None) -> bytes:
+    signature = None
+    if batch_size is not None:
+        if not is_functional(model):
+            raise ValueError("a fixed batch_size needs a Sequential or functional model")
+        # One positional argument holding the model's input structure, as Keras's own export
+        # builds it; the names keep the signature's inputs named after the model's Inputs.
+        signature = [keras.tree.map_structure(
+            lambda t: tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype, name=t.name),
+            model.input,
+        )]  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tflite"
+        model.export(str(path), format="litert", verbose=False, input_signature=signature,
+                     **options)  # fmt: skip
+        return path.read_bytes()
+
+
+def _fixed_batch_helps(model: keras.Model) -> bool:
+    """TFLite's builtins run a Keras RNN as a loop whose shapes must be static (TF 2.21)."""
+    rnn = any(isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
+              for layer in iter_layers(model))  # fmt: skip
+    return rnn and is_functional(model) and not _unknown_lengths(model)
+
+
+def _unknown_lengths(model: keras.Model) -> bool:
+    return any(None in tuple(t.shape)[1:] for t in keras.tree.flatten(model.input))
+
+
+def _hint(model: keras.Model) -> str:
     rnn = any(isinstance(layer, keras.layers.RNN) for layer in iter_layers(model))
-    dynamic = any(None in tuple(t.shape)[1:] for t in model.inputs)
-    if not (rnn and dynamic):
+    if not (rnn and is_functional(model) and _unknown_lengths(model)):
         return ""
     return (
         "\nHint: the model has RNN layers (LSTM/GRU) and inputs of unknown length; TFLite "
@@ -63,16 +155,16 @@ def _rnn_hint(model: keras.Model) -> str:
     )
 
 
-def _first_unconvertible_layer(model: keras.Model) -> keras.layers.Layer | None:
+def _first_unconvertible_layer(model: keras.Model, options: dict) -> keras.layers.Layer | None:
     """Convert each single-input layer alone, in order, to name the one the converter rejects."""
     for layer in iter_layers(model):
         try:
             shape = layer.input.shape[1:]
         except (AttributeError, ValueError):  # several inputs, or no symbolic input
             continue
-        probe = keras.Sequential([keras.Input(shape), fresh_copy(layer)])
+        probe = keras.Sequential([keras.Input(shape, batch_size=1), fresh_copy(layer)])
         try:
-            tf.lite.TFLiteConverter.from_keras_model(probe).convert()
+            _export(probe, options, None)
         except Exception:  # noqa: BLE001 - any failure marks the culprit
             return layer
     return None

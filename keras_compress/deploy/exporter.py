@@ -108,6 +108,7 @@ def export(
     path: str | os.PathLike,
     quantization: str = "float32",
     representative_data: Callable[[], Iterable] | None = None,
+    batch_size: int | None = None,
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -124,6 +125,7 @@ def export(
         path: output prefix, e.g. ``"out/lenet5"``; its folder is created.
         quantization: ``"float32"`` or ``"int8"`` (see ``convert``).
         representative_data: calibration inputs for ``"int8"``.
+        batch_size: a fixed input batch size (``None``: the model's; see ``convert``).
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -137,7 +139,7 @@ def export(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    model_bytes = convert(model, quantization, representative_data)
+    model_bytes = convert(model, quantization, representative_data, batch_size)
     cuts = [(b.offset, b.length, b.dtype.itemsize) for b in weight_buffers(model_bytes)]
     skeleton, side, entries = sidecar.split(model_bytes, cuts)
     if sidecar.join(skeleton, side) != model_bytes:  # never ship what we cannot decode
