@@ -255,3 +255,24 @@ def test_callback_config_round_trips_with_schedule_objects(callback):
     assert restored.get_config() == callback.get_config()
     assert type(restored.schedule) is type(callback.schedule)
     assert restored.target == callback.target
+
+
+def test_polynomial_ramp_reaches_its_target_at_end_step_whatever_the_frequency(toy_data):
+    x, y = toy_data  # 256 examples in batches of 16: 16 steps an epoch, 48 in all
+    model = kc.make_prunable(mlp())
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = kc.MagnitudePruning(0.8, "polynomial", end_step=48, frequency=100)
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[callback])
+    for name, level in kc.sparsity(model).items():
+        assert level == pytest.approx(0.8, abs=0.02), name
+    assert history.history["sparsity"][-1] == pytest.approx(kc.sparsity(model)["total"])
+
+
+def test_a_fit_that_ends_before_the_ramp_warns_with_what_it_reached(toy_data):
+    x, y = toy_data
+    model = kc.make_prunable(mlp())
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = kc.MagnitudePruning(0.8, "polynomial", end_step=100, frequency=10)
+    with pytest.warns(UserWarning, match=r"ended at step 32 with sparsity 0\.\d+.* step 100 \(68"):
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])
+    assert 0.3 < kc.sparsity(model)["total"] < 0.8

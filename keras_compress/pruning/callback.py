@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -263,7 +264,10 @@ class MagnitudePruning(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         """Recompute the masks if the schedule says so (or a step was skipped over)."""
         # ``batch`` is the step index within the epoch, also with steps_per_execution > 1.
-        step = self._epoch_base_step + batch
+        self._advance(self._epoch_base_step + batch)
+
+    def _advance(self, step: int) -> None:
+        """Apply the schedule at ``step`` (training steps done so far)."""
         level = self.schedule.level(step)
         first = self._seen_step is None
         passed = [step] if first else range(self._seen_step + 1, step + 1)
@@ -302,9 +306,24 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     # No on_train_batch_end: overriding it makes Keras run every batch synchronously.
     def on_epoch_end(self, epoch, logs=None):
-        """Record the global sparsity in the epoch logs (progress bar and ``History``)."""
+        """Log the sparsity in ``History``; after the fit's last step, apply an update due then."""
+        # The step after fit's last batch begins no batch, so a ramp ending exactly where fit
+        # ends (end_step == steps) is completed here.
+        if epoch + 1 == self.params.get("epochs"):
+            self._advance(int(self._wrappers[0].step.numpy()))
         if logs is not None:
             logs["sparsity"] = self._sparsity
+
+    def on_train_end(self, logs=None):
+        """Warn if ``fit`` ended before the schedule reached its final level."""
+        step, last = int(self._wrappers[0].step.numpy()), self.schedule.last_change
+        if step < last and self.schedule.level(step) < self.schedule.final_level:
+            warnings.warn(
+                f"MagnitudePruning: fit ended at step {step} with sparsity {self._sparsity:.3f}; "
+                f"the schedule reaches its final level {self.schedule.final_level} at step "
+                f"{last} ({last - step} more steps: train longer or lower end_step)",
+                stacklevel=2,
+            )
 
     def get_config(self) -> dict:
         """Constructor arguments (a schedule object as its Keras serialization)."""

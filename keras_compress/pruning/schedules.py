@@ -37,6 +37,11 @@ class PruningSchedule:
         """Constructor arguments, for ``from_config``."""
         raise NotImplementedError
 
+    @property
+    def last_change(self) -> int:
+        """The step at which the level stops changing (``final_level`` from there on)."""
+        raise NotImplementedError
+
     @classmethod
     def from_config(cls, config: dict) -> PruningSchedule:
         """Rebuild a schedule from ``get_config()``."""
@@ -74,6 +79,11 @@ class ConstantSparsity(PruningSchedule):
     def level(self, step: int) -> float:
         """Level in force at ``step``: 0 before ``begin_step``, ``target`` after."""
         return self.target if step >= self.begin_step else 0.0
+
+    @property
+    def last_change(self) -> int:
+        """``begin_step``, or ``end_step`` for a ramp."""
+        return self.begin_step if self.end_step is None else self.end_step
 
     def should_update(self, step: int) -> bool:
         """True every ``frequency`` steps from ``begin_step`` up to ``end_step``."""
@@ -177,6 +187,11 @@ class IterativeRounds(PruningSchedule):
     def level(self, step: int) -> float:
         """Level of the round that ``step`` falls in (0 before the first round)."""
         return 0.0 if step < self.begin_step else self.levels[self._round(step)]
+
+    @property
+    def last_change(self) -> int:
+        """The first step of the last round."""
+        return self.begin_step + (len(self.levels) - 1) * self.steps_per_round
 
     def should_update(self, step: int) -> bool:
         """True at the first step of each round."""
