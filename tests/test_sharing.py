@@ -164,7 +164,18 @@ def test_bad_input_is_rejected(toy_data):
         kc.share_weights(model, quantizer="lloyd-max")
     with pytest.raises(ValueError, match="needs hessian"):
         kc.share_weights(model, quantizer="hessian_kmeans")
-    with pytest.raises(ValueError, match="out/kernel: 64 clusters requested but the weights"):
-        kc.share_weights(model, bits=6)  # out/kernel has only 32 weights
-    with pytest.raises(ValueError, match="no layer"):
-        kc.share_weights(model, bits={"conv": 4})
+    with pytest.raises(ValueError, match="bits key 'conv' selects no layer; the model has: fc1"):
+        kc.share_weights(model, bits={"conv": 4, "dense": 3})
+
+
+def test_a_tensor_with_fewer_values_than_clusters_keeps_them_exactly(toy_data):
+    model = _trained(toy_data)
+    out = model.get_layer("out")
+    kernel = out.get_weights()[0]
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.75)] = 0.0  # 8 of 32 left
+    out.set_weights([kernel, out.get_weights()[1]])
+    with pytest.warns(UserWarning, match=r"out/kernel \(8 values\)"):
+        shared = kc.share_weights(model, bits=4)  # 15 clusters allowed beside the zero
+    shared_kernel = kc.strip(shared).get_layer("out").get_weights()[0]
+    np.testing.assert_array_equal(shared_kernel, kernel)  # every value kept, bit for bit
+    assert _distinct(shared)["fc1/kernel"] <= 16

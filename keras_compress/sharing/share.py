@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -117,10 +118,14 @@ def share_weights(
     Returns:
         The new, uncompiled model; ``model`` is not changed.
 
+    A tensor with fewer distinct non-zero values than the clusters its bits allow (pruning
+    can leave a small depthwise kernel with a handful) keeps each of its values as its own
+    centroid: ``min(2**bits - 1 if pruned else 2**bits, distinct)`` clusters; a warning names
+    such tensors.
+
     Raises:
-        ValueError: bits outside 1..16, unknown quantizer or init, a missing Hessian, more
-            clusters than distinct weights in some tensor (the message names it), or nothing
-            selected.
+        ValueError: bits outside 1..16, unknown quantizer or init, a missing Hessian, a key of
+            ``bits`` that selects no layer, or nothing selected.
 
     Example:
         >>> import keras_compress as kc
@@ -136,18 +141,23 @@ def share_weights(
         raise ValueError(
             "quantizer='hessian_kmeans' needs hessian= (see keras_compress.core.hessian)"
         )
-    if isinstance(bits, Mapping):
-        check_selectors(list(bits))
     plain = strip(model)
+    layers = [layer for layer in iter_layers(plain) if not isinstance(layer, keras.Model)]
+    if isinstance(bits, Mapping):
+        for key in check_selectors(list(bits)):
+            if not any(selects(key, layer) for layer in layers):
+                names = ", ".join(layer.name for layer in layers)
+                raise ValueError(f"bits key {key!r} selects no layer; the model has: {names}")
     picked = {}
-    for layer in iter_layers(plain):
+    for layer in layers:
         layer_bits = _bits_for(layer, bits, weights)
-        if layer_bits is None or isinstance(layer, keras.Model):
+        if layer_bits is None:
             continue
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
         picked[id(layer)] = layer_bits
     if not picked:
         raise ValueError(f"no layer of model {model.name!r} is selected by bits={bits!r}")
+    exact = []  # tensors with fewer distinct values than clusters: each value kept as it is
 
     def transform(layer):
         if id(layer) not in picked:
@@ -162,18 +172,29 @@ def share_weights(
                 name = weight_key(wrapper, variable)
                 w = np.asarray(variable.numpy())
                 nonzero = w != 0
-                k = 2**wrapper.bits - (1 if not nonzero.all() else 0)
+                allowed = 2**wrapper.bits - (1 if not nonzero.all() else 0)
+                distinct = np.unique(w[nonzero]).size
                 if hessian is not None and name not in hessian:
                     raise ValueError(f"hessian has no entry for {name!r}")
-                importance = None if hessian is None else np.asarray(hessian[name])[nonzero]
-                try:
-                    result = quantize(w[nonzero], k, quantizer, init, importance, lam, seed)
-                except ValueError as err:
-                    raise ValueError(f"{name}: {err}; use fewer bits for this layer") from err
                 labels = np.zeros(w.shape, np.int32)
+                if distinct <= allowed:  # nothing to cluster: the values are the codebook
+                    if distinct < allowed:
+                        exact.append(f"{name} ({distinct} values)")
+                    centroids, labels[nonzero] = np.unique(w[nonzero], return_inverse=True)
+                    wrapper.assign_clusters(i, centroids, labels, nonzero)
+                    continue
+                importance = None if hessian is None else np.asarray(hessian[name])[nonzero]
+                result = quantize(w[nonzero], allowed, quantizer, init, importance, lam, seed)
                 labels[nonzero] = result.labels
                 wrapper.assign_clusters(i, result.centroids, labels, nonzero)
 
         return wrapper, load
 
-    return rewrite_model(plain, transform)
+    shared = rewrite_model(plain, transform)
+    if exact:
+        warnings.warn(
+            f"share_weights: {len(exact)} tensor(s) have fewer distinct non-zero values than "
+            f"their bits allow and keep each value as its own centroid: {', '.join(exact)}",
+            stacklevel=2,
+        )
+    return shared
