@@ -1,0 +1,182 @@
+"""The whole pipeline on architectures users bring: prune in fit, strip, share, fine-tune, export,
+decode (Python and C), run in LiteRT.
+
+Each model starts at random initialisation on tiny random data; what is checked is structural:
+LiteRT computes what Keras computes, the decoders rebuild the exact .tflite, pruned zeros
+survive into the decoded tensors, and so do the shared values where no BatchNormalization is
+folded into a kernel (folding scales each output channel; the BatchNorm work checks that case).
+"""
+
+import subprocess
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from helpers import build_c
+
+import keras_compress as kc
+
+L = keras.layers
+BITS = 4
+
+
+def _conv1d():
+    return keras.Sequential([keras.Input((32, 3)), L.Conv1D(16, 5, activation="relu"),
+                             L.MaxPooling1D(2), L.Conv1D(24, 3, activation="relu"),
+                             L.GlobalAveragePooling1D(), L.Dense(4)], name="conv1d")  # fmt: skip
+
+
+def _seq2seq():
+    source, target = keras.Input((10, 8), name="source"), keras.Input((7, 6), name="target")
+    _, h, c = L.LSTM(32, return_state=True, name="encoder")(source)
+    decoded = L.LSTM(32, return_sequences=True, name="decoder")(target, initial_state=[h, c])
+    return keras.Model([source, target], L.Dense(5, name="logits")(decoded), name="seq2seq")
+
+
+def _bidirectional_gru():
+    tokens = keras.Input((20,), dtype="int32", name="tokens")
+    x = L.Embedding(200, 32, name="embed")(tokens)
+    x = L.Bidirectional(L.GRU(24), name="bigru")(x)
+    return keras.Model(tokens, L.Dense(3, name="out")(x), name="bigru")
+
+
+def _time_distributed():
+    td = L.TimeDistributed(L.Dense(48, "relu"), name="td")
+    return keras.Sequential([keras.Input((6, 40)), td, L.Flatten(), L.Dense(3)], name="td_dense")
+
+
+def _multi_input():
+    image, meta = keras.Input((12, 12, 2), name="image"), keras.Input((9,), name="meta")
+    x = L.Flatten()(L.Conv2D(8, 3, activation="relu", name="conv")(image))
+    x = L.Concatenate()(
+        [L.Dense(32, "relu", name="img_fc")(x), L.Dense(16, "relu", name="meta_fc")(meta)]
+    )
+    return keras.Model([image, meta], L.Dense(2, name="out")(x), name="multi_input")  # fmt: skip
+
+
+def _nested():
+    inner = keras.Sequential([keras.Input((20,)), L.Dense(64, "relu", name="in1"),
+                              L.Dense(32, "relu", name="in2")], name="inner")  # fmt: skip
+    inputs = keras.Input((20,))
+    return keras.Model(inputs, L.Dense(3, name="head")(inner(inputs)), name="nested")
+
+
+def _mobilenet_v2():
+    return keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=4)
+
+
+def _resnet50_v2():
+    return keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3), classes=4)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.hidden, self.out = L.Dense(32, activation="relu"), L.Dense(3)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+# (builder, has BatchNormalization folded into kernels at conversion)
+ARCHITECTURES = {
+    "conv1d": (_conv1d, False),
+    "lstm_seq2seq": (_seq2seq, False),
+    "bidirectional_gru": (_bidirectional_gru, False),
+    "time_distributed_dense": (_time_distributed, False),
+    "multi_input": (_multi_input, False),
+    "nested": (_nested, False),
+    "mobilenet_v2": (_mobilenet_v2, True),
+    "resnet50_v2": (_resnet50_v2, True),
+}
+SLOW = {"mobilenet_v2", "resnet50_v2"}
+
+
+def _data(model, n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = {}
+    for tensor in model.inputs:
+        shape = (n, *tensor.shape[1:])
+        if "int" in str(tensor.dtype):
+            xs[tensor.name] = rng.integers(0, 200, shape).astype("int32")
+        else:
+            xs[tensor.name] = rng.normal(size=shape).astype("float32")
+    out = model.outputs[0].shape[-1]
+    y = rng.integers(0, out, (n, *model.outputs[0].shape[1:-1]))
+    x = list(xs.values()) if len(xs) > 1 else next(iter(xs.values()))
+    return x, y, xs
+
+
+@pytest.fixture(scope="module")
+def c_decoder(tmp_path_factory):
+    return build_c(tmp_path_factory, "kcz_cli", ["-O2"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in ARCHITECTURES],
+)
+def test_prune_share_export_decode_run(name, c_decoder, tmp_path):
+    build, folds_batchnorm = ARCHITECTURES[name]
+    model = build()
+    x, y, named = _data(model)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    pruned = kc.make_prunable(model)
+    pruned.compile(keras.optimizers.Adam(1e-3), loss)
+    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
+               callbacks=[kc.MagnitudePruning(0.6, "constant")])  # fmt: skip
+    for weight, level in kc.sparsity(pruned).items():
+        assert level >= 0.59, weight
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # small tensors keep their own values
+        shared = kc.share_weights(kc.strip(pruned), bits=BITS)
+    shared.compile(keras.optimizers.Adam(1e-4), loss)
+    shared.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    plain = kc.strip(shared)
+    for weight, value in kc.core.compressed_weights(plain):
+        assert np.unique(value).size <= 2**BITS, weight
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # RNNs may convert at a batch of 1
+        report = kc.export(shared, tmp_path / name)
+    tflite = (tmp_path / f"{name}.tflite").read_bytes()
+    skeleton, sidecar = (tmp_path / f"{name}.skeleton"), (tmp_path / f"{name}.kcz")
+    assert kc.deploy.sidecar.join(skeleton.read_bytes(), sidecar.read_bytes()) == tflite
+    decoded = tmp_path / "decoded.tflite"
+    run = subprocess.run([str(c_decoder), str(skeleton), str(sidecar), str(decoded)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert decoded.read_bytes() == tflite
+    assert report.totals["ratio"] > 1.0
+
+    # LiteRT computes what Keras computes.
+    got = kc.deploy.litert.run(tflite, named if len(named) > 1 else x)
+    want = plain.predict(x, verbose=0)
+    np.testing.assert_allclose(got[0], want, rtol=1e-3, atol=1e-4)
+
+    # Pruned zeros reach the decoded tensors; shared values too where nothing is folded.
+    buffers = [b.values(tflite) for b in kc.deploy.tflite_buffers.weight_buffers(tflite)]
+    floats = [v for v in buffers if v.dtype == np.float32]
+    keras_zeros = sum(int((w == 0).sum()) for _, w in kc.core.compressed_weights(plain))
+    assert sum(int((v == 0).sum()) for v in floats) >= keras_zeros
+    if not folds_batchnorm:
+        shared_values = np.unique(np.concatenate(
+            [w.ravel() for _, w in kc.core.compressed_weights(plain)]))  # fmt: skip
+        matrices = [v for v in floats if v.size >= 256]  # weight matrices, not biases
+        assert matrices
+        for values in matrices:
+            assert np.isin(values, shared_values).all()
+
+
+def test_subclassed_model_exports_and_says_why_it_cannot_be_pruned(tmp_path):
+    model = _Subclassed()
+    x = np.random.default_rng(0).normal(size=(16, 10)).astype("float32")
+    model(x)
+    with pytest.raises(TypeError, match="subclassed keras.Model; only Sequential and functional"):
+        kc.make_prunable(model)
+    kc.export(model, tmp_path / "sub")
+    (got,) = kc.deploy.litert.run((tmp_path / "sub.tflite").read_bytes(), x)
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
