@@ -62,6 +62,31 @@ def _nested():
     return keras.Model(inputs, L.Dense(3, name="head")(inner(inputs)), name="nested")
 
 
+@keras.saving.register_keras_serializable(package="test_architectures")
+class GatedDense(L.Layer):
+    """A custom layer with its own weight names (``w``, ``gate``): sharing must be told them."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1], self.units))
+        self.gate = self.add_weight(name="gate", shape=(self.units,), initializer="ones")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.w) * keras.ops.sigmoid(self.gate)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def _custom_layer():
+    inputs = keras.Input((24,))
+    x = GatedDense(40, name="gated")(inputs)
+    return keras.Model(inputs, L.Dense(3, name="out")(L.ReLU()(x)), name="custom_layer")
+
+
 def _mobilenet_v2():
     return keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=4)
 
@@ -79,7 +104,7 @@ class _Subclassed(keras.Model):
         return self.out(self.hidden(x))
 
 
-# (builder, has BatchNormalization folded into kernels at conversion)
+# (builder, whether the converter folds a per-channel scale, BatchNorm's or another, into kernels)
 ARCHITECTURES = {
     "conv1d": (_conv1d, False),
     "lstm_seq2seq": (_seq2seq, False),
@@ -87,6 +112,8 @@ ARCHITECTURES = {
     "time_distributed_dense": (_time_distributed, False),
     "multi_input": (_multi_input, False),
     "nested": (_nested, False),
+    # The converter folds the constant sigmoid(gate) column scale into w, as it folds BatchNorm.
+    "custom_layer": (_custom_layer, True),
     "mobilenet_v2": (_mobilenet_v2, True),
     "resnet50_v2": (_resnet50_v2, True),
 }
@@ -123,7 +150,8 @@ def test_prune_share_export_decode_run(name, c_decoder, tmp_path):
     x, y, named = _data(model)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    pruned = kc.make_prunable(model)
+    weights = ["w", "kernel"] if name == "custom_layer" else None  # its weight is named "w"
+    pruned = kc.make_prunable(model, weights=weights)
     pruned.compile(keras.optimizers.Adam(1e-3), loss)
     pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
                callbacks=[kc.MagnitudePruning(0.6, "constant")])  # fmt: skip
@@ -132,7 +160,7 @@ def test_prune_share_export_decode_run(name, c_decoder, tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # small tensors keep their own values
-        shared = kc.share_weights(kc.strip(pruned), bits=BITS)
+        shared = kc.share_weights(kc.strip(pruned), bits=BITS, weights=weights)
     shared.compile(keras.optimizers.Adam(1e-4), loss)
     shared.fit(x, y, batch_size=8, epochs=1, verbose=0)
     plain = kc.strip(shared)
