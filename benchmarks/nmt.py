@@ -19,7 +19,7 @@ English-to-German message pairs from the gettext catalogs that Debian packages i
 3. ESE: the LSTM weights pruned 80% class-uniform with and without load balancing over
    ``--pe`` processing elements (same retraining): the load imbalance (max / mean non-zeros
    per PE) and BLEU; then 12-bit linear fixed point of the balanced model's LSTM weights.
-4. Export of the compressed model through the sidecar (``keras_compress.export``).
+4. Export of the compressed model through the sidecar (``kc.export``).
 
     python benchmarks/nmt.py            # about 55 minutes on 2 cores
     python benchmarks/nmt.py --quick    # subset smoke run

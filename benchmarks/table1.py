@@ -296,7 +296,7 @@ def write(rows, args, dataset, cfg) -> None:
             ],
         )  # fmt: skip
         + "\n\nEntropy floor: the skeleton plus each coded tensor's element-wise entropy bound "
-        "(`keras_compress.export.entropy_bytes`).\n\n"
+        "(`keras_compress.coding.entropy_bytes`).\n\n"
         + "\n\n".join(
             where_the_bytes_go(name, rows, len(dataset[1][0]))
             for name in dict.fromkeys(r["model"] for r in rows)
