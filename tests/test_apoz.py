@@ -95,3 +95,30 @@ def test_mirrored_strategy_gives_the_same_apoz_and_trims(mirrored):
     expected = kc.remove_units(plain, select_units(reference, "fraction", 0.5))
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), expected.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_the_whole_relu_family_counts_including_mobilenet_relu6_behind_batchnorm():
+    model = keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=4)
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
+    scores = measure_apoz(model, x)
+    # Conv -> BatchNorm -> ReLU(6): the expansion convolutions are measured, the projections
+    # (no ReLU after them) and the classifier are not.
+    assert "Conv1" in scores and "block_1_expand" in scores
+    assert "block_1_project" not in scores and "predictions" not in scores
+    assert all(((s >= 0) & (s <= 1)).all() for s in scores.values())
+    capped = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(3, "relu6", name="a"),
+        keras.layers.Dense(3, name="b"), keras.layers.ReLU(6.0, threshold=0.1),
+        keras.layers.Dense(2, name="out"),
+    ])  # fmt: skip
+    assert sorted(relu_points(capped)) == ["a", "b"]
+
+
+def test_a_model_without_relu_says_which_layers_were_considered():
+    layers = [keras.layers.Dense(3, name="fc"), keras.layers.LeakyReLU(),
+              keras.layers.Dense(2, name="out")]  # fmt: skip
+    model = keras.Sequential([keras.Input((4,)), *layers])
+    with pytest.raises(
+        ValueError, match=r"no unit .* reaches a ReLU.* fc \(Dense\), out \(Dense\)"
+    ):
+        measure_apoz(model, np.zeros((2, 4), "float32"))

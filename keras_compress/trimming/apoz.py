@@ -23,9 +23,10 @@ RULES = ("std", "fraction", "cutoff")
 def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
     """Layers whose units reach a ReLU one to one: layer name -> the ReLU's output.
 
-    The ReLU is the layer's own activation, or a ``ReLU``/``Activation("relu")`` layer after
-    it, possibly behind BatchNormalization, Dropout or other channel-wise layers. The model's
-    output layers are left out (they are never trimmed).
+    The ReLU (any of the family: ``"relu"``, ``"relu6"``, ``ReLU(max_value=...)``, with or
+    without a threshold) is the layer's own activation, or a ``ReLU``/``Activation`` layer after
+    it, possibly behind BatchNormalization, Dropout or other channel-wise layers (MobileNet's
+    Conv -> BatchNorm -> ReLU6). The model's output layers are left out (never trimmed).
 
     Example:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "relu", name="fc"),
@@ -80,6 +81,15 @@ def measure_apoz(
         if missing:
             raise ValueError(f"no ReLU follows layer(s) {missing}; these do: {sorted(points)}")
         points = {name: points[name] for name in layers}
+    if not points:
+        considered = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
+                      if width_key(layer)]  # fmt: skip
+        raise ValueError(
+            f"no unit of model {model.name!r} reaches a ReLU one to one, so APoZ has nothing to "
+            f"measure; Dense/Conv layers considered: {', '.join(considered) or 'none'}. APoZ "
+            "needs a ReLU (any max_value or threshold, e.g. ReLU6) after a layer, directly or "
+            "behind BatchNormalization and channel-wise layers; leaky ReLUs have no zeros"
+        )
     names = list(points)
     probe = keras.Model(model.inputs, [_zeros_per_channel(t) for t in points.values()])
     positions = [int(np.prod(t.shape[1:-1])) for t in points.values()]
@@ -190,13 +200,19 @@ def _zeros_per_channel(tensor):
     return ops.sum(zeros, axis=tuple(range(1, len(tensor.shape) - 1))) if zeros.ndim > 2 else zeros
 
 
+#: Activations whose output is exactly zero for an inactive unit (the ReLU family).
+RELU_FAMILY = ("relu", "relu6")
+
+
 def _is_relu(activation) -> bool:
-    return activation is keras.activations.relu or getattr(activation, "__name__", "") == "relu"
+    return getattr(activation, "__name__", None) in RELU_FAMILY
 
 
 def _is_relu_layer(layer) -> bool:
+    # A ReLU layer with a cap (ReLU6: max_value=6) or a threshold still outputs exact zeros;
+    # a leaky one (negative_slope > 0) does not, so APoZ does not apply to it.
     if isinstance(layer, keras.layers.ReLU):
-        return not layer.negative_slope and not layer.threshold and layer.max_value is None
+        return not layer.negative_slope
     return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)
 
 
