@@ -26,7 +26,14 @@ from keras_compress import (
     sharing,
     trimming,
 )
-from keras_compress.core import sparsity, strip, summary, weight_key, weight_rows
+from keras_compress.core import (
+    fold_batchnorm,
+    sparsity,
+    strip,
+    summary,
+    weight_key,
+    weight_rows,
+)
 from keras_compress.pruning import (
     ConstantSparsity,
     IterativeRounds,
@@ -86,6 +93,7 @@ __all__ = [
     "distillation",
     "examples",
     "export",
+    "fold_batchnorm",
     "make_prunable",
     "measure_apoz",
     "pruning",

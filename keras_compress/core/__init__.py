@@ -7,9 +7,20 @@
 * ``graph``: reading a functional model's graph (the only place touching private Keras).
 * ``rewrite``: cloning a model with some layers replaced, weights carried over.
 * ``report``: per-weight values, tables and sparsity; ``hessian``: Hessian diagonals.
+* ``batchnorm``: ``fold_batchnorm``, BatchNorm folded into the layer before it.
 """
 
-from keras_compress.core import graph, hessian, report, rewrite, selectors, weights, wrapper
+from keras_compress.core import (
+    batchnorm,
+    graph,
+    hessian,
+    report,
+    rewrite,
+    selectors,
+    weights,
+    wrapper,
+)
+from keras_compress.core.batchnorm import fold_batchnorm
 from keras_compress.core.report import compressed_weights, sparsity, summary, weight_rows
 from keras_compress.core.rewrite import iter_layers
 from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
@@ -17,6 +28,8 @@ from keras_compress.core.wrapper import CompressionWrapper, is_wrapper, strip, u
 
 __all__ = [
     "CompressionWrapper",
+    "batchnorm",
+    "fold_batchnorm",
     "LayerSelector",
     "check_selectors",
     "compressed_weights",

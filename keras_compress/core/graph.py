@@ -63,6 +63,18 @@ def inbound_names(layer: keras.layers.Layer) -> list[str]:
     return [producer_name(t) for t in inbound_tensors(layer)]
 
 
+def consumer_names(layer: keras.layers.Layer) -> list[str]:
+    """Names of the layers (or operations) that take ``layer``'s output.
+
+    Example:
+        >>> x, fc = keras.Input((4,)), keras.layers.Dense(3, name="fc")
+        >>> y = keras.layers.ReLU(name="relu")(fc(x))
+        >>> consumer_names(fc)
+        ['relu']
+    """
+    return [node.operation.name for node in layer._outbound_nodes]
+
+
 def output_names(model: keras.Model) -> set[str]:
     """Names of the layers that produce ``model``'s outputs.
 

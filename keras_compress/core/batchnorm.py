@@ -1,0 +1,113 @@
+"""Folding BatchNormalization into the layer before it, ahead of weight sharing.
+
+TensorFlow's converter folds each inference-mode BatchNormalization into the kernel before it,
+``kernel * gamma / sqrt(var + eps)`` per output channel, so a tensor's ``2**bits`` shared values
+become up to ``channels * 2**bits`` distinct floats in the ``.tflite`` and its codebook is lost.
+Folding first, then sharing the folded kernel, gives the converter nothing left to fold: the
+shared values reach the ``.tflite`` as they are. Pruned zeros stay zeros (a scaled zero is zero).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_compress.core.graph import consumer_names, inbound_names, is_functional, output_names
+from keras_compress.core.rewrite import rewrite_model
+from keras_compress.core.wrapper import strip
+
+#: Layers a following BatchNormalization folds into, with their output-channel layout.
+FOLDABLE = (
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
+    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+)  # fmt: skip
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` with each foldable BatchNormalization folded into the layer before it.
+
+    A BatchNormalization folds when it normalizes the last axis of the output of a Conv,
+    DepthwiseConv, SeparableConv or Dense layer without activation whose output nothing else
+    reads; that layer gains the folded kernel and bias (``use_bias=True``) and the
+    BatchNormalization becomes an ``Identity`` of the same name. Others are left as they are.
+    In inference the copy computes what ``model`` computes (up to float rounding); trained
+    further, it no longer normalizes batches. keras_compress wrappers are stripped first.
+
+    Args:
+        model: a Sequential or functional model (nested models are searched).
+
+    Returns:
+        The folded, uncompiled model; ``model`` is not changed.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+        ...                           keras.layers.BatchNormalization(), keras.layers.ReLU()])
+        >>> [type(layer).__name__ for layer in fold_batchnorm(model).layers]
+        ['Conv2D', 'Identity', 'ReLU']
+    """
+    plain = strip(model)
+    plan = _plan(plain)  # producer name -> its BatchNormalization
+
+    def transform(layer):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer in plan.values():
+            return keras.layers.Identity(name=layer.name), lambda: None
+        bn = plan.get(layer.name)
+        if bn is None:
+            return None
+        new = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
+        return new, lambda: new.set_weights(_folded_weights(layer, bn))
+
+    return rewrite_model(plain, transform)
+
+
+def _plan(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
+    plan = {}
+    for graph in [model, *(m for m in _submodels(model))]:
+        layers = {layer.name: layer for layer in graph.layers}
+        outputs = output_names(graph)
+        for bn in graph.layers:
+            if not isinstance(bn, keras.layers.BatchNormalization):
+                continue
+            producers = inbound_names(bn)
+            producer = layers.get(producers[0]) if len(producers) == 1 else None
+            if (
+                isinstance(producer, FOLDABLE)
+                and bn.axis in (-1, len(bn.input.shape) - 1)
+                and getattr(producer, "activation", None) in (None, keras.activations.linear)
+                and consumer_names(producer) == [bn.name]
+                and producer.name not in outputs
+            ):
+                plan[producer.name] = bn
+    return plan
+
+
+def _submodels(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and is_functional(layer):
+            yield layer
+            yield from _submodels(layer)
+
+
+def _folded_weights(layer: keras.layers.Layer, bn: keras.layers.BatchNormalization) -> list:
+    """The layer's weights with ``bn`` folded in (Ioffe & Szegedy's inference transform)."""
+    gamma, beta, mean, var = _bn_parameters(bn)
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    kernel = weights[-1] if not layer.use_bias else weights[-2]
+    bias = weights[-1] if layer.use_bias else np.zeros(scale.shape, kernel.dtype)
+    if isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
+        # output channel c * multiplier + m comes from kernel[..., c, m]
+        folded = kernel * scale.reshape(kernel.shape[-2:])
+    else:  # Conv, Dense, and SeparableConv's pointwise kernel: output channels last
+        folded = kernel * scale
+    new_bias = (bias - mean) * scale + beta
+    head = weights[: len(weights) - (2 if layer.use_bias else 1)]  # a depthwise kernel, if any
+    return [*head, folded.astype(kernel.dtype), new_bias.astype(kernel.dtype)]
+
+
+def _bn_parameters(bn: keras.layers.BatchNormalization):
+    channels = int(bn.input.shape[-1])
+    gamma = np.asarray(bn.gamma) if bn.scale else np.ones(channels, "float32")
+    beta = np.asarray(bn.beta) if bn.center else np.zeros(channels, "float32")
+    return gamma, beta, np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)
