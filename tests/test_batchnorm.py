@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_compress as kc
 
@@ -47,6 +48,7 @@ def test_folding_is_exact_and_removes_every_foldable_batchnorm():
     assert model.get_layer("conv_bn").__class__ is L.BatchNormalization  # input untouched
 
 
+@pytest.mark.slow
 def test_pruned_zeros_survive_folding():
     model = _bn_net()
     _randomize_statistics(model)
@@ -63,6 +65,7 @@ def test_pruned_zeros_survive_folding():
         assert (after[name] == 0).mean() >= 0.69, name
 
 
+@pytest.mark.slow
 def test_shared_values_reach_the_tflite_only_when_folded_first(tmp_path):
     model = _bn_net()
     _randomize_statistics(model)

@@ -32,7 +32,7 @@ def _bidirectional():
     ("build", "expected"),
     [
         (_time_distributed, {"td/fc/kernel", "out/kernel"}),
-        (
+        pytest.param(
             _bidirectional,
             {
                 "bi/forward_lstm/lstm_cell/kernel",
@@ -41,6 +41,7 @@ def _bidirectional():
                 "bi/backward_lstm/lstm_cell/recurrent_kernel",
                 "out/kernel",
             },
+            marks=pytest.mark.slow,
         ),
     ],
 )
