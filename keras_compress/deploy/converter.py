@@ -81,7 +81,7 @@ def convert(
                 stacklevel=2,
             )
             return data
-    culprit = _first_unconvertible_layer(plain, options) if is_functional(plain) else None
+    culprit = _first_unconvertible_layer(plain) if is_functional(plain) else None
     where = f" at layer {culprit.name!r} ({type(culprit).__name__})" if culprit else ""
     raise ValueError(
         f"TFLite conversion of model {model.name!r} failed{where}: {failure}{_hint(plain)}"
@@ -155,8 +155,12 @@ def _hint(model: keras.Model) -> str:
     )
 
 
-def _first_unconvertible_layer(model: keras.Model, options: dict) -> keras.layers.Layer | None:
-    """Convert each single-input layer alone, in order, to name the one the converter rejects."""
+def _first_unconvertible_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """Convert each single-input layer alone, in order, to name the one the converter rejects.
+
+    In float: the int8 calibration data fits the whole model's inputs, not a layer's.
+    """
+    options = _converter_options("float32", None)
     for layer in iter_layers(model):
         try:
             shape = layer.input.shape[1:]
