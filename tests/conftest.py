@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from helpers import build_c, mlp, toy_xy  # noqa: E402
@@ -49,7 +50,9 @@ def fashion():
 
 # -O2 builds decode through lookup tables; -Os (microcontroller) builds bit by bit, and so does
 # an -O2 build told so with KCZ_LUT_BITS=0 (what IAR/Keil/MSVC size builds must pass).
-@pytest.fixture(scope="session", params=["-O2", "-Os", "-O2 -DKCZ_LUT_BITS=0"])
+# The -Os build keeps a 32 KB DEFLATE window here (its default is 1 KB) to decode kc.export's
+# default files; tests/test_c_decoder.py checks the 1 KB default on its own.
+@pytest.fixture(scope="session", params=["-O2", "-Os -DKCZ_WINDOW_BITS=15", "-O2 -DKCZ_LUT_BITS=0"])
 def cli(tmp_path_factory, request):
     """The C decoder's command-line program in a fast and two bit-by-bit builds."""
     return build_c(tmp_path_factory, "kcz_cli", request.param.split())
@@ -66,4 +69,32 @@ def exported(tmp_path_factory):
     shared = kc.share_weights(model, bits={"fc.*": 3})
     path = tmp_path_factory.mktemp("export") / "mlp"
     kc.export(shared, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported_bn(tmp_path_factory):
+    """A small BatchNorm CNN, pruned 70%, folded, shared (4 bits), exported in full int8.
+
+    Its per-channel int8 kernels and its skeleton are what format version 3 codes.
+    """
+    keras.utils.set_random_seed(3)
+    layers = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    h = layers.Conv2D(32, 3, use_bias=False, name="conv")(inputs)
+    h = layers.ReLU()(layers.BatchNormalization(name="bn")(h))
+    h = layers.DepthwiseConv2D(3, name="dw")(h)
+    h = layers.ReLU(6.0)(layers.BatchNormalization(name="dw_bn")(h))
+    h = layers.Conv2D(48, 1, name="pw")(h)
+    h = layers.GlobalAveragePooling2D()(layers.BatchNormalization(name="pw_bn")(h))
+    model = keras.Model(inputs, layers.Dense(4, name="fc")(h))
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 12, 12, 3)).astype("float32")
+    model = kc.make_prunable(model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, rng.integers(0, 4, 64), epochs=2, batch_size=16, verbose=0,
+              callbacks=[kc.MagnitudePruning(0.7, schedule="constant")])  # fmt: skip
+    shared = kc.share_weights(kc.fold_batchnorm(kc.strip(model)), bits=4)
+    path = tmp_path_factory.mktemp("export_bn") / "bn_cnn"
+    kc.export(shared, path, "int8", lambda: (x[i : i + 1] for i in range(16)))
     return path

@@ -35,7 +35,10 @@ def toy_xy(n=256, seed=0):
 
 
 def synthetic_model_bytes(seed=0):
-    """A fake ``.tflite``: bytes around four cut tensors of every kind the sidecar codes.
+    """A fake ``.tflite``: bytes around five cut tensors of every kind the sidecar codes.
+
+    The fifth is a per-channel int8 kernel (each of 24 output channels with its own 7 values,
+    coded with per-channel codebooks); repeated names make the skeleton worth DEFLATE-coding.
 
     Returns ``(model, cuts)`` with ``cuts`` as ``sidecar.split`` takes them.
     """
@@ -45,11 +48,16 @@ def synthetic_model_bytes(seed=0):
     dense_shared = rng.choice(np.float32([0.1, 0.2, -0.3]), size=3000)
     unshared = rng.normal(size=500).astype(np.float32)  # does not gain: stays in the skeleton
     int8 = np.where(rng.random(2000) < 0.2, rng.integers(-127, 128, 2000), 0).astype(np.int8)
+    books = np.sort(rng.choice(np.arange(-127, 128), (24, 7), replace=True), axis=1)
+    channel = np.take_along_axis(books, rng.integers(0, 7, (24, 300)), 1).astype(np.int8)
+    channel[rng.random(channel.shape) < 0.7] = 0
+    names = b"".join(b"model/block_%d/conv;model/block_%d/bn\x00\x00" % (i, i) for i in range(60))
     parts = [header, sparse.astype(np.float32).tobytes(), b"\x07" * 12, dense_shared.tobytes(),
-             unshared.tobytes(), int8.tobytes(), b"tail"]  # fmt: skip
+             unshared.tobytes(), int8.tobytes(), names, channel.tobytes(), b"tail"]  # fmt: skip
     offsets = np.cumsum([0] + [len(p) for p in parts])
     cuts = [(int(offsets[1]), 16000, 4), (int(offsets[3]), 12000, 4), (int(offsets[4]), 2000, 4),
-            (int(offsets[5]), 2000, 1)]  # fmt: skip
+            (int(offsets[5]), 2000, 1),
+            (int(offsets[7]), channel.size, 1, channel.shape)]  # fmt: skip
     return b"".join(parts), cuts
 
 

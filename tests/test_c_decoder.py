@@ -1,6 +1,7 @@
 """The C99 decoder (tflite_export/c) against files the Python exporter wrote."""
 
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import keras_compress as kc
 
 @pytest.fixture(scope="module", params=["-O1", "-Os"])
 def cli_asan(tmp_path_factory, request):
-    flags = ["-g", request.param, "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    flags = ["-g", request.param, "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+             "-DKCZ_WINDOW_BITS=15"]  # fmt: skip
     return build_c(tmp_path_factory, "kcz_cli_asan", flags)
 
 
@@ -31,7 +33,8 @@ def test_c_decoder_rebuilds_the_exported_tflite(cli, exported, tmp_path):
 @pytest.mark.parametrize("seed", range(4))
 def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed):
     model, cuts = synthetic_model_bytes(seed)
-    skeleton, side, _ = kc.deploy.sidecar.split(model, cuts)
+    # Per-channel codebooks and a DEFLATE skeleton with each window, or a raw skeleton.
+    skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=[9, 12, 15, None][seed])
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)
     run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
@@ -54,6 +57,62 @@ def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
     assert (tmp_path / "o").read_bytes() == model
 
 
+def test_c_decoder_rebuilds_a_batchnorm_cnn_in_int8(cli, exported_bn, tmp_path):
+    """Per-channel int8 kernels (channel-coded) and a DEFLATE skeleton (format version 3)."""
+    info, entries = kc.deploy.sidecar.read_header(Path(f"{exported_bn}.kcz").read_bytes())
+    assert info["version"] == 3 and info["skeleton_window_bits"] == 15
+    run = _decode(cli, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == Path(f"{exported_bn}.tflite").read_bytes()
+
+
+def test_a_size_optimised_build_keeps_a_1kb_window_and_says_so(tmp_path_factory, tmp_path):
+    small = build_c(tmp_path_factory, "kcz_cli_os", ["-Os"])
+    nowindow = build_c(tmp_path_factory, "kcz_cli_raw", ["-Os", "-DKCZ_WINDOW_BITS=0"])
+    model, cuts = synthetic_model_bytes(1)
+    for window_bits, program, ok in [(10, small, True), (15, small, False), (None, nowindow, True),
+                                     (9, nowindow, False)]:  # fmt: skip
+        skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=window_bits)
+        (tmp_path / "s").write_bytes(skeleton)
+        (tmp_path / "k").write_bytes(side)
+        (tmp_path / "o").unlink(missing_ok=True)
+        run = _decode(program, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+        if ok:
+            assert run.returncode == 0 and (tmp_path / "o").read_bytes() == model, run.stderr
+        else:
+            assert run.returncode == 2 and "window too large" in run.stderr, run.stderr
+            assert not (tmp_path / "o").exists()
+
+
+def test_crafted_deflate_skeletons_never_crash_the_decoder(cli_asan, tmp_path):
+    """Corrupted skeleton streams with their CRC-32 fixed up (what no accident produces): the
+    C decoder, which skips the SHA-256, must still stay in bounds and stop with an error or a
+    model of the right size."""
+    model, cuts = synthetic_model_bytes(2)
+    skeleton, side, _ = kc.deploy.sidecar.split(model, cuts)
+    size = kc.deploy.sidecar.HEADER.size
+    rng = np.random.default_rng(7)
+    failures = 0
+    for trial in range(150):
+        bad = bytearray(skeleton)
+        for pos in rng.integers(0, len(bad), 1 + trial % 3):
+            bad[pos] = int(rng.integers(0, 256))
+        if trial % 10 == 0:
+            bad = bad[: int(rng.integers(1, len(bad)))]
+        header = bytearray(side[:size])
+        header[56:60] = zlib.crc32(bytes(bad)).to_bytes(4, "little")
+        forged = bytes(header) + zlib.crc32(bytes(header)).to_bytes(4, "little") + side[size + 4 :]
+        (tmp_path / "s").write_bytes(bytes(bad))
+        (tmp_path / "k").write_bytes(forged)
+        run = _decode(cli_asan, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+        assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
+        assert run.returncode in (0, 2), run.stderr[-2000:]
+        if run.returncode == 0:
+            assert len((tmp_path / "o").read_bytes()) == len(model)
+        failures += run.returncode == 2
+    assert failures >= 100  # DEFLATE itself notices most damage
+
+
 def test_c_decoder_rejects_a_wrong_skeleton(cli, exported, tmp_path):
     skeleton = bytearray(Path(f"{exported}.skeleton").read_bytes())
     skeleton[len(skeleton) // 2] ^= 0x10
@@ -63,9 +122,11 @@ def test_c_decoder_rejects_a_wrong_skeleton(cli, exported, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_thousands_of_corruptions_are_rejected_under_sanitizers(cli_asan, exported):
+@pytest.mark.parametrize("which", ["exported", "exported_bn"])
+def test_thousands_of_corruptions_are_rejected_under_sanitizers(cli_asan, which, request):
+    path = request.getfixturevalue(which)
     run = subprocess.run(
-        [str(cli_asan), f"{exported}.skeleton", f"{exported}.kcz", "--mutate", "4000"],
+        [str(cli_asan), f"{path}.skeleton", f"{path}.kcz", "--mutate", "4000"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]

@@ -15,7 +15,7 @@ pytestmark = [
 ]
 
 
-def test_libfuzzer_finds_no_crash_in_fifteen_seconds(exported, tmp_path):
+def test_libfuzzer_finds_no_crash_in_fifteen_seconds(exported, exported_bn, tmp_path):
     binary = tmp_path / "kcz_fuzz"
     sources = [str(C_SOURCE / "kcz_decode.c"), str(C_SOURCE / "fuzz" / "kcz_fuzz.c")]
     flags = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", f"-I{C_SOURCE}"]
@@ -23,10 +23,13 @@ def test_libfuzzer_finds_no_crash_in_fifteen_seconds(exported, tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    skeleton = Path(f"{exported}.skeleton").read_bytes()
-    sidecar = Path(f"{exported}.kcz").read_bytes()
-    # The harness reads the skeleton's length (mod the input size) from the first two bytes.
-    (corpus / "seed").write_bytes(struct.pack("<H", len(skeleton)) + skeleton + sidecar)
+    # Seeds: an MLP's export and a BatchNorm CNN's int8 export (per-channel codebooks and a
+    # DEFLATE skeleton). The harness reads the skeleton's length (mod the input size) from the
+    # first two bytes.
+    for i, path in enumerate([exported, exported_bn]):
+        skeleton = Path(f"{path}.skeleton").read_bytes()
+        sidecar = Path(f"{path}.kcz").read_bytes()
+        (corpus / f"seed{i}").write_bytes(struct.pack("<H", len(skeleton)) + skeleton + sidecar)
     # libFuzzer's RSS limit reads the peak RSS, which Linux carries over fork+exec from this
     # process (4.3 GB after the ResNet50V2 architecture test): bound each allocation instead
     # (the decoder itself allocates nothing).

@@ -48,7 +48,8 @@ def test_export_decodes_byte_for_byte_and_runs(compressed, toy_data, tmp_path):
     before = sum(r["bytes_before"] for r in kernels)
     after = sum(r["bytes_after"] for r in kernels)
     assert after * 5 < before, (before, after)  # 80% pruned, 3-bit shared kernels
-    assert t["skeleton_bytes"] + before == t["tflite_bytes"]
+    assert t["skeleton_raw_bytes"] + before == t["tflite_bytes"]
+    assert t["skeleton_bytes"] < t["skeleton_raw_bytes"]  # DEFLATE-coded
     assert after < t["sidecar_bytes"] < after + 200  # header and entry table
     expected = compressed.predict(x[:20], verbose=0)
     np.testing.assert_allclose(_run(decoded, x[:20]), expected, rtol=1e-4, atol=1e-5)
@@ -68,7 +69,8 @@ def test_cli_decode_and_inspect(compressed, tmp_path):
     inspect = subprocess.run(
         cmd + ["inspect", str(tmp_path / "m.kcz")], capture_output=True, text=True
     )
-    assert inspect.returncode == 0 and '"version": 2' in inspect.stdout
+    assert inspect.returncode == 0 and '"version": 3' in inspect.stdout
+    assert '"skeleton_window_bits": 15' in inspect.stdout
     bad = tmp_path / "bad.kcz"
     data = bytearray((tmp_path / "m.kcz").read_bytes())
     data[-3] ^= 1

@@ -42,6 +42,12 @@ def test_java_decoder_rebuilds_the_exported_tflite(classes, exported, tmp_path):
     assert (tmp_path / "o").read_bytes() == Path(f"{exported}.tflite").read_bytes()
 
 
+def test_java_decoder_rebuilds_a_batchnorm_cnn_in_int8(classes, exported_bn, tmp_path):
+    run = _decode(classes, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == Path(f"{exported_bn}.tflite").read_bytes()
+
+
 def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
     model, cuts = synthetic_model_bytes(5)
     skeleton, side, entries = kc.deploy.sidecar.split(model, cuts)

@@ -11,7 +11,7 @@ def test_round_trip_is_byte_exact_and_skips_tensors_that_do_not_gain():
     model, cuts = synthetic_model_bytes()
     skeleton, side, entries = sidecar.split(model, cuts)
     assert sidecar.join(skeleton, side) == model
-    assert [e.offset for e in entries] == [cuts[0][0], cuts[1][0], cuts[3][0]]
+    assert [e.offset for e in entries] == [cuts[0][0], cuts[1][0], cuts[3][0], cuts[4][0]]
     assert len(skeleton) + len(side) < len(model) / 2
     # -0.0 is kept distinct from +0.0 (bit patterns, not values, are coded).
     assert sidecar.join(skeleton, side).count(np.float32(-0.0).tobytes()) == model.count(
@@ -35,7 +35,7 @@ def test_every_single_bit_flip_in_the_sidecar_is_rejected():
 
 def test_truncation_extension_and_wrong_skeleton_are_rejected():
     model, cuts = synthetic_model_bytes(2)
-    skeleton, side, _ = sidecar.split(model, cuts)
+    skeleton, side, _ = sidecar.split(model, cuts, window_bits=None)
     for n in list(range(0, 120, 7)) + [len(side) - 1, len(side) // 2]:
         with pytest.raises(sidecar.SidecarError):
             sidecar.join(skeleton, side[:n])
@@ -69,8 +69,8 @@ def test_wrong_version_and_magic_name_the_offset():
     with pytest.raises(sidecar.SidecarError, match="bad magic .* at byte offset 0"):
         sidecar.join(skeleton, b"XXXX" + side[4:])
     newer = bytearray(side)
-    newer[4] = 3
-    with pytest.raises(sidecar.SidecarError, match="version 3 at byte offset 4"):
+    newer[4] = 4
+    with pytest.raises(sidecar.SidecarError, match="version 4 at byte offset 4"):
         sidecar.join(skeleton, bytes(newer))
 
 
@@ -93,3 +93,74 @@ def test_a_crafted_payload_with_a_bad_crc_fixed_up_is_still_rejected():
     )
     with pytest.raises(sidecar.SidecarError, match="tensor payload 0"):
         sidecar.join(skeleton, forged)
+
+
+def test_per_channel_codebooks_are_chosen_where_they_are_smaller():
+    model, cuts = synthetic_model_bytes(3)
+    offset, length, _, shape = cuts[4]
+    data = model[offset : offset + length]
+    encoding, payload = sidecar.encode_tensor(data, 1, shape=shape)
+    _, tensor_wide = sidecar.encode_tensor(data, 1)
+    assert encoding == sidecar.CHANNEL_CODED and len(payload) < 0.8 * len(tensor_wide)
+    assert sidecar.decode_tensor(payload, length, 1, encoding=encoding) == data
+    # Channels along the last axis (a depthwise kernel's layout) are found as well.
+    last = np.ascontiguousarray(np.frombuffer(data, np.int8).reshape(shape).T)
+    encoding, payload = sidecar.encode_tensor(last.tobytes(), 1, shape=last.shape)
+    assert encoding == sidecar.CHANNEL_CODED
+    assert sidecar.decode_tensor(payload, length, 1, encoding=encoding) == last.tobytes()
+
+
+def test_the_skeleton_is_deflated_only_where_it_pays_and_plain_files_stay_version_2():
+    model, cuts = synthetic_model_bytes(4)
+    raw_skeleton, raw_side, _ = sidecar.split(model, cuts, window_bits=None)
+    skeleton, side, _ = sidecar.split(model, cuts, window_bits=10)
+    assert len(skeleton) < 0.8 * len(raw_skeleton)
+    info, _ = sidecar.read_header(side)
+    assert info["version"] == 3 and info["skeleton_window_bits"] == 10
+    assert sidecar.join(skeleton, side) == sidecar.join(raw_skeleton, raw_side) == model
+    # Without per-channel tensors or a coded skeleton the file is version 2, as before.
+    plain, plain_side, _ = sidecar.split(model, cuts[:4], window_bits=None)
+    assert sidecar.read_header(plain_side)[0]["version"] == 2
+    assert sidecar.join(plain, plain_side) == model
+    incompressible = np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes()
+    _, side, _ = sidecar.split(incompressible, [], window_bits=15)
+    assert sidecar.read_header(side)[0]["skeleton_window_bits"] is None
+    with pytest.raises(ValueError, match="window_bits"):
+        sidecar.split(model, cuts, window_bits=16)
+
+
+def test_a_corrupted_deflate_skeleton_is_rejected_even_with_its_crc_fixed_up():
+    import zlib
+
+    model, cuts = synthetic_model_bytes(5)
+    skeleton, side, _ = sidecar.split(model, cuts)
+    size = sidecar.HEADER.size
+    rng = np.random.default_rng(1)
+    for pos in rng.integers(0, len(skeleton), 200):
+        bad = bytearray(skeleton)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        header = bytearray(side[:size])
+        header[56:60] = zlib.crc32(bytes(bad)).to_bytes(4, "little")
+        forged = bytes(header) + zlib.crc32(bytes(header)).to_bytes(4, "little") + side[size + 4 :]
+        with pytest.raises(sidecar.SidecarError, match="skeleton|model: SHA-256"):
+            sidecar.join(bytes(bad), forged)
+    for cut in (1, len(skeleton) // 2):  # a truncated stream, CRC fixed up as well
+        short = skeleton[:-cut]
+        header = bytearray(side[:size])
+        header[56:60] = zlib.crc32(short).to_bytes(4, "little")
+        forged = bytes(header) + zlib.crc32(bytes(header)).to_bytes(4, "little") + side[size + 4 :]
+        with pytest.raises(sidecar.SidecarError, match="skeleton"):
+            sidecar.join(short, forged)
+
+
+def test_version_2_files_may_not_use_version_3_features():
+    import zlib
+
+    model, cuts = synthetic_model_bytes(0)
+    _, side, _ = sidecar.split(model, cuts[:4], window_bits=None)
+    size = sidecar.HEADER.size
+    header = bytearray(side[:size])
+    header[6] = 0xF1  # flags: a DEFLATE skeleton, which version 2 does not have
+    forged = bytes(header) + zlib.crc32(bytes(header)).to_bytes(4, "little") + side[size + 4 :]
+    with pytest.raises(sidecar.SidecarError, match="unknown flags 0xf1 at byte offset 6"):
+        sidecar.read_header(forged)

@@ -60,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
             info, entries = sidecar.read_header(Path(args.sidecar).read_bytes())
             print(json.dumps(info, indent=1))
             print(
-                f"{'#':>4} {'offset':>10} {'length':>10} {'payload':>10} {'elem':>4} {'ratio':>7}"
+                f"{'#':>4} {'offset':>10} {'length':>10} {'payload':>10} {'elem':>4} {'enc':>3} "
+                f"{'ratio':>7}"
             )
             for i, e in enumerate(entries):
                 ratio = e.length / (e.payload_size + 4)
                 print(
                     f"{i:>4} {e.offset:>10} {e.length:>10} {e.payload_size:>10} "
-                    f"{e.elem_size:>4} {ratio:>7.2f}"
+                    f"{e.elem_size:>4} {e.encoding:>3} {ratio:>7.2f}"
                 )
     except (OSError, ValueError) as err:  # SidecarError is a ValueError
         print(f"error: {err}", file=sys.stderr)

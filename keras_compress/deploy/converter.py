@@ -40,7 +40,8 @@ def convert(
         quantization: ``"float32"``, or ``"int8"`` for full-integer quantization (inputs,
             outputs and weights int8; what TensorFlow Lite Micro runs).
         representative_data: for ``"int8"``: a callable returning an iterable of input
-            batches (lists of arrays), as ``TFLiteConverter.representative_dataset`` wants.
+            batches: lists of arrays, as ``TFLiteConverter.representative_dataset`` wants,
+            or, for a one-input model, the arrays themselves.
         batch_size: a fixed batch size for the inputs (``None``: as the model says, usually
             unknown; RNN models that need a static shape fall back to 1 with a warning).
 
@@ -108,11 +109,21 @@ def _converter_options(quantization: str, representative_data) -> dict:
         return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     return {
         "optimizations": [tf.lite.Optimize.DEFAULT],
-        "representative_dataset": representative_data,
+        "representative_dataset": _as_input_lists(representative_data),
         "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         "inference_input_type": tf.int8,
         "inference_output_type": tf.int8,
     }
+
+
+def _as_input_lists(representative_data: Callable[[], Iterable]) -> Callable[[], Iterable]:
+    """Accept bare arrays too: the converter wants each item as a list of the model's inputs."""
+
+    def items():
+        for item in representative_data():
+            yield item if isinstance(item, (list, tuple, dict)) else [item]
+
+    return items
 
 
 def _export(model: keras.Model, options: dict, batch_size: int | None) -> bytes:

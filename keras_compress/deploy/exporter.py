@@ -27,7 +27,8 @@ class ExportReport:
     Attributes:
         model: the model's name.
         tensors: one row per constant tensor of the ``.tflite`` (see ``tensor_rows``).
-        totals: ``tflite_bytes``, ``skeleton_bytes``, ``sidecar_bytes``,
+        totals: ``tflite_bytes``, ``skeleton_bytes`` (as stored: DEFLATE-coded where that is
+            smaller), ``skeleton_raw_bytes`` (decoded), ``sidecar_bytes``,
             ``deployable_bytes``, ``ratio`` (``tflite_bytes / deployable_bytes``) and
             ``quantization``.
 
@@ -66,7 +67,8 @@ class ExportReport:
                 f"{r['bits_per_element']:.2f} | {bound} |"
             )
         lines.append(
-            f"\nskeleton {t['skeleton_bytes']} B + sidecar {t['sidecar_bytes']} B = "
+            f"\nskeleton {t['skeleton_bytes']} B ({t.get('skeleton_raw_bytes', '?')} B decoded) + "
+            f"sidecar {t['sidecar_bytes']} B = "
             f"{t['deployable_bytes']} B; float .tflite {t['tflite_bytes']} B"
         )
         return "\n".join(lines) + "\n"
@@ -109,6 +111,7 @@ def export(
     quantization: str = "float32",
     representative_data: Callable[[], Iterable] | None = None,
     batch_size: int | None = None,
+    window_bits: int | None = 15,
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -126,6 +129,9 @@ def export(
         quantization: ``"float32"`` or ``"int8"`` (see ``convert``).
         representative_data: calibration inputs for ``"int8"``.
         batch_size: a fixed input batch size (``None``: the model's; see ``convert``).
+        window_bits: the skeleton's DEFLATE window, ``2**window_bits`` bytes (9 to 15), or
+            ``None`` to leave the skeleton raw. A C decoder for a microcontroller built with
+            a smaller ``KCZ_WINDOW_BITS`` (10 with ``-Os``) needs an export with at most that.
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -140,14 +146,15 @@ def export(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     model_bytes = convert(model, quantization, representative_data, batch_size)
-    cuts = [(b.offset, b.length, b.dtype.itemsize) for b in weight_buffers(model_bytes)]
-    skeleton, side, entries = sidecar.split(model_bytes, cuts)
+    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model_bytes)]
+    skeleton, side, entries = sidecar.split(model_bytes, cuts, window_bits=window_bits)
     if sidecar.join(skeleton, side) != model_bytes:  # never ship what we cannot decode
         raise RuntimeError("internal error: the sidecar does not rebuild the model")
     rows = tensor_rows(model_bytes, entries)
     totals = {
         "tflite_bytes": len(model_bytes),
         "skeleton_bytes": len(skeleton),
+        "skeleton_raw_bytes": len(model_bytes) - sum(e.length for e in entries),
         "sidecar_bytes": len(side),
         "deployable_bytes": len(skeleton) + len(side),
         "ratio": len(model_bytes) / (len(skeleton) + len(side)),

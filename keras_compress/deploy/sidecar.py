@@ -6,6 +6,11 @@ what remains) and codes them; ``join`` puts the original file back together byte
 raises ``SidecarError`` naming the section and byte offset of the first problem. Integrity is
 checked three ways: a CRC-32 per section and of the skeleton, sizes and ranges against each
 other, and the SHA-256 of the rebuilt file.
+
+Format version 3 adds two codings, each used only where it is smaller: per-channel codebooks
+(``encoding`` 2: after BatchNorm folding or per-channel int8 quantization each output channel
+holds its own few values) and the skeleton itself DEFLATE-coded (header ``flags``). A file
+that uses neither is written as version 2, which every earlier reader decodes.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from keras_compress.coding import huffman
 from keras_compress.coding.sparse_index import absolute_positions, relative_gaps
 
 MAGIC = b"KCZ1"
-VERSION = 2
+VERSIONS = (2, 3)  # 3: per-channel codebooks and a DEFLATE-coded skeleton
 # magic, version, flags, model size, skeleton size, SHA-256 of the model, CRC-32 of the skeleton,
 # entry count
 HEADER = struct.Struct("<4sHHQQ32sII")
 ENTRY = struct.Struct("<QQQIBBH")  # offset, length, payload offset, payload size, enc, elem, 0
-CODED = 1  # the only encoding of format version 2
+CODED = 1  # one codebook for the whole tensor
+CHANNEL_CODED = 2  # one codebook per channel (version 3)
+SKELETON_DEFLATE = 1  # flags & 15: the skeleton is a raw DEFLATE stream (version 3)
+WINDOW_BITS = range(9, 16)  # flags >> 4: the DEFLATE window, 2**bits bytes
 MAX_CODEBOOK = 4096  # more distinct values: not shared, the tensor stays in the skeleton
 MAX_GAP_BITS = 8
 
@@ -59,28 +67,78 @@ def _as_units(data: bytes, elem_size: int) -> np.ndarray:
     return np.frombuffer(data, np.dtype(f"<u{elem_size}"))
 
 
-def encode_tensor(data: bytes, elem_size: int, max_code_length: int = 15) -> bytes | None:
-    """Code one tensor's bytes as codebook + Huffman values + Huffman gaps, or ``None``.
+def encode_tensor(
+    data: bytes, elem_size: int, max_code_length: int = 15, shape: tuple[int, ...] = ()
+) -> tuple[int, bytes] | None:
+    """Code one tensor's bytes as codebook(s) + Huffman values + Huffman gaps, or ``None``.
 
-    ``None`` means coding would not make it smaller (or it has over ``MAX_CODEBOOK`` distinct
-    non-zero values): the tensor stays in the skeleton. Layout: ``tflite_export/FORMAT.md``.
+    Tries one codebook for the whole tensor (``CODED``) and, for each axis of ``shape``, one
+    codebook per index along that axis (``CHANNEL_CODED``: a per-channel int8 kernel holds at
+    most ``2**bits`` values per output channel but up to 255 over the tensor) and keeps the
+    smallest. ``None`` means no coding would make it smaller (or it has over ``MAX_CODEBOOK``
+    distinct non-zero values): the tensor stays in the skeleton. Layout:
+    ``tflite_export/FORMAT.md``.
+
+    Returns:
+        ``(encoding, payload)``.
 
     Example:
         >>> w = np.zeros(1000, np.float32); w[::10] = 0.5
-        >>> len(encode_tensor(w.tobytes(), 4)) < 200
-        True
+        >>> encoding, payload = encode_tensor(w.tobytes(), 4)
+        >>> encoding, len(payload) < 200
+        (1, True)
     """
     units = _as_units(data, elem_size)
     nonzero = units != 0
-    codebook, symbols = np.unique(units[nonzero], return_inverse=True)
-    if codebook.size > MAX_CODEBOOK:
-        return None
-    best = None
-    for gap_bits in _gap_bit_choices(nonzero):
-        payload = _encode_with_gaps(units, nonzero, codebook, symbols, gap_bits, max_code_length)
-        if best is None or len(payload) < len(best):
-            best = payload
-    return best if best is not None and len(best) < len(data) else None
+    best: tuple[int, bytes] | None = None
+    for encoding, channels, inner, slots, ranks, codebooks in _codebook_choices(units, shape):
+        if slots > MAX_CODEBOOK:
+            continue
+        for gap_bits in _gap_bit_choices(nonzero):
+            payload = _encode_with_gaps(
+                units.size, nonzero, codebooks, slots, ranks, gap_bits, max_code_length
+            )
+            if encoding == CHANNEL_CODED:
+                payload = struct.pack("<II", channels, inner) + payload
+            if best is None or len(payload) < len(best[1]):
+                best = (encoding, payload)
+    return best if best is not None and len(best[1]) < len(data) else None
+
+
+def _codebook_choices(units: np.ndarray, shape: tuple[int, ...]):
+    """``(encoding, channels, inner, slots, ranks, codebooks)`` for each way to share values.
+
+    ``codebooks`` is ``channels x slots`` (unused slots zero) and ``ranks`` the index of each
+    non-zero element in its channel's codebook; element ``i`` is in channel
+    ``(i // inner) % channels``.
+    """
+    values = units[units != 0]
+    codebook, ranks = np.unique(values, return_inverse=True)
+    yield CODED, 1, units.size, codebook.size, ranks, codebook[None, :]
+    if int(np.prod(shape, dtype=np.int64)) != units.size:
+        return
+    position = np.flatnonzero(units)
+    for axis, channels in enumerate(shape):
+        inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+        if not 1 < channels < units.size:
+            continue
+        channel = (position // inner) % channels
+        order = np.lexsort((values, channel))
+        ch, v = channel[order], values[order]
+        new = np.ones(v.size, bool)
+        new[1:] = (ch[1:] != ch[:-1]) | (v[1:] != v[:-1])
+        group = np.cumsum(new) - 1  # distinct (channel, value) pairs in ascending order
+        first_group = np.full(channels, -1, np.int64)
+        first_group[ch[new][::-1]] = group[new][::-1]
+        rank_sorted = group - first_group[ch]
+        slots = int(rank_sorted.max()) + 1 if rank_sorted.size else 0
+        if slots >= codebook.size:  # no channel is simpler than the whole tensor
+            continue
+        codebooks = np.zeros((channels, slots), units.dtype)
+        codebooks[ch[new], rank_sorted[new]] = v[new]
+        channel_ranks = np.empty_like(rank_sorted)
+        channel_ranks[order] = rank_sorted
+        yield CHANNEL_CODED, channels, inner, slots, channel_ranks, codebooks
 
 
 def _gap_bit_choices(nonzero: np.ndarray) -> range:
@@ -88,10 +146,9 @@ def _gap_bit_choices(nonzero: np.ndarray) -> range:
     return range(0, 1) if nonzero.all() else range(1, MAX_GAP_BITS + 1)
 
 
-def _encode_with_gaps(units, nonzero, codebook, symbols, gap_bits, max_code_length) -> bytes:
-    k = codebook.size
+def _encode_with_gaps(size, nonzero, codebooks, k, symbols, gap_bits, max_code_length) -> bytes:
     if gap_bits == 0:
-        gaps, real = np.zeros(0, np.int64), np.ones(units.size, bool)
+        gaps, real = np.zeros(0, np.int64), np.ones(size, bool)
         values = symbols
     else:
         gaps, real = relative_gaps(nonzero, 2**gap_bits - 1)
@@ -101,7 +158,7 @@ def _encode_with_gaps(units, nonzero, codebook, symbols, gap_bits, max_code_leng
     value_stream, value_bits = huffman.encode(values, value_lengths)
     parts = [
         struct.pack("<IBBI", k, gap_bits, max_code_length, values.size),
-        codebook.astype(codebook.dtype.newbyteorder("<")).tobytes(),
+        codebooks.astype(codebooks.dtype.newbyteorder("<")).tobytes(),
         value_lengths.astype(np.uint8).tobytes(),
         struct.pack("<II", value_bits, len(value_stream)),
         value_stream,
@@ -140,7 +197,12 @@ class _Reader:
 
 
 def decode_tensor(
-    payload: bytes, length: int, elem_size: int, base: int = 0, name: str = ""
+    payload: bytes,
+    length: int,
+    elem_size: int,
+    base: int = 0,
+    name: str = "",
+    encoding: int = CODED,
 ) -> bytes:
     """Invert ``encode_tensor``: the tensor's original ``length`` bytes.
 
@@ -149,20 +211,26 @@ def decode_tensor(
     """
     section = f"tensor payload {name}".strip()
     r = _Reader(payload, base, section)
-    k, gap_bits, max_len, count = r.unpack("<IBBI")
     n = length // elem_size
+    channels, inner = r.unpack("<II") if encoding == CHANNEL_CODED else (1, max(n, 1))
+    k, gap_bits, max_len, count = r.unpack("<IBBI")
     if length % elem_size or k > MAX_CODEBOOK or gap_bits > MAX_GAP_BITS or not 1 <= max_len <= 16:
         raise SidecarError(f"{section}: bad tensor header at byte offset {base}")
+    if not 1 <= channels <= n or inner < 1 or n % channels or (n // channels) % inner:
+        raise SidecarError(
+            f"{section}: {channels} channels of {inner} for {n} elements at byte offset {base}"
+        )
     if count > n or (gap_bits == 0 and count != n):
         raise SidecarError(f"{section}: {count} entries for {n} elements at byte offset {base}")
-    codebook = np.frombuffer(r.take(k * elem_size), np.dtype(f"<u{elem_size}"))
+    dtype = np.dtype(f"<u{elem_size}")
+    codebooks = np.frombuffer(r.take(channels * k * elem_size), dtype).reshape(channels, k)
     value_lengths = np.frombuffer(r.take(k + 1), np.uint8).astype(np.int64)
     values = _decode_stream(r, count, value_lengths, max_len, section)
     if np.any(values > k) or (gap_bits == 0 and np.any(values == k)):
         raise SidecarError(f"{section}: value symbol out of range")
-    out = np.zeros(n, dtype=np.dtype(f"<u{elem_size}"))
+    out = np.zeros(n, dtype=dtype)
     if gap_bits == 0:
-        out[:] = codebook[values]
+        positions, real = np.arange(n), np.ones(n, bool)
     else:
         gap_lengths = np.frombuffer(r.take(2**gap_bits), np.uint8).astype(np.int64)
         gaps = _decode_stream(r, count, gap_lengths, max_len, section)
@@ -171,7 +239,8 @@ def decode_tensor(
         except ValueError as err:
             raise SidecarError(f"{section}: {err}") from err
         real = values < k
-        out[positions[real]] = codebook[values[real]]
+    where = positions[real]
+    out[where] = codebooks[(where // inner) % channels, values[real]]
     if r.pos != len(payload):
         raise SidecarError(f"{section}: {len(payload) - r.pos} unexpected bytes at the end")
     return out.tobytes()
@@ -196,49 +265,72 @@ def _decode_stream(r: _Reader, count: int, lengths: np.ndarray, max_len: int, se
 # ---------------------------------------------------------------- whole files
 
 
-def split(model: bytes, cuts: list[tuple[int, int, int]], max_code_length: int = 15):
-    """Cut tensors out of a ``.tflite`` and code them.
+def split(
+    model: bytes,
+    cuts: list[tuple],
+    max_code_length: int = 15,
+    window_bits: int | None = 15,
+):
+    """Cut tensors out of a ``.tflite`` and code them; DEFLATE what remains.
 
     Args:
         model: the full ``.tflite`` bytes.
-        cuts: ``(offset, length, elem_size)`` of each candidate tensor (non-overlapping).
+        cuts: ``(offset, length, elem_size)`` or ``(offset, length, elem_size, shape)`` of
+            each candidate tensor (non-overlapping); with a shape, per-channel codebooks
+            along each of its axes are tried as well.
         max_code_length: longest Huffman code (15; a device table has ``2**15`` entries).
+        window_bits: DEFLATE window of the skeleton, ``2**window_bits`` bytes (9 to 15; the C
+            decoder must be built with ``KCZ_WINDOW_BITS`` at least this), or ``None`` to
+            store the skeleton raw. It is coded only where that makes it smaller.
 
     Returns:
-        ``(skeleton, sidecar, entries)``; tensors that would not shrink stay in the skeleton.
+        ``(skeleton, sidecar, entries)``: the skeleton as stored (coded or not); tensors that
+        would not shrink stay in it.
 
     Example:
         >>> model = bytes(16) + np.repeat(np.float32([0.5, 0.0]), 50).tobytes() + bytes(8)
-        >>> skeleton, sidecar, entries = split(model, [(16, 400, 4)])
+        >>> skeleton, sidecar, entries = split(model, [(16, 400, 4)], window_bits=None)
         >>> len(skeleton), join(skeleton, sidecar) == model
         (24, True)
     """
+    if window_bits is not None and window_bits not in WINDOW_BITS:
+        raise ValueError(f"window_bits must be None or in 9..15, got {window_bits!r}")
     payloads, placed = [], []
-    for offset, length, elem_size in sorted(cuts):
-        coded = encode_tensor(model[offset : offset + length], elem_size, max_code_length)
+    for offset, length, elem_size, *shape in sorted(cuts):
+        coded = encode_tensor(
+            model[offset : offset + length], elem_size, max_code_length, *(shape[:1] or [()])
+        )
         if coded is not None:
-            placed.append((offset, length, elem_size, coded))
+            placed.append((offset, length, elem_size, *coded))
     table_size = len(placed) * ENTRY.size + 4
     cursor = HEADER.size + 4 + table_size
     entries = []
-    for offset, length, elem_size, coded in placed:
-        entries.append(Entry(offset, length, cursor, len(coded), CODED, elem_size))
+    for offset, length, elem_size, encoding, coded in placed:
+        entries.append(Entry(offset, length, cursor, len(coded), encoding, elem_size))
         payloads.append(coded + _crc(coded))
         cursor += len(coded) + 4
     skeleton = b"".join(
         model[start:end]
         for start, end in _kept_ranges(len(model), [(e.offset, e.length) for e in entries])
     )
+    stored, flags = skeleton, 0
+    if window_bits is not None:
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -window_bits, 9)
+        coded_skeleton = deflate.compress(skeleton) + deflate.flush()
+        if len(coded_skeleton) < len(skeleton):
+            stored, flags = coded_skeleton, SKELETON_DEFLATE | window_bits << 4
+    # Version 2 where it suffices, so that earlier decoders read what they can.
+    version = 3 if flags or any(e.encoding != CODED for e in entries) else 2
     digest = hashlib.sha256(model).digest()
     header = HEADER.pack(
-        MAGIC, VERSION, 0, len(model), len(skeleton), digest, zlib.crc32(skeleton), len(entries)
+        MAGIC, version, flags, len(model), len(skeleton), digest, zlib.crc32(stored), len(entries)
     )
     table = b"".join(
         ENTRY.pack(e.offset, e.length, e.payload_offset, e.payload_size, e.encoding, e.elem_size, 0)
         for e in entries
     )
     sidecar = header + _crc(header) + table + _crc(table) + b"".join(payloads)
-    return skeleton, sidecar, entries
+    return stored, sidecar, entries
 
 
 def _kept_ranges(size: int, cut: list[tuple[int, int]]):
@@ -263,12 +355,16 @@ def read_header(sidecar: bytes) -> tuple[dict, list[Entry]]:
     magic, version, flags, model_size, skeleton_size, sha, skeleton_crc, count = HEADER.unpack(raw)
     if magic != MAGIC:
         raise SidecarError(f"header: bad magic {magic!r} at byte offset 0 (expected {MAGIC!r})")
-    if version != VERSION:
+    if version not in VERSIONS:
         raise SidecarError(
-            f"header: version {version} at byte offset 4; this reader knows {VERSION}"
+            f"header: version {version} at byte offset 4; this reader knows {VERSIONS}"
         )
     if sidecar[HEADER.size : HEADER.size + 4] != _crc(raw):
         raise SidecarError(f"header: CRC-32 mismatch at byte offset {HEADER.size}")
+    coding, window = flags & 15, flags >> 4
+    if flags and (version < 3 or coding != SKELETON_DEFLATE or window not in WINDOW_BITS):
+        raise SidecarError(f"header: unknown flags {flags:#x} at byte offset 6")
+    encodings = (CODED,) if version < 3 else (CODED, CHANNEL_CODED)
     table_start = HEADER.size + 4
     table_end = table_start + count * ENTRY.size
     if table_end + 4 > len(sidecar):
@@ -283,7 +379,7 @@ def read_header(sidecar: bytes) -> tuple[dict, list[Entry]]:
         fields = ENTRY.unpack_from(table, i * ENTRY.size)
         e = Entry(*fields[:6])
         where = f"entry {i} at byte offset {table_start + i * ENTRY.size}"
-        if e.encoding != CODED or e.elem_size not in (1, 2, 4, 8) or fields[6] != 0:
+        if e.encoding not in encodings or e.elem_size not in (1, 2, 4, 8) or fields[6] != 0:
             raise SidecarError(f"entry table: {where}: unknown encoding or element size")
         if e.offset < previous_end or e.offset + e.length > model_size:
             raise SidecarError(f"entry table: {where}: tensor range overlaps or exceeds the model")
@@ -301,7 +397,8 @@ def read_header(sidecar: bytes) -> tuple[dict, list[Entry]]:
         raise SidecarError(
             "header: model size minus the cut tensors does not equal the skeleton size"
         )
-    info = {"version": version, "flags": flags, "model_size": model_size,
+    info = {"version": version, "flags": flags, "skeleton_window_bits": window if flags else None,
+            "model_size": model_size,
             "skeleton_size": skeleton_size, "sha256": sha.hex(), "skeleton_crc32": skeleton_crc,
             "entries": count}  # fmt: skip
     return info, entries
@@ -316,12 +413,20 @@ def join(skeleton: bytes, sidecar: bytes) -> bytes:
             altered skeleton).
     """
     info, entries = read_header(sidecar)
-    if len(skeleton) != info["skeleton_size"]:
+    deflated = info["skeleton_window_bits"] is not None
+    if not deflated and len(skeleton) != info["skeleton_size"]:
         raise SidecarError(
             f"skeleton: {len(skeleton)} bytes, the sidecar expects {info['skeleton_size']}"
         )
     if zlib.crc32(skeleton) != info["skeleton_crc32"]:
         raise SidecarError("skeleton: CRC-32 differs from the sidecar's (wrong or changed file?)")
+    if deflated:
+        skeleton = _inflate(skeleton, info["skeleton_window_bits"], info["skeleton_size"])
+        if len(skeleton) != info["skeleton_size"]:
+            raise SidecarError(
+                f"skeleton: decodes to {len(skeleton)} bytes, the sidecar expects "
+                f"{info['skeleton_size']}"
+            )
     parts, skeleton_pos, model_pos = [], 0, 0
     for i, e in enumerate(entries):
         keep = e.offset - model_pos
@@ -331,10 +436,26 @@ def join(skeleton: bytes, sidecar: bytes) -> bytes:
         crc_at = e.payload_offset + e.payload_size
         if sidecar[crc_at : crc_at + 4] != _crc(payload):
             raise SidecarError(f"tensor payload {i}: CRC-32 mismatch at byte offset {crc_at}")
-        parts.append(decode_tensor(payload, e.length, e.elem_size, e.payload_offset, str(i)))
+        parts.append(
+            decode_tensor(payload, e.length, e.elem_size, e.payload_offset, str(i), e.encoding)
+        )
         model_pos = e.offset + e.length
     parts.append(skeleton[skeleton_pos:])
     model = b"".join(parts)
     if hashlib.sha256(model).hexdigest() != info["sha256"]:
         raise SidecarError("model: SHA-256 of the rebuilt .tflite differs (wrong skeleton?)")
     return model
+
+
+def _inflate(coded: bytes, window_bits: int, size: int) -> bytes:
+    """The skeleton from its raw DEFLATE stream (zlib rejects references past the window)."""
+    inflate = zlib.decompressobj(-window_bits)
+    try:
+        skeleton = inflate.decompress(coded, size + 1)
+    except zlib.error as err:
+        raise SidecarError(f"skeleton: bad DEFLATE stream: {err}") from err
+    if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
+        raise SidecarError(
+            "skeleton: the DEFLATE stream does not end exactly at the end of the file"
+        )
+    return skeleton

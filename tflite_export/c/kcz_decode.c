@@ -1,22 +1,27 @@
 /* kcz_decode.c - see kcz_decode.h. Written by hand for microcontrollers: no library there
- * decodes this format, and the pieces (CRC-32, canonical Huffman) are small. */
+ * decodes this format, and the pieces (CRC-32, canonical Huffman) are small. The DEFLATE
+ * decoder of the skeleton is written from RFC 1951 rather than taken from zlib or a small
+ * inflate library because it must produce one byte at a time between the tensors (zlib's
+ * inflate wants its own allocations and whole buffers) and share the canonical Huffman decoder,
+ * bounds checks and error codes of the rest; the encoder is zlib itself. */
 #include "kcz_decode.h"
 
 #include <string.h>
 
 /* Field offsets, named as in tflite_export/FORMAT.md ("Layout" and "Entry"). */
 #define H_MAGIC 0u          /* "KCZ1" */
-#define H_VERSION 4u        /* 2 */
+#define H_VERSION 4u        /* 2 or 3 */
+#define H_FLAGS 6u          /* v3: skeleton coding (low 4 bits, 1 = DEFLATE), window bits */
 #define H_MODEL_SIZE 8u     /* bytes of the full .tflite */
-#define H_SKELETON_SIZE 16u /* bytes of the skeleton */
-#define H_SKELETON_CRC 56u  /* CRC-32 of the skeleton */
+#define H_SKELETON_SIZE 16u /* bytes of the (decoded) skeleton */
+#define H_SKELETON_CRC 56u  /* CRC-32 of the skeleton as stored */
 #define H_COUNT 60u         /* number of entries */
 #define HEADER_SIZE 64u     /* header fields; its CRC-32 follows, then the entry table */
 #define E_OFFSET 0u         /* where the tensor starts in the .tflite */
 #define E_LENGTH 8u         /* its bytes */
 #define E_PAYLOAD_OFFSET 16u
 #define E_PAYLOAD_SIZE 24u
-#define E_ENCODING 28u      /* 1: coded */
+#define E_ENCODING 28u      /* 1: one codebook; 2 (v3): one per channel */
 #define E_ELEM_SIZE 29u     /* 1, 2, 4 or 8 */
 #define E_RESERVED 30u      /* 0 */
 #define ENTRY_SIZE 32u
@@ -87,10 +92,7 @@ static int put(kcz_workspace *ws, const uint8_t *p, size_t n) {
 #define LUT_BITS ((uint32_t)KCZ_LUT_BITS)
 #endif
 
-typedef struct {
-    const uint8_t *p;
-    uint32_t nbits, pos;
-} bits;
+typedef kcz_bits bits;
 
 /* Code counts per length and symbols in canonical order, from one byte of length per symbol.
  * Rejects lengths over max_len and over-subscribed (non-prefix) sets of lengths. */
@@ -122,7 +124,7 @@ static int32_t huff_decode(const uint16_t *count, const uint16_t *symbol, bits *
     uint32_t len;
     for (len = 1; len <= KCZ_MAX_CODE_LEN && b->pos < b->nbits; len++) {
         int32_t c = count[len];
-        code |= (b->p[b->pos >> 3] >> (7u - (b->pos & 7u))) & 1;
+        code |= (b->p[b->pos >> 3] >> ((b->pos & 7u) ^ b->flip)) & 1;
         b->pos++;
         if (code - c < first) return symbol[index + (code - first)];
         index += c;
@@ -139,7 +141,7 @@ static void lut_build(uint32_t *lut, const uint16_t *count, const uint16_t *symb
     uint32_t prefix;
     for (prefix = 0; prefix < 1u << LUT_BITS; prefix++) {
         uint8_t code[2] = {(uint8_t)(prefix >> (LUT_BITS - 8u)), (uint8_t)(prefix << (16u - LUT_BITS))};
-        bits probe = {code, LUT_BITS, 0};
+        bits probe = {code, LUT_BITS, 0, 7};
         int32_t v = huff_decode(count, symbol, &probe);
         lut[prefix] = v < 0 ? 0u : (uint32_t)v << 5 | probe.pos;
     }
@@ -181,17 +183,26 @@ static const uint8_t *take(cursor *c, uint32_t n) {
     return out;
 }
 
+/* One tensor: its payload decoded to length bytes of output. enc 2: one codebook of k slots
+ * per channel, element i in channel (i / inner) % channels. */
 static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, uint32_t elem,
-                         kcz_workspace *ws) {
+                         uint32_t enc, kcz_workspace *ws) {
     cursor c = {payload, size, 0};
-    const uint8_t *head = take(&c, 10), *codebook;
-    uint32_t k, gap_bits, max_len, entries, i;
+    const uint8_t *head = take(&c, enc == 2 ? 18u : 10u), *codebook;
+    uint32_t k, gap_bits, max_len, entries, i, channels = 1, inner = 1;
     size_t n = length / elem, pos = 0;
-    bits st[2] = {{NULL, 0, 0}, {NULL, 0, 0}}; /* the value and gap streams */
+    bits st[2] = {{NULL, 0, 0, 7}, {NULL, 0, 0, 7}}; /* the value and gap streams */
 #if KCZ_LUT_BITS > 0
     uint32_t lut[2][1u << LUT_BITS];
 #endif
     if (!head || (length & (elem - 1u))) return KCZ_E_PAYLOAD; /* elem: 1, 2, 4 or 8 */
+    if (enc == 2) {
+        channels = rd32(head);
+        inner = rd32(head + 4);
+        head += 8;
+        if (!channels || !inner || channels > n || n % channels || (n / channels) % inner)
+            return KCZ_E_PAYLOAD;
+    }
     k = rd32(head);
     gap_bits = head[4];
     max_len = head[5];
@@ -199,7 +210,8 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
     if (gap_bits > KCZ_MAX_GAP_BITS || max_len < 1 || max_len > KCZ_MAX_CODE_LEN) return KCZ_E_PAYLOAD;
     if (k > KCZ_MAX_CODEBOOK) return KCZ_E_WORKSPACE;
     if (entries > n || (gap_bits == 0 && entries != n)) return KCZ_E_PAYLOAD;
-    codebook = take(&c, k * elem);
+    if (k && channels > (size - c.pos) / (k * elem)) return KCZ_E_PAYLOAD; /* no overflow */
+    codebook = take(&c, channels * k * elem);
     if (!codebook) return KCZ_E_PAYLOAD;
     /* Each stream: code lengths, bit count, byte count, bytes (no gap stream if dense). */
     for (i = 0; i < 1u + (gap_bits != 0); i++) {
@@ -220,53 +232,201 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
     if (c.pos != c.size) return KCZ_E_PAYLOAD;
     for (i = 0; i < entries; i++) {
         int32_t v = DECODE(0), g = 0;
+        const uint8_t *value;
         if (v < 0) return KCZ_E_HUFFMAN;
         if (gap_bits) {
             g = DECODE(1);
             if (g < 0) return KCZ_E_HUFFMAN;
         }
         if ((size_t)g >= n - pos || ((uint32_t)v == k && !gap_bits)) return KCZ_E_PAYLOAD;
+        pos += (size_t)g;
         /* The gap's zeros, then the value (symbol k: a filler zero). */
+        value = (uint32_t)v == k ? NULL
+                                 : codebook + ((pos / inner % channels) * k + (uint32_t)v) * elem;
 #if KCZ_LUT_BITS > 0
         if (((size_t)g + 1u) * elem < KCZ_CHUNK - ws->out_used) { /* fits: write in place */
             uint8_t *q = ws->out + ws->out_used;
             memset(q, 0, (size_t)g * elem);
-            if ((uint32_t)v == k)
-                memset(q + (size_t)g * elem, 0, elem);
+            if (value)
+                memcpy(q + (size_t)g * elem, value, elem);
             else
-                memcpy(q + (size_t)g * elem, codebook + (size_t)v * elem, elem);
+                memset(q + (size_t)g * elem, 0, elem);
             ws->out_used += ((uint32_t)g + 1u) * elem;
         } else
 #endif
-        if (put(ws, NULL, (size_t)g * elem) ||
-            put(ws, (uint32_t)v == k ? NULL : codebook + (size_t)v * elem, elem))
+        if (put(ws, NULL, (size_t)g * elem) || put(ws, value, elem))
             return KCZ_E_WRITE;
-        pos += (size_t)g + 1u;
+        pos++;
     }
     if (st[0].pos != st[0].nbits || st[1].pos != st[1].nbits) return KCZ_E_HUFFMAN;
     return put(ws, NULL, (n - pos) * elem);
 }
+
+/* ------------------------------------------------------------------ DEFLATE skeleton */
+
+#if KCZ_WINDOW_BITS > 0
+#define WMASK ((1u << KCZ_WINDOW_BITS) - 1u)
+enum { Z_HEADER, Z_STORED, Z_CODES };
+
+/* n (at most 16) bits, least significant first, or -1 past the end of the stream. */
+static int32_t zbits(kcz_inflate *z, uint32_t n) {
+    int32_t v = 0;
+    uint32_t i;
+    if (n > z->in.nbits - z->in.pos) return -1;
+    for (i = 0; i < n; i++, z->in.pos++) v |= ((z->in.p[z->in.pos >> 3] >> (z->in.pos & 7u)) & 1) << i;
+    return v;
+}
+
+/* The codes of a fixed (RFC 1951, 3.2.6) or dynamic (3.2.7) block; 0, or -1 if malformed. */
+static int32_t zcodes(kcz_inflate *z, int32_t type) {
+    static const uint8_t order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+    uint8_t len[288 + 32];
+    int32_t nlen = 288, ndist = 30, i, sym, rep, v = 0;
+    if (type == 1) {
+        for (i = 0; i < 288; i++) len[i] = (uint8_t)(i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8);
+        for (; i < 288 + 30; i++) len[i] = 5;
+    } else {
+        int32_t ncode;
+        nlen = zbits(z, 5) + 257;
+        ndist = zbits(z, 5) + 1;
+        ncode = zbits(z, 4) + 4;
+        if (nlen > 286 || ndist > 30 || ncode < 4) return -1;
+        memset(len, 0, 19);
+        for (i = 0; i < ncode; i++) {
+            sym = zbits(z, 3);
+            if (sym < 0) return -1;
+            len[order[i]] = (uint8_t)sym;
+        }
+        if (huff_build(z->lcount, z->lsym, len, 19, 7)) return -1; /* the code-length code */
+        for (i = 0; i < nlen + ndist; i += rep) {
+            sym = huff_decode(z->lcount, z->lsym, &z->in);
+            rep = 1;
+            if (sym < 0) return -1;
+            if (sym < 16) {
+                v = sym;
+            } else if (sym == 16) {
+                if (!i) return -1;
+                v = len[i - 1];
+                rep = 3 + zbits(z, 2);
+            } else {
+                v = 0;
+                rep = sym == 17 ? 3 + zbits(z, 3) : 11 + zbits(z, 7);
+            }
+            if (rep < 1 || rep > nlen + ndist - i) return -1;
+            memset(len + i, v, (size_t)rep);
+        }
+        if (!len[256]) return -1; /* no end-of-block code */
+    }
+    if (huff_build(z->lcount, z->lsym, len, (uint32_t)nlen, 15) ||
+        huff_build(z->dcount, z->dsym, len + nlen, (uint32_t)ndist, 15))
+        return -1;
+    return 0;
+}
+
+/* The skeleton's next byte, -1 for a malformed stream, -2 after its final block. */
+static int32_t zbyte(kcz_inflate *z) {
+    int32_t v, sym, extra;
+    for (;;) {
+        if (z->copy) { /* a match in progress */
+            z->copy--;
+            v = z->window[(z->wpos - z->dist) & WMASK];
+            break;
+        }
+        if (z->mode == Z_STORED && z->stored) {
+            z->stored--;
+            v = zbits(z, 8);
+            if (v < 0) return -1;
+            break;
+        }
+        if (z->mode == Z_CODES) {
+            sym = huff_decode(z->lcount, z->lsym, &z->in);
+            if (sym < 0 || sym > 285) return -1;
+            if (sym < 256) {
+                v = sym;
+                break;
+            }
+            if (sym == 256) {
+                z->mode = Z_HEADER;
+                continue;
+            }
+            /* Length 3..258 (codes 257..285), then a distance 1..32768 (codes 0..29). */
+            sym -= 257;
+            extra = sym < 8 || sym == 28 ? 0 : sym / 4 - 1;
+            z->copy = sym < 8 ? (uint32_t)sym + 3u : sym == 28 ? 258u
+                                : ((4u + (uint32_t)sym % 4u) << extra) + 3u + (uint32_t)zbits(z, (uint32_t)extra);
+            sym = huff_decode(z->dcount, z->dsym, &z->in);
+            if (sym < 0 || sym > 29) return -1;
+            extra = sym < 4 ? 0 : sym / 2 - 1;
+            v = zbits(z, (uint32_t)extra);
+            z->dist = sym < 4 ? (uint32_t)sym + 1u : ((2u + (uint32_t)sym % 2u) << extra) + 1u + (uint32_t)v;
+            if (v < 0 || z->copy > 258u || z->dist > z->filled || z->dist > z->wsize) return -1;
+            continue;
+        }
+        if (z->last) return -2;
+        z->last = (uint32_t)zbits(z, 1);
+        sym = zbits(z, 2);
+        if (sym == 0) { /* stored: from the next byte boundary, LEN and its complement */
+            z->in.pos = (z->in.pos + 7u) & ~7u;
+            z->stored = (uint32_t)zbits(z, 16);
+            if ((int32_t)z->stored < 0 || (uint32_t)zbits(z, 16) != (~z->stored & 0xFFFFu)) return -1;
+            z->mode = Z_STORED;
+        } else if (sym == 1 || sym == 2) {
+            if (zcodes(z, sym)) return -1;
+            z->mode = Z_CODES;
+        } else {
+            return -1;
+        }
+    }
+    z->window[z->wpos++ & WMASK] = (uint8_t)v;
+    if (z->filled < z->wsize) z->filled++;
+    return v;
+}
+
+/* The next n bytes of the skeleton to the output. */
+static int put_skeleton(kcz_workspace *ws, const uint8_t *raw, size_t n) {
+    uint8_t b;
+    if (raw) return put(ws, raw, n);
+    while (n--) {
+        int32_t v = zbyte(&ws->z);
+        if (v < 0) return KCZ_E_DEFLATE;
+        b = (uint8_t)v;
+        if (put(ws, &b, 1)) return KCZ_E_WRITE;
+    }
+    return KCZ_OK;
+}
+#define SKELETON(p, n) put_skeleton(ws, deflated ? NULL : (p), (n))
+#else
+#define SKELETON(p, n) put(ws, (p), (n))
+#endif
 
 /* ------------------------------------------------------------------ whole file */
 
 int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *side,
                size_t side_size, kcz_write_fn write, void *ctx, kcz_workspace *ws) {
     size_t model_size, table_end, prev_end = 0, cut = 0, payload_at, model_pos = 0, skel_pos = 0,
-           count, i;
+           count, i, stored_skeleton = skeleton_size;
+    uint32_t version, flags, deflated;
     const uint8_t *e;
     int rc;
     if (side_size < HEADER_SIZE + 8u) return KCZ_E_TRUNCATED; /* header, its CRC, table CRC */
     if (rd32(side + H_MAGIC) != 0x315A434Bu) return KCZ_E_MAGIC; /* "KCZ1" */
-    if (rd16(side + H_VERSION) != 2) return KCZ_E_VERSION;
+    version = rd16(side + H_VERSION);
+    if (version != 2 && version != 3) return KCZ_E_VERSION;
     if (crc_bad(side, HEADER_SIZE)) return KCZ_E_CRC;
+    flags = rd16(side + H_FLAGS);
+    deflated = flags != 0;
+    if (flags && (version < 3 || (flags & 15u) != 1u || (flags >> 4) < 9u || (flags >> 4) > 15u))
+        return KCZ_E_VERSION;
+    if ((flags >> 4) > KCZ_WINDOW_BITS) return KCZ_E_WORKSPACE; /* window too large for us */
     model_size = rdsz(side + H_MODEL_SIZE);
     if (model_size == (size_t)-1) return KCZ_E_TABLE;
     count = rd32(side + H_COUNT);
     if (count > (side_size - HEADER_SIZE - 8u) / ENTRY_SIZE) return KCZ_E_TRUNCATED;
     table_end = HEADER_SIZE + 4u + count * ENTRY_SIZE;
     if (crc_bad(side + HEADER_SIZE + 4u, count * ENTRY_SIZE)) return KCZ_E_CRC;
-    if (rdsz(side + H_SKELETON_SIZE) != skeleton_size ||
-        crc32(skeleton, skeleton_size) != rd32(side + H_SKELETON_CRC))
+    if (deflated) skeleton_size = rdsz(side + H_SKELETON_SIZE); /* its size once decoded */
+    if (rdsz(side + H_SKELETON_SIZE) != skeleton_size || (stored_skeleton >> 29) ||
+        crc32(skeleton, stored_skeleton) != rd32(side + H_SKELETON_CRC))
         return KCZ_E_SKELETON;
     /* First pass: every entry is consistent and every payload's CRC matches before anything is
      * written, so corrupted input never reaches the callback. */
@@ -274,8 +434,8 @@ int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *sid
     for (e = side + HEADER_SIZE + 4u, i = 0; i < count; i++, e += ENTRY_SIZE) {
         size_t off = rdsz(e + E_OFFSET), len = rdsz(e + E_LENGTH);
         uint32_t psize = rd32(e + E_PAYLOAD_SIZE), elem = e[E_ELEM_SIZE];
-        if (e[E_ENCODING] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8) ||
-            rd16(e + E_RESERVED))
+        if (e[E_ENCODING] < 1 || e[E_ENCODING] > version - 1u ||
+            (elem != 1 && elem != 2 && elem != 4 && elem != 8) || rd16(e + E_RESERVED))
             return KCZ_E_TABLE;
         if (off < prev_end || len > model_size || off > model_size - len) return KCZ_E_TABLE;
         if (rdsz(e + E_PAYLOAD_OFFSET) != payload_at || side_size - payload_at < 4u ||
@@ -291,16 +451,27 @@ int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *sid
     ws->write = write;
     ws->ctx = ctx;
     ws->out_used = 0;
+#if KCZ_WINDOW_BITS > 0
+    memset(&ws->z, 0, sizeof ws->z - sizeof ws->z.window);
+    ws->z.in.p = skeleton;
+    ws->z.in.nbits = (uint32_t)stored_skeleton * 8u;
+    ws->z.wsize = 1u << (flags >> 4);
+#endif
     for (e = side + HEADER_SIZE + 4u, i = 0; i < count; i++, e += ENTRY_SIZE) {
         size_t keep = rdsz(e + E_OFFSET) - model_pos;
-        if (put(ws, skeleton + skel_pos, keep)) return KCZ_E_WRITE;
+        if ((rc = SKELETON(skeleton + skel_pos, keep))) return rc;
         skel_pos += keep;
         rc = decode_tensor(side + rdsz(e + E_PAYLOAD_OFFSET), rd32(e + E_PAYLOAD_SIZE),
-                           rdsz(e + E_LENGTH), e[E_ELEM_SIZE], ws);
+                           rdsz(e + E_LENGTH), e[E_ELEM_SIZE], e[E_ENCODING], ws);
         if (rc) return rc;
         model_pos = rdsz(e + E_OFFSET) + rdsz(e + E_LENGTH);
     }
-    if (put(ws, skeleton + skel_pos, skeleton_size - skel_pos)) return KCZ_E_WRITE;
+    if ((rc = SKELETON(skeleton + skel_pos, skeleton_size - skel_pos))) return rc;
+#if KCZ_WINDOW_BITS > 0
+    /* The DEFLATE stream ends right here: its final block, then at most 7 padding bits. */
+    if (deflated && (zbyte(&ws->z) != -2 || (ws->z.in.nbits - ws->z.in.pos) > 7u))
+        return KCZ_E_DEFLATE;
+#endif
     return ws->out_used && write(ctx, ws->out, ws->out_used) ? KCZ_E_WRITE : KCZ_OK;
 }
 
@@ -308,6 +479,7 @@ const char *kcz_error_name(int code) {
     static const char *const names[] = {
         "ok", "truncated", "bad magic", "unknown version", "CRC mismatch", "bad entry table",
         "skeleton size or CRC mismatch", "bad tensor payload", "bad Huffman stream",
-        "codebook too large for the workspace", "write callback failed"};
-    return code >= 0 && code <= KCZ_E_WRITE ? names[code] : "unknown error";
+        "codebook or window too large for the workspace", "write callback failed",
+        "bad DEFLATE skeleton"};
+    return code >= 0 && code <= KCZ_E_DEFLATE ? names[code] : "unknown error";
 }

@@ -1,4 +1,4 @@
-/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2).
+/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2 and v3).
  *
  * Rebuilds the original .tflite from its skeleton and sidecar, byte for byte, for
  * TensorFlow Lite Micro targets: C99, no malloc, no globals, caller-provided memory, every
@@ -18,7 +18,9 @@
  * Builds: KCZ_LUT_BITS (below) chooses between decoding Huffman codes bit by bit (about 1.5 KB
  * of Cortex-M4 code and a few hundred bytes of stack: microcontrollers) and lookup tables on
  * the stack plus in-place output (several times faster on hosts).
- * KCZ_MAX_CODEBOOK and KCZ_CHUNK change kcz_workspace: define them the same way everywhere.
+ * KCZ_WINDOW_BITS sets the RAM for a DEFLATE-coded skeleton (format v3).
+ * KCZ_MAX_CODEBOOK, KCZ_CHUNK and KCZ_WINDOW_BITS change kcz_workspace: define them the same way
+ * everywhere.
  */
 #ifndef KCZ_DECODE_H
 #define KCZ_DECODE_H
@@ -50,6 +52,20 @@
 #error "KCZ_LUT_BITS must be 0 or from 8 to 16"
 #endif
 #define KCZ_MAX_CODE_LEN 16u
+/* The skeleton's DEFLATE window kept in the workspace, 2^KCZ_WINDOW_BITS bytes: sidecars whose
+ * skeleton was coded with a larger window (kc.export's window_bits, 15 by default) are refused
+ * with KCZ_E_WORKSPACE. 0 leaves the DEFLATE decoder out (raw skeletons only: export with
+ * window_bits=None). Default: 10 (1 KB) where the compiler optimises for size, else 15. */
+#ifndef KCZ_WINDOW_BITS
+#ifdef __OPTIMIZE_SIZE__
+#define KCZ_WINDOW_BITS 10
+#else
+#define KCZ_WINDOW_BITS 15
+#endif
+#endif
+#if KCZ_WINDOW_BITS != 0 && (KCZ_WINDOW_BITS < 9 || KCZ_WINDOW_BITS > 15)
+#error "KCZ_WINDOW_BITS must be 0 or from 9 to 15"
+#endif
 /* Bytes handed to the write callback at a time (the last piece may be shorter): a common flash
  * page size. Host builds can pass e.g. -DKCZ_CHUNK=4096 for fewer callbacks. */
 #ifndef KCZ_CHUNK
@@ -67,18 +83,40 @@ enum {
     KCZ_E_PAYLOAD = 7,     /* a malformed tensor payload */
     KCZ_E_HUFFMAN = 8,     /* an invalid code, bad code lengths, or a stream of wrong size */
     KCZ_E_WORKSPACE = 9,   /* codebook or gap alphabet larger than the workspace allows */
-    KCZ_E_WRITE = 10       /* the write callback reported an error */
+    KCZ_E_WRITE = 10,      /* the write callback reported an error */
+    KCZ_E_DEFLATE = 11     /* a malformed DEFLATE-coded skeleton */
 };
 
 /* Returns 0 on success, non-zero to abort decoding. */
 typedef int (*kcz_write_fn)(void *ctx, const uint8_t *data, size_t len);
 
+/* A bit stream: bytes, their number of bits, the next bit; flip 7 reads each byte's most
+ * significant bit first (tensor payloads), 0 its least significant first (DEFLATE). */
+typedef struct {
+    const uint8_t *p;
+    uint32_t nbits, pos, flip;
+} kcz_bits;
+
+#if KCZ_WINDOW_BITS > 0
+/* DEFLATE state of the skeleton, which is decoded a byte at a time between the tensors. */
+typedef struct {
+    kcz_bits in;
+    uint16_t lcount[KCZ_MAX_CODE_LEN + 1], lsym[288]; /* literal/length code */
+    uint16_t dcount[KCZ_MAX_CODE_LEN + 1], dsym[32];  /* distance code */
+    uint32_t mode, last, copy, dist, stored, wpos, filled, wsize;
+    uint8_t window[1u << KCZ_WINDOW_BITS];
+} kcz_inflate;
+#endif
+
 /* All the memory the decoder uses besides a few hundred bytes of stack: canonical Huffman
  * state (code counts per length, symbols in code order) for the value and gap streams, the
- * output chunk and the write callback. */
+ * skeleton's DEFLATE state, the output chunk and the write callback. */
 typedef struct {
     uint16_t count[2][KCZ_MAX_CODE_LEN + 1];                         /* value, gap */
     uint16_t symbol[KCZ_MAX_CODEBOOK + 1 + (1u << KCZ_MAX_GAP_BITS)]; /* value, then gap */
+#if KCZ_WINDOW_BITS > 0
+    kcz_inflate z;
+#endif
     uint8_t out[KCZ_CHUNK];
     uint32_t out_used;
     kcz_write_fn write;

@@ -1,5 +1,6 @@
 /*
- * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2,
+ * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2
+ * and v3,
  * tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
  * only. The result is a direct ByteBuffer in native order, ready for the TFLite/LiteRT
  * Interpreter:
@@ -25,10 +26,13 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.Arrays;
 import java.util.zip.CRC32;
+import java.util.zip.DataFormatException;
+import java.util.zip.Inflater;
 
 public final class KczDecoder {
     // Field offsets, named as in FORMAT.md ("Layout" and "Entry").
     private static final int H_VERSION = 4;
+    private static final int H_FLAGS = 6;
     private static final int H_MODEL_SIZE = 8;
     private static final int H_SKELETON_SIZE = 16;
     private static final int H_SKELETON_CRC = 56;
@@ -63,22 +67,25 @@ public final class KczDecoder {
         ByteBuffer b = ByteBuffer.wrap(side).order(ByteOrder.LITTLE_ENDIAN);
         if (side[0] != 'K' || side[1] != 'C' || side[2] != 'Z' || side[3] != '1')
             fail("header", 0, "bad magic");
-        if (b.getShort(H_VERSION) != 2)
-            fail("header", H_VERSION, "unknown version " + b.getShort(H_VERSION));
+        int version = b.getShort(H_VERSION), flags = b.getShort(H_FLAGS) & 0xFFFF;
+        if (version != 2 && version != 3) fail("header", H_VERSION, "unknown version " + version);
         checkCrc(side, 0, HEADER - 4, "header");
+        if (flags != 0 && (version < 3 || (flags & 15) != 1 || (flags >> 4) < 9 || (flags >> 4) > 15))
+            fail("header", H_FLAGS, "unknown flags " + flags);
         long modelSize = b.getLong(H_MODEL_SIZE), skeletonSize = b.getLong(H_SKELETON_SIZE);
         long count = b.getInt(H_COUNT) & 0xFFFFFFFFL;
         long tableEnd = HEADER + count * ENTRY;
         if (tableEnd + 4 > side.length) fail("entry table", HEADER, "runs past the end of the file");
         checkCrc(side, HEADER, (int) (tableEnd - HEADER), "entry table");
-        if (skeleton.length != skeletonSize)
-            fail("skeleton", 0, skeleton.length + " bytes, expected " + skeletonSize);
         CRC32 skeletonCrc = new CRC32();
         skeletonCrc.update(skeleton, 0, skeleton.length);
         if (skeletonCrc.getValue() != (b.getInt(H_SKELETON_CRC) & 0xFFFFFFFFL))
             fail("skeleton", 0, "CRC-32 differs from the sidecar's (wrong skeleton?)");
-        if (modelSize > Integer.MAX_VALUE - 8)
+        if (modelSize > Integer.MAX_VALUE - 8 || skeletonSize < 0 || skeletonSize > modelSize)
             fail("header", H_MODEL_SIZE, "model too large for one array");
+        if (flags != 0) skeleton = inflate(skeleton, (int) skeletonSize);
+        if (skeleton.length != skeletonSize)
+            fail("skeleton", 0, skeleton.length + " bytes, expected " + skeletonSize);
         long previousEnd = 0, cut = 0, payloadAt = tableEnd + 4;
         for (int i = 0; i < count; i++) {
             int e = HEADER + i * ENTRY;
@@ -86,7 +93,8 @@ public final class KczDecoder {
             long poff = b.getLong(e + E_PAYLOAD_OFFSET);
             long psize = b.getInt(e + E_PAYLOAD_SIZE) & 0xFFFFFFFFL;
             int elem = side[e + E_ELEM_SIZE];
-            if (side[e + E_ENCODING] != 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8)
+            int encoding = side[e + E_ENCODING];
+            if (encoding < 1 || encoding > version - 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8)
                     || b.getShort(e + E_RESERVED) != 0) fail("entry table", e, "unknown encoding");
             if (off < previousEnd || len < 0 || len > modelSize || off > modelSize - len)
                 fail("entry table", e, "tensor range overlaps or exceeds the model");
@@ -108,7 +116,8 @@ public final class KczDecoder {
             System.arraycopy(skeleton, skelPos, model, modelPos, keep);
             skelPos += keep;
             checkCrc(side, poff, psize, "tensor payload " + i);
-            decodeTensor(side, poff, psize, model, off, len, side[e + E_ELEM_SIZE], i);
+            decodeTensor(side, poff, psize, model, off, len, side[e + E_ELEM_SIZE],
+                    side[e + E_ENCODING], i);
             modelPos = off + len;
         }
         System.arraycopy(skeleton, skelPos, model, modelPos, skeleton.length - skelPos);
@@ -123,22 +132,51 @@ public final class KczDecoder {
         return model;
     }
 
+    /** The skeleton from its raw DEFLATE stream, which must end exactly with the file. */
+    private static byte[] inflate(byte[] coded, int size) throws IOException {
+        Inflater inflater = new Inflater(true);
+        byte[] out = new byte[size + 1];
+        int n;
+        try {
+            inflater.setInput(coded);
+            n = inflater.inflate(out);
+            if (!inflater.finished() || inflater.getRemaining() != 0)
+                fail("skeleton", coded.length - inflater.getRemaining(),
+                        "DEFLATE stream does not end exactly at the end of the file");
+        } catch (DataFormatException err) {
+            throw new IOException("skeleton: bad DEFLATE stream: " + err.getMessage(), err);
+        } finally {
+            inflater.end();
+        }
+        return Arrays.copyOf(out, n);
+    }
+
     private static void decodeTensor(byte[] side, int start, int size, byte[] out, int outOff,
-                                     int length, int elem, int index) throws IOException {
+                                     int length, int elem, int encoding, int index)
+            throws IOException {
         String section = "tensor payload " + index;
         ByteBuffer b = ByteBuffer.wrap(side, start, size).order(ByteOrder.LITTLE_ENDIAN);
-        int end = start + size;
-        if (size < 10 || length % elem != 0) fail(section, start, "bad tensor header");
+        int end = start + size, head = encoding == 2 ? 8 : 0;
+        if (size < 10 + head || length % elem != 0) fail(section, start, "bad tensor header");
+        int n = length / elem;
+        long channels = 1, inner = Math.max(n, 1);
+        if (encoding == 2) {
+            channels = b.getInt(start) & 0xFFFFFFFFL;
+            inner = b.getInt(start + 4) & 0xFFFFFFFFL;
+            if (channels < 1 || inner < 1 || channels > n || n % channels != 0
+                    || (n / channels) % inner != 0)
+                fail(section, start, "bad channel layout");
+        }
+        start += head;
         long k = b.getInt(start) & 0xFFFFFFFFL;
         int gapBits = side[start + 4] & 0xFF, maxLen = side[start + 5] & 0xFF;
         long entries = b.getInt(start + 6) & 0xFFFFFFFFL;
-        int n = length / elem;
         if (k > MAX_CODEBOOK || gapBits > MAX_GAP_BITS || maxLen < 1 || maxLen > MAX_LEN)
             fail(section, start, "bad tensor header");
         if (entries > n || (gapBits == 0 && entries != n)) fail(section, start, "bad entry count");
         int p = start + 10;
         int codebook = p;
-        p = need(p, (int) k * elem, end, section);
+        p = need(p, (int) Math.min(channels * k * elem, Integer.MAX_VALUE), end, section);
         int valueLengths = p;
         p = need(p, (int) k + 1, end, section);
         int[] valueStream = stream(b, p, end, section);
@@ -163,7 +201,11 @@ public final class KczDecoder {
             int g = gapBits > 0 ? symbol(side, gaps, gPos, gEnd, section) : 0;
             if (pos + g >= n || (v == k && gapBits == 0)) fail(section, start, "entry out of range");
             pos += g;
-            if (v < k) System.arraycopy(side, codebook + v * elem, out, outOff + (int) pos * elem, elem);
+            if (v < k) {
+                long slot = (pos / inner % channels) * k + v;
+                System.arraycopy(side, codebook + (int) slot * elem, out, outOff + (int) pos * elem,
+                        elem);
+            }
             pos++;
         }
         if (vPos[0] != vEnd || (gapBits > 0 && gPos[0] != gEnd))
