@@ -28,17 +28,21 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
+from archs import BUILDERS  # noqa: E402
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import (  # noqa: E402
     cluster,
 )
 from tflite_eval import tflite_accuracy  # noqa: E402
 
 BATCH = 128
+PRUNABLE = ("Conv2D", "DepthwiseConv2D", "Dense")  # what "*" in --levels prunes
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def build(name: str) -> keras.Model:
-    """The same architectures as ``keras_compress.examples.zoo``, in legacy Keras."""
+    """The same architectures as ``keras_compress.examples.zoo`` and ``archs``, in legacy Keras."""
+    if name in BUILDERS:
+        return BUILDERS[name](keras)
     layers = keras.layers
     if name == "lenet_300_100":
         body = [layers.Flatten(name="flatten"), layers.Dense(300, "relu", name="fc1"),
@@ -69,8 +73,13 @@ def tflite_bytes(model, representative=None) -> bytes:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help=".npz with x, y, x_test, y_test")
-    parser.add_argument("--model", required=True, choices=["lenet_300_100", "lenet5"])
-    parser.add_argument("--levels", required=True, help="JSON: layer name -> final sparsity")
+    parser.add_argument("--model", required=True, choices=["lenet_300_100", "lenet5", *BUILDERS])
+    levels_help = 'JSON: layer name -> final sparsity; "*": every Conv/Dense layer'
+    parser.add_argument("--levels", required=True, help=levels_help)
+    int8_help = "also convert the pruned and clustered model to full int8"
+    parser.add_argument("--int8-pipeline", action="store_true", help=int8_help)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--prune-end", type=int, default=3, help="epochs of the pruning ramp")
     parser.add_argument("--weights", help=".npz of the trained float weights, in layer order")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs without --weights")
     parser.add_argument("--prune-epochs", type=int, default=5)
@@ -89,7 +98,7 @@ def main():
         saved = np.load(args.weights)
         model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
     else:
-        model.fit(x, y, batch_size=BATCH, epochs=args.epochs, verbose=0)
+        model.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0)
     float_tflite = tflite_bytes(model)
     result = {"float_accuracy": tflite_accuracy(float_tflite, xt, yt),
               "float_tflite_bytes": len(float_tflite)}  # fmt: skip
@@ -104,17 +113,22 @@ def main():
 
     # Pruning: three epochs of polynomial decay to each layer's level, then held (the same
     # budget as keras-compress's three prune/retrain rounds plus retraining).
-    steps = int(np.ceil(len(x) / BATCH))
+    steps = int(np.ceil(len(x) / args.batch))
 
     def prunable(layer):
-        if layer.name not in levels:
+        level = levels.get(layer.name)
+        if level is None and "*" in levels and type(layer).__name__ in PRUNABLE:
+            level = levels["*"]
+        if level is None:
             return layer
-        schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, levels[layer.name], 0, 3 * steps)
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            0.0, level, 0, args.prune_end * steps, frequency=10
+        )
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
 
     # The clone function gets the trained layers themselves: the wrappers keep their weights.
     pruned = compiled(keras.models.clone_model(model, clone_function=prunable), args.prune_lr)
-    pruned.fit(x, y, batch_size=BATCH, epochs=args.prune_epochs, verbose=0,
+    pruned.fit(x, y, batch_size=args.batch, epochs=args.prune_epochs, verbose=0,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])  # fmt: skip
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
 
@@ -124,7 +138,7 @@ def main():
         cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
         preserve_sparsity=True,
     )
-    compiled(clustered, 1e-4).fit(x, y, batch_size=BATCH, epochs=args.finetune, verbose=0)
+    compiled(clustered, 1e-4).fit(x, y, batch_size=args.batch, epochs=args.finetune, verbose=0)
     final = tfmot.clustering.keras.strip_clustering(clustered)
     final_tflite = tflite_bytes(final)
     kernels = [w for w in final.get_weights() if w.ndim > 1]
@@ -137,6 +151,11 @@ def main():
         pipeline_max_distinct=int(max(np.unique(w).size for w in kernels)),
         epochs={"train": args.epochs, "prune": args.prune_epochs, "finetune": args.finetune},
     )
+    if args.int8_pipeline:
+        int8_final = tflite_bytes(final, representative)
+        result.update(pipeline_int8_accuracy=tflite_accuracy(int8_final, xt, yt),
+                      pipeline_int8_tflite_bytes=len(int8_final),
+                      pipeline_int8_gzip_bytes=len(gzip.compress(int8_final, 9)))  # fmt: skip
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

@@ -1,0 +1,328 @@
+"""Modern CNNs (BatchNorm, residuals, depthwise convolutions) through the whole pipeline.
+
+Issue 21's benchmark. On Fashion-MNIST padded to 32x32 (gray repeated to three channels), each
+architecture (``archs.py``: a CIFAR-style ResNet-20 and a MobileNetV2) is trained to its float
+baseline, then compressed by keras-compress: polynomial magnitude pruning to 80% per weight
+tensor (``class_uniform``, masks every 10 steps, the ramp over the first ``prune_end`` of the
+``prune`` epochs), ``kc.fold_batchnorm``, 4-bit k-means sharing with centroid fine-tuning,
+``kc.export`` in float32 and full-integer int8. Every export is decoded by the C decoder
+(byte-exact) and its ``.tflite`` evaluated in LiteRT's interpreter on the full test set. The
+peer, tensorflow-model-optimization's prune (the same level, schedule, epochs and rate) +
+cluster (16, sparsity-preserving) + gzip -9 in float and int8, starts from the same float
+weights in its own process (``tfmot_baseline.py``). Ratio-only rows: ``keras.applications``
+ResNet50 and MobileNetV2 at random initialisation after one epoch on the data (the BatchNorm
+statistics move), pruned 80% and shared to 4 bits.
+
+    python benchmarks/modern.py            # about 50 minutes on 2 cores
+    python benchmarks/modern.py --quick    # a smoke run: tiny subsets, results/modern_quick.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import results_io
+from archs import BUILDERS
+from table1 import ensure_tfmot_python
+from tflite_eval import tflite_accuracy
+
+import keras_compress as kc
+from keras_compress.deploy.tflite_buffers import weight_buffers
+from keras_compress.examples import fashion_mnist
+
+HERE = Path(__file__).resolve().parent
+C_DIR = HERE.parent / "tflite_export" / "c"
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+LEVEL, BITS, CLUSTERS = 0.8, 4, 16
+FULL = {"train": 12000, "epochs": 6, "prune": 3, "prune_end": 2, "finetune": 1, "batch": 64,
+        "random_init": 2000}  # fmt: skip
+QUICK = {"train": 512, "epochs": 1, "prune": 1, "prune_end": 1, "finetune": 1, "batch": 64,
+         "random_init": 64, "test": 500}  # fmt: skip
+
+
+def data(cfg):
+    """Fashion-MNIST padded to 32x32x3 in [0, 1]: a seeded training subset, the test set."""
+    (x, y), (xt, yt) = fashion_mnist()
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(x))[: cfg["train"]]
+    test = slice(0, cfg.get("test", len(xt)))
+
+    def prep(images):
+        images = np.pad(images.astype("float32") / 255.0, ((0, 0), (2, 2), (2, 2)))
+        return np.repeat(images[..., None], 3, axis=-1)
+
+    return (prep(x[pick]), y[pick].astype("int32")), (prep(xt[test]), yt[test].astype("int32"))
+
+
+def compiled(model, lr):
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    return model
+
+
+def representative(x):
+    return lambda: (x[i : i + 1] for i in range(0, 200, 2))
+
+
+def byte_classes(model_bytes: bytes, report) -> dict:
+    """Where the deployable's bytes are, by tensor class.
+
+    Coded kernels, biases, quantization parameters and the rest of the flatbuffer (the last
+    two inside the skeleton).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    root = schema.Model.GetRootAs(model_bytes, 0)
+    quant = 0
+    for g in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            q = graph.Tensors(t).Quantization()
+            if q is not None:
+                quant += 4 * q.ScaleLength() + 8 * q.ZeroPointLength()
+    rows = report.tensors
+    kernels = [r for r in rows if len(r["shape"]) > 1]
+    vectors = [r for r in rows if len(r["shape"]) <= 1]
+    buffers = sum(b.length for b in weight_buffers(model_bytes))
+    return {
+        "kernels_raw": sum(r["bytes_before"] for r in kernels),
+        "kernels_coded": sum(r["bytes_after"] for r in kernels),
+        "biases_raw": sum(r["bytes_before"] for r in vectors),
+        "biases_coded": sum(r["bytes_after"] for r in vectors),
+        "quantization_params_raw": quant,
+        "flatbuffer_raw": len(model_bytes) - buffers - quant,
+        "skeleton_raw": report.totals["skeleton_raw_bytes"],
+        "skeleton_deflated": report.totals["skeleton_bytes"],
+    }
+
+
+def c_decoder(work: Path) -> Path:
+    binary = work / "kcz_cli"
+    if not binary.exists():
+        cmd = ["gcc", "-std=c99", "-O2", "-o", str(binary), str(C_DIR / "kcz_decode.c"),
+               str(C_DIR / "kcz_cli.c")]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    return binary
+
+
+def export_row(model, label, quantization, x, xt, yt, work: Path, reference_int8=None) -> dict:
+    """Export, decode with the C decoder, evaluate the decoded ``.tflite`` in LiteRT."""
+    prefix = work / f"{model.name}_{label}_{quantization}"
+    data = representative(x) if quantization == "int8" else None
+    report = kc.export(model, prefix, quantization, data)
+    decoded = prefix.with_name(prefix.name + ".decoded")
+    run = subprocess.run([str(c_decoder(work)), f"{prefix}.skeleton", f"{prefix}.kcz",
+                          str(decoded)], capture_output=True, text=True)  # fmt: skip
+    model_bytes = Path(f"{prefix}.tflite").read_bytes()
+    exact = run.returncode == 0 and decoded.read_bytes() == model_bytes
+    t = report.totals
+    row = {
+        "row": f"{label} ({quantization})",
+        "accuracy": tflite_accuracy(decoded.read_bytes() if exact else model_bytes, xt, yt),
+        "tflite_bytes": t["tflite_bytes"],
+        "deployable_bytes": t["deployable_bytes"],
+        "skeleton_bytes": t["skeleton_bytes"],
+        "sidecar_bytes": t["sidecar_bytes"],
+        "gzip_bytes": len(gzip.compress(model_bytes, 9)),
+        "xz_bytes": len(lzma.compress(model_bytes, preset=9 | lzma.PRESET_EXTREME)),
+        "c_decoder_byte_exact": exact,
+        "channel_coded_tensors": _channel_coded(f"{prefix}.kcz"),
+        "bytes_by_class": byte_classes(model_bytes, report),
+    }
+    return row
+
+
+def _channel_coded(path) -> int:
+    _, entries = kc.deploy.sidecar.read_header(Path(path).read_bytes())
+    return sum(e.encoding == kc.deploy.sidecar.CHANNEL_CODED for e in entries)
+
+
+def plain_export(model, quantization, x, work: Path) -> bytes:
+    """The uncompressed model's ``.tflite`` (float32 or full int8)."""
+    data = representative(x) if quantization == "int8" else None
+    return kc.deploy.convert(model, quantization, data)
+
+
+def run_model(name, dataset, cfg, work: Path) -> list[dict]:
+    (x, y), (xt, yt) = dataset
+    keras.utils.set_random_seed(0)
+    started = time.time()
+    model = compiled(BUILDERS[name](keras), 1e-3)
+    model.fit(x, y, batch_size=cfg["batch"], epochs=cfg["epochs"], verbose=2)
+    float_tflite = plain_export(model, "float32", x, work)
+    int8_tflite = plain_export(model, "int8", x, work)
+    base = {"model": name, "train_images": len(x), "test_images": len(xt)}
+    rows = [
+        {**base, "row": "float (float32)", "accuracy": tflite_accuracy(float_tflite, xt, yt),
+         "tflite_bytes": len(float_tflite), "deployable_bytes": len(float_tflite),
+         "gzip_bytes": len(gzip.compress(float_tflite, 9))},
+        {**base, "row": "float (int8)", "accuracy": tflite_accuracy(int8_tflite, xt, yt),
+         "tflite_bytes": len(int8_tflite), "deployable_bytes": len(int8_tflite),
+         "gzip_bytes": len(gzip.compress(int8_tflite, 9))},
+    ]  # fmt: skip
+    float_weights = model.get_weights()
+
+    peer = tfmot_peer(name, float_weights, dataset, cfg, work)
+
+    steps = int(np.ceil(len(x) / cfg["batch"]))
+    pruned = compiled(kc.make_prunable(model), 5e-4)
+    prune = kc.MagnitudePruning(LEVEL, end_step=cfg["prune_end"] * steps, frequency=10)
+    pruned.fit(x, y, batch_size=cfg["batch"], epochs=cfg["prune"], verbose=2, callbacks=[prune])
+    _, pruned_acc = pruned.evaluate(xt, yt, verbose=0)
+    folded = kc.fold_batchnorm(kc.strip(pruned))
+    shared = compiled(kc.share_weights(folded, bits=BITS), 1e-4)
+    _, shared_acc = shared.evaluate(xt, yt, verbose=0)
+    shared.fit(x, y, batch_size=cfg["batch"], epochs=cfg["finetune"], verbose=2)
+    final = kc.strip(shared)
+    for quantization in ("float32", "int8"):
+        row = export_row(final, "ours", quantization, x, xt, yt, work)
+        row.update(base, pruned_accuracy=float(pruned_acc), shared_accuracy=float(shared_acc),
+                   sparsity=kc.sparsity(final)["total"],
+                   ratio=len(float_tflite) / row["deployable_bytes"],
+                   ratio_vs_plain_int8_gzip=row["deployable_bytes"]
+                   / len(gzip.compress(int8_tflite, 9)))  # fmt: skip
+        rows.append(row)
+    if peer:
+        for kind, key in (("float32", "pipeline"), ("int8", "pipeline_int8")):
+            if f"{key}_gzip_bytes" in peer:
+                rows.append({**base, "row": f"tfmot prune + cluster ({CLUSTERS}) + gzip ({kind})",
+                             "accuracy": peer[f"{key}_accuracy"],
+                             "tflite_bytes": peer[f"{key}_tflite_bytes"],
+                             "deployable_bytes": peer[f"{key}_gzip_bytes"],
+                             "ratio": len(float_tflite) / peer[f"{key}_gzip_bytes"],
+                             "peer_float_accuracy": peer["float_accuracy"]})  # fmt: skip
+    print(f"{name}: {time.time() - started:.0f} s", flush=True)
+    return rows
+
+
+def tfmot_peer(name, float_weights, dataset, cfg, work: Path) -> dict:
+    python = ensure_tfmot_python()
+    if python is None:
+        return {}
+    (x, y), (xt, yt) = dataset
+    np.savez(work / "data.npz", x=x, y=y, x_test=xt, y_test=yt)
+    np.savez(work / f"float_{name}.npz", *float_weights)
+    out = work / f"tfmot_{name}.json"
+    cmd = [python, str(HERE / "tfmot_baseline.py"), "--data", str(work / "data.npz"),
+           "--model", name, "--levels", json.dumps({"*": LEVEL}), "--out", str(out),
+           "--weights", str(work / f"float_{name}.npz"), "--prune-epochs", str(cfg["prune"]),
+           "--prune-end", str(cfg["prune_end"]), "--finetune", str(cfg["finetune"]),
+           "--prune-lr", "5e-4", "--clusters", str(CLUSTERS), "--batch", str(cfg["batch"]),
+           "--int8-pipeline"]  # fmt: skip
+    try:
+        subprocess.run(cmd, check=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    except subprocess.CalledProcessError as err:
+        print(f"tensorflow-model-optimization failed on {name}: {err}")
+        return {}
+    return json.loads(out.read_text())
+
+
+def random_init_row(name, dataset, cfg, work: Path) -> dict:
+    """A keras.applications model at random initialisation: the ratio that survives.
+
+    One epoch on the data (the BatchNorm statistics move), then pruned 80% (one epoch,
+    constant level), folded and shared to 4 bits.
+    """
+    (x, y), (xt, yt) = dataset
+    keras.utils.set_random_seed(0)
+    build = {"resnet50": keras.applications.ResNet50,
+             "mobilenet_v2_1.0": keras.applications.MobileNetV2}[name]  # fmt: skip
+    model = compiled(build(input_shape=(32, 32, 3), weights=None, classes=10,
+                           classifier_activation=None), 1e-3)  # fmt: skip
+    n = cfg["random_init"]
+    model.fit(x[:n], y[:n], batch_size=cfg["batch"], epochs=1, verbose=2)
+    pruned = compiled(kc.make_prunable(model), 5e-4)
+    pruned.fit(x[:n], y[:n], batch_size=cfg["batch"], epochs=1, verbose=2,
+               callbacks=[kc.MagnitudePruning(LEVEL, schedule="constant")])  # fmt: skip
+    final = kc.strip(kc.share_weights(kc.fold_batchnorm(kc.strip(pruned)), bits=BITS))
+    row = export_row(final, "random init, 1 epoch", "float32", x, xt, yt, work)
+    row.update(model=name, ratio=row["tflite_bytes"] / row["deployable_bytes"])
+    return row
+
+
+def goals_for(rows) -> list[dict]:
+    goal = results_io.goal
+    goals = []
+    targets = {"mobilenet_v2": 12, "resnet20": 20}
+    for name, target in targets.items():
+        mine = {r["row"]: r for r in rows if r["model"] == name}
+        if "ours (float32)" not in mine:
+            continue
+        f, ours, ours8 = mine["float (float32)"], mine["ours (float32)"], mine["ours (int8)"]
+        goals += [
+            goal(f"{name}: float deployable ratio", ours["ratio"], ">=", target),
+            goal(f"{name}: float accuracy drop (points)",
+                 100 * (f["accuracy"] - ours["accuracy"]), "<=", 1.0),
+            goal(f"{name}: int8 deployable / gzip -9 of the plain int8 .tflite",
+                 ours8["ratio_vs_plain_int8_gzip"], "<=", 0.5),
+            goal(f"{name}: int8 accuracy drop vs float (points)",
+                 100 * (f["accuracy"] - ours8["accuracy"]), "<=", 1.0),
+        ]  # fmt: skip
+        for kind, r in (("float32", ours), ("int8", ours8)):
+            peer = mine.get(f"tfmot prune + cluster ({CLUSTERS}) + gzip ({kind})")
+            if peer:
+                goals.append(goal(
+                    f"{name} ({kind}): our ratio / tfmot's (accuracy {r['accuracy']:.4f} vs "
+                    f"{peer['accuracy']:.4f})",
+                    r["deployable_bytes"] and peer["deployable_bytes"] / r["deployable_bytes"]
+                    if r["accuracy"] >= peer["accuracy"] else 0.0, ">=", 2.0))  # fmt: skip
+    exports = [r for r in rows if "skeleton_bytes" in r]
+    if exports:
+        worst = max(r["deployable_bytes"] / min(r["gzip_bytes"], r["xz_bytes"]) for r in exports)
+        goals.append(goal("every export: deployable / min(gzip -9, xz -9e) of its .tflite "
+                          "(worst)", worst, "<=", 1.0))  # fmt: skip
+    for r in rows:
+        if r["row"].startswith("random init"):
+            goals.append(goal(f"{r['model']} random init, 80% + 4 bits: ratio", r["ratio"],
+                              ">=", 8))  # fmt: skip
+    return goals
+
+
+def write(rows, cfg, quick) -> None:
+    columns = ["model", "row", "accuracy", "tflite_bytes", "deployable_bytes", "ratio",
+               "gzip_bytes", "xz_bytes", "c_decoder_byte_exact"]  # fmt: skip
+    classes = [{"model": r["model"], "row": r["row"], **r["bytes_by_class"]}
+               for r in rows if "bytes_by_class" in r]  # fmt: skip
+    md = (
+        f"Fashion-MNIST padded to 32x32x3: {cfg['train']} training images (a seeded subset, "
+        f"to fit 2 cores), the full test set unless quick. Epochs: float {cfg['epochs']}, "
+        f"pruning {cfg['prune']} (ramp over {cfg['prune_end']}), fine-tuning "
+        f"{cfg['finetune']}; batch {cfg['batch']}. Accuracy: the C-decoded `.tflite` in "
+        "LiteRT's interpreter. Ratio: the float model's float32 `.tflite` over the deployable "
+        "(ours: skeleton + sidecar; tfmot: gzip -9 of its `.tflite`).\n\n"
+        + results_io.table(rows, columns)
+        + "\n\nBytes by tensor class (raw in the `.tflite`, and after coding):\n\n"
+        + results_io.table(classes, list(classes[0]) if classes else [])
+    )
+    results_io.write("modern_quick" if quick else "modern", goals_for(rows), rows, md, cfg=cfg)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
+    parser.add_argument("--random-init", nargs="*", default=["mobilenet_v2_1.0", "resnet50"])
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    dataset = data(cfg)
+    work = Path(tempfile.mkdtemp())
+    rows = []
+    for name in args.models:
+        rows += run_model(name, dataset, cfg, work)
+        write(rows, cfg, args.quick)
+    for name in args.random_init:
+        rows.append(random_init_row(name, dataset, cfg, work))
+        write(rows, cfg, args.quick)
+
+
+if __name__ == "__main__":
+    main()
