@@ -37,8 +37,9 @@ def toy_xy(n=256, seed=0):
 def synthetic_model_bytes(seed=0):
     """A fake ``.tflite``: bytes around five cut tensors of every kind the sidecar codes.
 
-    The fifth is a per-channel int8 kernel (each of 24 output channels with its own 7 values,
-    coded with per-channel codebooks); repeated names make the skeleton worth DEFLATE-coding.
+    The fifth is a per-channel int8 kernel (24 output channels, each with one of four tables of
+    7 values: coded with shared per-channel tables); repeated names make the skeleton worth
+    DEFLATE-coding.
 
     Returns ``(model, cuts)`` with ``cuts`` as ``sidecar.split`` takes them.
     """
@@ -48,7 +49,10 @@ def synthetic_model_bytes(seed=0):
     dense_shared = rng.choice(np.float32([0.1, 0.2, -0.3]), size=3000)
     unshared = rng.normal(size=500).astype(np.float32)  # does not gain: stays in the skeleton
     int8 = np.where(rng.random(2000) < 0.2, rng.integers(-127, 128, 2000), 0).astype(np.int8)
-    books = np.sort(rng.choice(np.arange(-127, 128), (24, 7), replace=True), axis=1)
+    # Four tables of 7 values, as channels quantized with four scales: 6 channels each.
+    books = np.sort(rng.choice(np.arange(-127, 128), (4, 7), replace=False), axis=1)[
+        np.arange(24) % 4
+    ]
     channel = np.take_along_axis(books, rng.integers(0, 7, (24, 300)), 1).astype(np.int8)
     channel[rng.random(channel.shape) < 0.7] = 0
     names = b"".join(b"model/block_%d/conv;model/block_%d/bn\x00\x00" % (i, i) for i in range(60))

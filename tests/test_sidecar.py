@@ -1,5 +1,7 @@
 """The sidecar format: byte-exact round trips and rejection of every corruption."""
 
+import struct
+
 import numpy as np
 import pytest
 from helpers import synthetic_model_bytes
@@ -102,7 +104,15 @@ def test_per_channel_codebooks_are_chosen_where_they_are_smaller():
     encoding, payload = sidecar.encode_tensor(data, 1, shape=shape)
     _, tensor_wide = sidecar.encode_tensor(data, 1)
     assert encoding == sidecar.CHANNEL_CODED and len(payload) < 0.8 * len(tensor_wide)
+    assert struct.unpack_from("<III", payload) == (24, 300, 4)  # 4 shared tables, a map
     assert sidecar.decode_tensor(payload, length, 1, encoding=encoding) == data
+    # Every channel with its own values: one table per channel, in channel order, no map.
+    rng = np.random.default_rng(0)
+    books = np.sort(rng.choice(np.arange(-127, 128), (16, 7)), axis=1)
+    own = np.take_along_axis(books, rng.integers(0, 7, (16, 400)), 1).astype(np.int8)
+    encoding, payload = sidecar.encode_tensor(own.tobytes(), 1, shape=own.shape)
+    assert encoding == sidecar.CHANNEL_CODED and struct.unpack_from("<III", payload)[2] == 16
+    assert sidecar.decode_tensor(payload, own.size, 1, encoding=encoding) == own.tobytes()
     # Channels along the last axis (a depthwise kernel's layout) are found as well.
     last = np.ascontiguousarray(np.frombuffer(data, np.int8).reshape(shape).T)
     encoding, payload = sidecar.encode_tensor(last.tobytes(), 1, shape=last.shape)

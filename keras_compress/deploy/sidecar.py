@@ -72,9 +72,10 @@ def encode_tensor(
 ) -> tuple[int, bytes] | None:
     """Code one tensor's bytes as codebook(s) + Huffman values + Huffman gaps, or ``None``.
 
-    Tries one codebook for the whole tensor (``CODED``) and, for each axis of ``shape``, one
-    codebook per index along that axis (``CHANNEL_CODED``: a per-channel int8 kernel holds at
-    most ``2**bits`` values per output channel but up to 255 over the tensor) and keeps the
+    Tries one codebook for the whole tensor (``CODED``) and, for each axis of ``shape``,
+    codebooks shared by groups of channels along that axis (``CHANNEL_CODED``: a per-channel
+    int8 kernel holds at most ``2**bits`` values per output channel but many more over the
+    tensor, and channels quantized with the same scale share one table) and keeps the
     smallest. ``None`` means no coding would make it smaller (or it has over ``MAX_CODEBOOK``
     distinct non-zero values): the tensor stays in the skeleton. Layout:
     ``tflite_export/FORMAT.md``.
@@ -91,30 +92,28 @@ def encode_tensor(
     units = _as_units(data, elem_size)
     nonzero = units != 0
     best: tuple[int, bytes] | None = None
-    for encoding, channels, inner, slots, ranks, codebooks in _codebook_choices(units, shape):
+    for encoding, prefix, slots, ranks, codebooks in _codebook_choices(units, shape):
         if slots > MAX_CODEBOOK:
             continue
         for gap_bits in _gap_bit_choices(nonzero):
-            payload = _encode_with_gaps(
+            payload = prefix + _encode_with_gaps(
                 units.size, nonzero, codebooks, slots, ranks, gap_bits, max_code_length
             )
-            if encoding == CHANNEL_CODED:
-                payload = struct.pack("<II", channels, inner) + payload
             if best is None or len(payload) < len(best[1]):
                 best = (encoding, payload)
     return best if best is not None and len(best[1]) < len(data) else None
 
 
 def _codebook_choices(units: np.ndarray, shape: tuple[int, ...]):
-    """``(encoding, channels, inner, slots, ranks, codebooks)`` for each way to share values.
+    """``(encoding, prefix, slots, ranks, codebooks)`` for each way to share values.
 
-    ``codebooks`` is ``channels x slots`` (unused slots zero) and ``ranks`` the index of each
-    non-zero element in its channel's codebook; element ``i`` is in channel
-    ``(i // inner) % channels``.
+    ``codebooks`` is ``tables x slots`` (unused slots zero), ``ranks`` the index of each
+    non-zero element in its channel's table and ``prefix`` the channel layout that goes before
+    the payload's common fields (empty for ``CODED``).
     """
     values = units[units != 0]
     codebook, ranks = np.unique(values, return_inverse=True)
-    yield CODED, 1, units.size, codebook.size, ranks, codebook[None, :]
+    yield CODED, b"", codebook.size, ranks, codebook[None, :]
     if int(np.prod(shape, dtype=np.int64)) != units.size:
         return
     position = np.flatnonzero(units)
@@ -123,22 +122,48 @@ def _codebook_choices(units: np.ndarray, shape: tuple[int, ...]):
         if not 1 < channels < units.size:
             continue
         channel = (position // inner) % channels
-        order = np.lexsort((values, channel))
-        ch, v = channel[order], values[order]
-        new = np.ones(v.size, bool)
-        new[1:] = (ch[1:] != ch[:-1]) | (v[1:] != v[:-1])
-        group = np.cumsum(new) - 1  # distinct (channel, value) pairs in ascending order
-        first_group = np.full(channels, -1, np.int64)
-        first_group[ch[new][::-1]] = group[new][::-1]
-        rank_sorted = group - first_group[ch]
-        slots = int(rank_sorted.max()) + 1 if rank_sorted.size else 0
+        sets = [set() for _ in range(channels)]
+        pairs = np.unique(np.stack([channel.astype(np.uint64), values.astype(np.uint64)]), axis=1)
+        for c, v in pairs.T:
+            sets[int(c)].add(int(v))
+        slots = max((len(x) for x in sets), default=0)
         if slots >= codebook.size:  # no channel is simpler than the whole tensor
             continue
-        codebooks = np.zeros((channels, slots), units.dtype)
-        codebooks[ch[new], rank_sorted[new]] = v[new]
-        channel_ranks = np.empty_like(rank_sorted)
-        channel_ranks[order] = rank_sorted
-        yield CHANNEL_CODED, channels, inner, slots, channel_ranks, codebooks
+        group, tables = _group_channels(sets, slots)
+        codebooks = np.zeros((len(tables), slots), units.dtype)
+        channel_ranks = np.empty(values.size, np.int64)
+        element_group = group[channel]
+        for g, table in enumerate(tables):
+            codebooks[g, : len(table)] = table
+            mine = element_group == g
+            channel_ranks[mine] = np.searchsorted(codebooks[g, : len(table)], values[mine])
+        prefix = struct.pack("<III", channels, inner, len(tables))
+        if len(tables) < channels:
+            prefix += group.astype(np.uint8).tobytes()
+        yield CHANNEL_CODED, prefix, slots, channel_ranks, codebooks
+
+
+def _group_channels(sets: list[set], slots: int) -> tuple[np.ndarray, list[list[int]]]:
+    """Channels -> shared tables of at most ``slots`` values (greedy, fullest channels first).
+
+    Per-channel int8 quantization gives channels with the same scale (the same largest shared
+    value) the same table, so a handful of tables serve hundreds of channels. As many tables as
+    channels, or more than 256 (the map holds bytes): one table per channel, in order.
+    """
+    group = np.zeros(len(sets), np.int64)
+    unions: list[set] = []
+    for c in sorted(range(len(sets)), key=lambda c: -len(sets[c])):
+        for g, union in enumerate(unions):
+            if len(union | sets[c]) <= slots:
+                union |= sets[c]
+                group[c] = g
+                break
+        else:
+            group[c] = len(unions)
+            unions.append(set(sets[c]))
+    if len(unions) > 256 or len(unions) == len(sets):  # no map: table c is channel c's
+        return np.arange(len(sets)), [sorted(x) for x in sets]
+    return group, [sorted(x) for x in unions]
 
 
 def _gap_bit_choices(nonzero: np.ndarray) -> range:
@@ -212,18 +237,27 @@ def decode_tensor(
     section = f"tensor payload {name}".strip()
     r = _Reader(payload, base, section)
     n = length // elem_size
-    channels, inner = r.unpack("<II") if encoding == CHANNEL_CODED else (1, max(n, 1))
-    k, gap_bits, max_len, count = r.unpack("<IBBI")
-    if length % elem_size or k > MAX_CODEBOOK or gap_bits > MAX_GAP_BITS or not 1 <= max_len <= 16:
-        raise SidecarError(f"{section}: bad tensor header at byte offset {base}")
+    channels, inner, tables = (1, max(n, 1), 1)
+    if encoding == CHANNEL_CODED:
+        channels, inner, tables = r.unpack("<III")
     if not 1 <= channels <= n or inner < 1 or n % channels or (n // channels) % inner:
         raise SidecarError(
             f"{section}: {channels} channels of {inner} for {n} elements at byte offset {base}"
         )
+    if not 1 <= tables <= channels or (tables < channels and tables > 256):
+        raise SidecarError(f"{section}: {tables} tables for {channels} channels")
+    group = np.arange(channels)
+    if tables < channels:
+        group = np.frombuffer(r.take(channels), np.uint8).astype(np.int64)
+        if np.any(group >= tables):
+            raise SidecarError(f"{section}: a channel names a table beyond {tables}")
+    k, gap_bits, max_len, count = r.unpack("<IBBI")
+    if length % elem_size or k > MAX_CODEBOOK or gap_bits > MAX_GAP_BITS or not 1 <= max_len <= 16:
+        raise SidecarError(f"{section}: bad tensor header at byte offset {base}")
     if count > n or (gap_bits == 0 and count != n):
         raise SidecarError(f"{section}: {count} entries for {n} elements at byte offset {base}")
     dtype = np.dtype(f"<u{elem_size}")
-    codebooks = np.frombuffer(r.take(channels * k * elem_size), dtype).reshape(channels, k)
+    codebooks = np.frombuffer(r.take(tables * k * elem_size), dtype).reshape(tables, k)
     value_lengths = np.frombuffer(r.take(k + 1), np.uint8).astype(np.int64)
     values = _decode_stream(r, count, value_lengths, max_len, section)
     if np.any(values > k) or (gap_bits == 0 and np.any(values == k)):
@@ -240,7 +274,7 @@ def decode_tensor(
             raise SidecarError(f"{section}: {err}") from err
         real = values < k
     where = positions[real]
-    out[where] = codebooks[(where // inner) % channels, values[real]]
+    out[where] = codebooks[group[(where // inner) % channels], values[real]]
     if r.pos != len(payload):
         raise SidecarError(f"{section}: {len(payload) - r.pos} unexpected bytes at the end")
     return out.tobytes()

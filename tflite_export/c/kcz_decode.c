@@ -183,13 +183,14 @@ static const uint8_t *take(cursor *c, uint32_t n) {
     return out;
 }
 
-/* One tensor: its payload decoded to length bytes of output. enc 2: one codebook of k slots
- * per channel, element i in channel (i / inner) % channels. */
+/* One tensor: its payload decoded to length bytes of output. enc 2: codebooks of k slots shared
+ * by groups of channels, element i in channel (i / inner) % channels, whose table is the
+ * channel's byte in the group map (or the channel itself when there is a table per channel). */
 static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, uint32_t elem,
                          uint32_t enc, kcz_workspace *ws) {
     cursor c = {payload, size, 0};
-    const uint8_t *head = take(&c, enc == 2 ? 18u : 10u), *codebook;
-    uint32_t k, gap_bits, max_len, entries, i, channels = 1, inner = 1;
+    const uint8_t *head = take(&c, enc == 2 ? 12u : 0u), *codebook, *group = NULL;
+    uint32_t k, gap_bits, max_len, entries, i, channels = 1, inner = 1, tables = 1;
     size_t n = length / elem, pos = 0;
     bits st[2] = {{NULL, 0, 0, 7}, {NULL, 0, 0, 7}}; /* the value and gap streams */
 #if KCZ_LUT_BITS > 0
@@ -199,10 +200,19 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
     if (enc == 2) {
         channels = rd32(head);
         inner = rd32(head + 4);
-        head += 8;
-        if (!channels || !inner || channels > n || n % channels || (n / channels) % inner)
+        tables = rd32(head + 8);
+        if (!channels || !inner || channels > n || n % channels || (n / channels) % inner ||
+            !tables || tables > channels || (tables < channels && tables > 256u))
             return KCZ_E_PAYLOAD;
+        if (tables < channels) {
+            group = take(&c, channels);
+            if (!group) return KCZ_E_PAYLOAD;
+            for (i = 0; i < channels; i++)
+                if (group[i] >= tables) return KCZ_E_PAYLOAD;
+        }
     }
+    head = take(&c, 10);
+    if (!head) return KCZ_E_PAYLOAD;
     k = rd32(head);
     gap_bits = head[4];
     max_len = head[5];
@@ -210,8 +220,8 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
     if (gap_bits > KCZ_MAX_GAP_BITS || max_len < 1 || max_len > KCZ_MAX_CODE_LEN) return KCZ_E_PAYLOAD;
     if (k > KCZ_MAX_CODEBOOK) return KCZ_E_WORKSPACE;
     if (entries > n || (gap_bits == 0 && entries != n)) return KCZ_E_PAYLOAD;
-    if (k && channels > (size - c.pos) / (k * elem)) return KCZ_E_PAYLOAD; /* no overflow */
-    codebook = take(&c, channels * k * elem);
+    if (k && tables > (size - c.pos) / (k * elem)) return KCZ_E_PAYLOAD; /* no overflow */
+    codebook = take(&c, tables * k * elem);
     if (!codebook) return KCZ_E_PAYLOAD;
     /* Each stream: code lengths, bit count, byte count, bytes (no gap stream if dense). */
     for (i = 0; i < 1u + (gap_bits != 0); i++) {
@@ -241,8 +251,12 @@ static int decode_tensor(const uint8_t *payload, uint32_t size, size_t length, u
         if ((size_t)g >= n - pos || ((uint32_t)v == k && !gap_bits)) return KCZ_E_PAYLOAD;
         pos += (size_t)g;
         /* The gap's zeros, then the value (symbol k: a filler zero). */
-        value = (uint32_t)v == k ? NULL
-                                 : codebook + ((pos / inner % channels) * k + (uint32_t)v) * elem;
+        if ((uint32_t)v == k) {
+            value = NULL;
+        } else {
+            size_t table = pos / inner % channels;
+            value = codebook + ((group ? group[table] : table) * k + (uint32_t)v) * elem;
+        }
 #if KCZ_LUT_BITS > 0
         if (((size_t)g + 1u) * elem < KCZ_CHUNK - ws->out_used) { /* fits: write in place */
             uint8_t *q = ws->out + ws->out_used;

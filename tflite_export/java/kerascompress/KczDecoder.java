@@ -156,18 +156,30 @@ public final class KczDecoder {
             throws IOException {
         String section = "tensor payload " + index;
         ByteBuffer b = ByteBuffer.wrap(side, start, size).order(ByteOrder.LITTLE_ENDIAN);
-        int end = start + size, head = encoding == 2 ? 8 : 0;
+        int end = start + size, head = encoding == 2 ? 12 : 0;
         if (size < 10 + head || length % elem != 0) fail(section, start, "bad tensor header");
         int n = length / elem;
-        long channels = 1, inner = Math.max(n, 1);
+        long channels = 1, inner = Math.max(n, 1), tables = 1;
+        int groups = -1; // offset of the channel -> table map, if there is one
         if (encoding == 2) {
             channels = b.getInt(start) & 0xFFFFFFFFL;
             inner = b.getInt(start + 4) & 0xFFFFFFFFL;
+            tables = b.getInt(start + 8) & 0xFFFFFFFFL;
             if (channels < 1 || inner < 1 || channels > n || n % channels != 0
-                    || (n / channels) % inner != 0)
+                    || (n / channels) % inner != 0 || tables < 1 || tables > channels
+                    || (tables < channels && tables > 256))
                 fail(section, start, "bad channel layout");
+            if (tables < channels) {
+                groups = start + 12;
+                need(groups, (int) channels, end, section);
+                for (int c = 0; c < channels; c++)
+                    if ((side[groups + c] & 0xFF) >= tables)
+                        fail(section, groups + c, "a channel names a missing table");
+                head += (int) channels;
+            }
         }
         start += head;
+        if (10 > end - start) fail(section, start, "bad tensor header");
         long k = b.getInt(start) & 0xFFFFFFFFL;
         int gapBits = side[start + 4] & 0xFF, maxLen = side[start + 5] & 0xFF;
         long entries = b.getInt(start + 6) & 0xFFFFFFFFL;
@@ -176,7 +188,7 @@ public final class KczDecoder {
         if (entries > n || (gapBits == 0 && entries != n)) fail(section, start, "bad entry count");
         int p = start + 10;
         int codebook = p;
-        p = need(p, (int) Math.min(channels * k * elem, Integer.MAX_VALUE), end, section);
+        p = need(p, (int) Math.min(tables * k * elem, Integer.MAX_VALUE), end, section);
         int valueLengths = p;
         p = need(p, (int) k + 1, end, section);
         int[] valueStream = stream(b, p, end, section);
@@ -202,7 +214,9 @@ public final class KczDecoder {
             if (pos + g >= n || (v == k && gapBits == 0)) fail(section, start, "entry out of range");
             pos += g;
             if (v < k) {
-                long slot = (pos / inner % channels) * k + v;
+                long channel = pos / inner % channels;
+                long table = groups < 0 ? channel : side[groups + (int) channel] & 0xFF;
+                long slot = table * k + v;
                 System.arraycopy(side, codebook + (int) slot * elem, out, outOff + (int) pos * elem,
                         elem);
             }
