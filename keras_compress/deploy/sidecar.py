@@ -91,17 +91,37 @@ def encode_tensor(
     """
     units = _as_units(data, elem_size)
     nonzero = units != 0
-    best: tuple[int, bytes] | None = None
-    for encoding, prefix, slots, ranks, codebooks in _codebook_choices(units, shape):
-        if slots > MAX_CODEBOOK:
-            continue
-        for gap_bits in _gap_bit_choices(nonzero):
-            payload = prefix + _encode_with_gaps(
-                units.size, nonzero, codebooks, slots, ranks, gap_bits, max_code_length
-            )
-            if best is None or len(payload) < len(best[1]):
-                best = (encoding, payload)
-    return best if best is not None and len(best[1]) < len(data) else None
+    choices = [c for c in _codebook_choices(units, shape) if c[2] <= MAX_CODEBOOK]
+    best, best_size = None, len(data)
+    # Huffman sizes follow from the symbol counts alone: every combination is sized exactly
+    # without coding it, and only the smallest is coded.
+    for gap_bits in _gap_bit_choices(nonzero):
+        fillers, gap_bytes = 0, 0
+        if gap_bits:
+            gaps, real = relative_gaps(nonzero, 2**gap_bits - 1)
+            fillers = int(real.size - real.sum())
+            gap_bytes = 2**gap_bits + 8 + _coded_bytes(np.bincount(gaps), max_code_length)
+        for choice in choices:
+            _, prefix, slots, ranks, codebooks = choice
+            counts = np.bincount(ranks, minlength=slots + 1)
+            counts[slots] += fillers  # symbol `slots`: a filler zero
+            size = (len(prefix) + 10 + codebooks.nbytes + slots + 1 + 8 + gap_bytes
+                    + _coded_bytes(counts, max_code_length))  # fmt: skip
+            if size < best_size:
+                best, best_size = (choice, gap_bits), size
+    if best is None:
+        return None
+    (encoding, prefix, slots, ranks, codebooks), gap_bits = best
+    payload = prefix + _encode_with_gaps(
+        units.size, nonzero, codebooks, slots, ranks, gap_bits, max_code_length
+    )
+    return encoding, payload
+
+
+def _coded_bytes(counts: np.ndarray, max_code_length: int) -> int:
+    """Bytes of a Huffman stream of symbols with these counts."""
+    lengths = huffman.code_lengths(counts, max_code_length)
+    return (int(np.dot(counts, lengths)) + 7) // 8
 
 
 def _codebook_choices(units: np.ndarray, shape: tuple[int, ...]):
@@ -114,7 +134,7 @@ def _codebook_choices(units: np.ndarray, shape: tuple[int, ...]):
     values = units[units != 0]
     codebook, ranks = np.unique(values, return_inverse=True)
     yield CODED, b"", codebook.size, ranks, codebook[None, :]
-    if int(np.prod(shape, dtype=np.int64)) != units.size:
+    if int(np.prod(shape, dtype=np.int64)) != units.size or units.itemsize > 4:
         return
     position = np.flatnonzero(units)
     for axis, channels in enumerate(shape):
@@ -123,9 +143,9 @@ def _codebook_choices(units: np.ndarray, shape: tuple[int, ...]):
             continue
         channel = (position // inner) % channels
         sets = [set() for _ in range(channels)]
-        pairs = np.unique(np.stack([channel.astype(np.uint64), values.astype(np.uint64)]), axis=1)
-        for c, v in pairs.T:
-            sets[int(c)].add(int(v))
+        pairs = np.unique((channel.astype(np.uint64) << np.uint64(32)) | values.astype(np.uint64))
+        for c, v in zip((pairs >> np.uint64(32)).tolist(), (pairs & np.uint64(2**32 - 1)).tolist()):
+            sets[c].add(v)
         slots = max((len(x) for x in sets), default=0)
         if slots >= codebook.size:  # no channel is simpler than the whole tensor
             continue
