@@ -43,11 +43,13 @@ def compressed_lenet5(x, y, epochs):
     return shared
 
 
-def cortex_m4_footprint(work: Path) -> dict:
+def cortex_m4_footprint(work: Path, window_bits: int = 0) -> dict:
     """Code and RAM of the C decoder for a Cortex-M4 (Debian's gcc-arm-none-eabi), or {}.
 
     Code is what a firmware links for ``kcz_decode`` (sections reachable from it, as the
     linker's --gc-sections keeps them); ``kcz_error_name`` and its strings are counted apart.
+    ``window_bits`` is ``KCZ_WINDOW_BITS``: 0 decodes raw skeletons only, 10 (the ``-Os``
+    default) adds the DEFLATE decoder of format version 3's coded skeleton and its 1 KB window.
     """
     gcc = shutil.which("arm-none-eabi-gcc")
     if gcc is None:
@@ -56,7 +58,8 @@ def cortex_m4_footprint(work: Path) -> dict:
         )
         return {}
     flags = ["-std=c99", "-mcpu=cortex-m4", "-mthumb", "-Os", "-DKCZ_MAX_CODEBOOK=256",
-             "-ffunction-sections", "-fdata-sections"]  # fmt: skip
+             f"-DKCZ_WINDOW_BITS={window_bits}", "-ffunction-sections",
+             "-fdata-sections"]  # fmt: skip
     obj, linked = work / "kcz_m4.o", work / "kcz_m4_linked.o"
     subprocess.run([gcc, *flags, "-fstack-usage", "-c", str(C_SOURCE / "kcz_decode.c"), "-o",
                     str(obj)], check=True, cwd=work)  # fmt: skip
@@ -83,8 +86,11 @@ def cortex_m4_footprint(work: Path) -> dict:
         frames[name.rsplit(":", 1)[-1]] = int(size_)
     # The deepest call chain below kcz_decode (inlined functions have no frame of their own;
     # the write callback is the application's).
-    chains = [["crc_bad", "crc32"], ["huff_build"], ["huff_decode"], ["put"]]
-    stack = frames["kcz_decode"] + frames.get("decode_tensor", 0)
+    chains = [["decode_tensor", "crc_bad", "crc32"], ["decode_tensor", "huff_build"],
+              ["decode_tensor", "huff_decode"], ["decode_tensor", "put"],
+              ["put_skeleton", "zbyte", "zcodes", "huff_build"],
+              ["put_skeleton", "zbyte", "zcodes", "huff_decode"]]  # fmt: skip
+    stack = frames["kcz_decode"]
     stack += max(sum(frames.get(f, 0) for f in chain) for chain in chains)
     return {"m4_code_bytes": text(linked), "m4_code_with_error_names_bytes": text(obj),
             "m4_workspace_bytes": workspace, "m4_stack_bytes": stack,
@@ -149,6 +155,8 @@ def main():
     big = (big * np.float32(0.01)).astype(np.float32).tobytes()
     encode_25m_s = best_of(lambda: sidecar.encode_tensor(big, 4), 1)
     footprint = cortex_m4_footprint(work)
+    deflate = cortex_m4_footprint(work, window_bits=10)
+    footprint.update({f"deflate_{k}": v for k, v in deflate.items()})
     rows = [
         {**sizes, **footprint, **c_mbs, "zlib_inflate_mb_s": zlib_mbs,
          "python_encode_mb_s": len(model) / py_encode_s / 1e6,
@@ -174,7 +182,10 @@ def main():
         "weights for zlib), best of 3 runs, each of many decodes; the goal uses the default "
         "build (`gcc -O2`, 256-byte chunks). Cortex-M4 code is what a firmware links for "
         "`kcz_decode` (`-Os`, `--gc-sections`); `kcz_error_name` adds the difference to the "
-        "whole object.\n\n" + results_io.table(rows, list(rows[0]))
+        "whole object. The goals apply to the build without the DEFLATE skeleton decoder "
+        "(`-DKCZ_WINDOW_BITS=0`, raw skeletons); the `deflate_m4_*` columns are the `-Os` "
+        "default with it (`KCZ_WINDOW_BITS=10`, a 1 KB window in the workspace).\n\n"
+        + results_io.table(rows, list(rows[0]))
     )
     print(results_io.write("codec_quick" if args.quick else "codec", goals, rows, md))
     shutil.rmtree(work)

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 C_DIR = HERE.parent / "tflite_export" / "c"
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 LEVEL, BITS, CLUSTERS = 0.8, 4, 16
-FULL = {"train": 12000, "epochs": 6, "prune": 3, "prune_end": 2, "finetune": 1, "batch": 64,
+FULL = {"train": 20000, "epochs": 8, "prune": 3, "prune_end": 2, "finetune": 1, "batch": 64,
         "random_init": 2000}  # fmt: skip
 QUICK = {"train": 512, "epochs": 1, "prune": 1, "prune_end": 1, "finetune": 1, "batch": 64,
          "random_init": 64, "test": 500}  # fmt: skip
