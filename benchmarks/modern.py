@@ -2,16 +2,16 @@
 
 Issue 21's benchmark. On Fashion-MNIST padded to 32x32 (gray repeated to three channels), each
 architecture (``archs.py``: a CIFAR-style ResNet-20 and a MobileNetV2) is trained to its float
-baseline, then compressed by keras-compress: polynomial magnitude pruning to 80% per weight
-tensor (``class_uniform``, masks every 10 steps, the ramp over the first ``prune_end`` of the
-``prune`` epochs), ``kc.fold_batchnorm``, 4-bit k-means sharing with centroid fine-tuning,
-``kc.export`` in float32 and full-integer int8. Every export is decoded by the C decoder
-(byte-exact) and its ``.tflite`` evaluated in LiteRT's interpreter on the full test set. The
-peer, tensorflow-model-optimization's prune (the same level, schedule, epochs and rate) +
-cluster (16, sparsity-preserving) + gzip -9 in float and int8, starts from the same float
-weights in its own process (``tfmot_baseline.py``). Ratio-only rows: ``keras.applications``
-ResNet50 and MobileNetV2 at random initialisation after one epoch on the data (the BatchNorm
-statistics move), pruned 80% and shared to 4 bits.
+baseline (Adam, cosine decay), then compressed by keras-compress: polynomial magnitude pruning
+to 80% (ResNet-20: 85%) per weight tensor (``class_uniform``, masks every 10 steps, the ramp
+over the first ``prune_end`` of the ``prune`` epochs), ``kc.fold_batchnorm``, 4-bit k-means
+sharing with centroid fine-tuning, ``kc.export`` in float32 and full-integer int8. Every export
+is decoded by the C decoder (byte-exact) and its ``.tflite`` evaluated in LiteRT's interpreter
+on the full test set. The peer, tensorflow-model-optimization's prune (the same level,
+schedule, epochs and rate) + cluster (16, sparsity-preserving) + gzip -9 in float and int8,
+starts from the same float weights in its own process (``tfmot_baseline.py``). Ratio-only rows:
+``keras.applications`` ResNet50 and MobileNetV2 at random initialisation after one epoch on the
+data (the BatchNorm statistics move), pruned 80% and shared to 4 bits.
 
     python benchmarks/modern.py            # about 50 minutes on 2 cores
     python benchmarks/modern.py --quick    # a smoke run: tiny subsets, results/modern_quick.*
@@ -43,7 +43,11 @@ from keras_compress.examples import fashion_mnist
 HERE = Path(__file__).resolve().parent
 C_DIR = HERE.parent / "tflite_export" / "c"
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-LEVEL, BITS, CLUSTERS = 0.8, 4, 16
+# Pruning levels per architecture (every Conv/Dense kernel pruned to it, in both pipelines):
+# 80% as issue 21's MobileNetV2 experiment; ResNet-20 at 80% reached 18.5x (goal 20x) within
+# 0.4 points of tensorflow-model-optimization, so it is pruned to 85%.
+LEVELS = {"resnet20": 0.85, "mobilenet_v2": 0.8}
+LEVEL, BITS, CLUSTERS = 0.8, 4, 16  # LEVEL: the random-initialisation rows
 FULL = {"train": 20000, "epochs": 8, "prune": 3, "prune_end": 2, "finetune": 1, "batch": 64,
         "random_init": 2000}  # fmt: skip
 QUICK = {"train": 512, "epochs": 1, "prune": 1, "prune_end": 1, "finetune": 1, "batch": 64,
@@ -156,7 +160,11 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     (x, y), (xt, yt) = dataset
     keras.utils.set_random_seed(0)
     started = time.time()
-    model = compiled(BUILDERS[name](keras), 1e-3)
+    steps = int(np.ceil(len(x) / cfg["batch"]))
+    # A cosine decay to zero, so that the float baseline has converged (at a constant 1e-3 the
+    # ResNet-20's test accuracy swings by 10 points from one epoch to the next).
+    decay = keras.optimizers.schedules.CosineDecay(1e-3, cfg["epochs"] * steps)
+    model = compiled(BUILDERS[name](keras), decay)
     model.fit(x, y, batch_size=cfg["batch"], epochs=cfg["epochs"], verbose=2)
     float_tflite = plain_export(model, "float32", x, work)
     int8_tflite = plain_export(model, "int8", x, work)
@@ -173,9 +181,8 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
 
     peer = tfmot_peer(name, float_weights, dataset, cfg, work)
 
-    steps = int(np.ceil(len(x) / cfg["batch"]))
     pruned = compiled(kc.make_prunable(model), 5e-4)
-    prune = kc.MagnitudePruning(LEVEL, end_step=cfg["prune_end"] * steps, frequency=10)
+    prune = kc.MagnitudePruning(LEVELS[name], end_step=cfg["prune_end"] * steps, frequency=10)
     pruned.fit(x, y, batch_size=cfg["batch"], epochs=cfg["prune"], verbose=2, callbacks=[prune])
     _, pruned_acc = pruned.evaluate(xt, yt, verbose=0)
     folded = kc.fold_batchnorm(kc.strip(pruned))
@@ -185,7 +192,8 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     final = kc.strip(shared)
     for quantization in ("float32", "int8"):
         row = export_row(final, "ours", quantization, x, xt, yt, work)
-        row.update(base, pruned_accuracy=float(pruned_acc), shared_accuracy=float(shared_acc),
+        row.update(base, level=LEVELS[name], pruned_accuracy=float(pruned_acc),
+                   shared_accuracy=float(shared_acc),
                    sparsity=kc.sparsity(final)["total"],
                    ratio=len(float_tflite) / row["deployable_bytes"],
                    ratio_vs_plain_int8_gzip=row["deployable_bytes"]
@@ -213,7 +221,7 @@ def tfmot_peer(name, float_weights, dataset, cfg, work: Path) -> dict:
     np.savez(work / f"float_{name}.npz", *float_weights)
     out = work / f"tfmot_{name}.json"
     cmd = [python, str(HERE / "tfmot_baseline.py"), "--data", str(work / "data.npz"),
-           "--model", name, "--levels", json.dumps({"*": LEVEL}), "--out", str(out),
+           "--model", name, "--levels", json.dumps({"*": LEVELS[name]}), "--out", str(out),
            "--weights", str(work / f"float_{name}.npz"), "--prune-epochs", str(cfg["prune"]),
            "--prune-end", str(cfg["prune_end"]), "--finetune", str(cfg["finetune"]),
            "--prune-lr", "5e-4", "--clusters", str(CLUSTERS), "--batch", str(cfg["batch"]),
@@ -269,12 +277,12 @@ def goals_for(rows) -> list[dict]:
         ]  # fmt: skip
         for kind, r in (("float32", ours), ("int8", ours8)):
             peer = mine.get(f"tfmot prune + cluster ({CLUSTERS}) + gzip ({kind})")
-            if peer:
-                goals.append(goal(
-                    f"{name} ({kind}): our ratio / tfmot's (accuracy {r['accuracy']:.4f} vs "
-                    f"{peer['accuracy']:.4f})",
-                    r["deployable_bytes"] and peer["deployable_bytes"] / r["deployable_bytes"]
-                    if r["accuracy"] >= peer["accuracy"] else 0.0, ">=", 2.0))  # fmt: skip
+            if peer:  # met only at equal or better accuracy
+                g = goal(f"{name} ({kind}): our ratio / tfmot's, at accuracy {r['accuracy']:.4f} "
+                         f"vs {peer['accuracy']:.4f}",
+                         peer["deployable_bytes"] / r["deployable_bytes"], ">=", 2.0)  # fmt: skip
+                g["met"] = g["met"] and r["accuracy"] >= peer["accuracy"]
+                goals.append(g)
     exports = [r for r in rows if "skeleton_bytes" in r]
     if exports:
         worst = max(r["deployable_bytes"] / min(r["gzip_bytes"], r["xz_bytes"]) for r in exports)
@@ -309,13 +317,19 @@ def write(rows, cfg, quick) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
+    parser.add_argument("--models", nargs="*", default=["resnet20", "mobilenet_v2"])
     parser.add_argument("--random-init", nargs="*", default=["mobilenet_v2_1.0", "resnet50"])
+    keep_help = "keep the rows of models not run now from the last results file"
+    parser.add_argument("--keep", action="store_true", help=keep_help)
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     dataset = data(cfg)
     work = Path(tempfile.mkdtemp())
     rows = []
+    saved = results_io.RESULTS / ("modern_quick.json" if args.quick else "modern.json")
+    if args.keep and saved.exists():
+        again = set(args.models) | set(args.random_init)
+        rows = [r for r in json.loads(saved.read_text())["rows"] if r["model"] not in again]
     for name in args.models:
         rows += run_model(name, dataset, cfg, work)
         write(rows, cfg, args.quick)
