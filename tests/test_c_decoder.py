@@ -84,6 +84,7 @@ def test_a_size_optimised_build_keeps_a_1kb_window_and_says_so(tmp_path_factory,
             assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_crafted_deflate_skeletons_never_crash_the_decoder(cli_asan, tmp_path):
     """Corrupted skeleton streams with their CRC-32 fixed up (what no accident produces): the
     C decoder, which skips the SHA-256, must still stay in bounds and stop with an error or a
@@ -122,7 +123,7 @@ def test_c_decoder_rejects_a_wrong_skeleton(cli, exported, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("which", ["exported", "exported_bn"])
+@pytest.mark.parametrize("which", ["exported", pytest.param("exported_bn", marks=pytest.mark.slow)])
 def test_thousands_of_corruptions_are_rejected_under_sanitizers(cli_asan, which, request):
     path = request.getfixturevalue(which)
     run = subprocess.run(
