@@ -23,7 +23,6 @@ import argparse
 import gzip
 import json
 import lzma
-import os
 import subprocess
 import tempfile
 import time
@@ -33,7 +32,7 @@ import keras
 import numpy as np
 import results_io
 from archs import BUILDERS
-from table1 import ensure_tfmot_python
+from table1 import run_tfmot_baseline
 from tflite_eval import tflite_accuracy
 
 import keras_compress as kc
@@ -217,25 +216,15 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
 
 
 def tfmot_peer(name, float_weights, dataset, cfg, work: Path) -> dict:
-    python = ensure_tfmot_python()
-    if python is None:
-        return {}
-    (x, y), (xt, yt) = dataset
-    np.savez(work / "data.npz", x=x, y=y, x_test=xt, y_test=yt)
-    np.savez(work / f"float_{name}.npz", *float_weights)
-    out = work / f"tfmot_{name}.json"
-    cmd = [python, str(HERE / "tfmot_baseline.py"), "--data", str(work / "data.npz"),
-           "--model", name, "--levels", json.dumps({"*": LEVELS[name]}), "--out", str(out),
-           "--weights", str(work / f"float_{name}.npz"), "--prune-epochs", str(cfg["prune"]),
-           "--prune-end", str(cfg["prune_end"]), "--finetune", str(cfg["finetune"]),
-           "--prune-lr", "5e-4", "--clusters", str(CLUSTERS), "--batch", str(cfg["batch"]),
-           "--int8-pipeline"]  # fmt: skip
+    args = ["--levels", json.dumps({"*": LEVELS[name]}), "--prune-epochs", str(cfg["prune"]),
+            "--prune-end", str(cfg["prune_end"]), "--finetune", str(cfg["finetune"]),
+            "--prune-lr", "5e-4", "--clusters", str(CLUSTERS), "--batch", str(cfg["batch"]),
+            "--int8-pipeline"]  # fmt: skip
     try:
-        subprocess.run(cmd, check=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+        return run_tfmot_baseline(name, float_weights, dataset, work, args)
     except subprocess.CalledProcessError as err:
         print(f"tensorflow-model-optimization failed on {name}: {err}")
         return {}
-    return json.loads(out.read_text())
 
 
 def random_init_row(name, dataset, cfg, work: Path) -> dict:
