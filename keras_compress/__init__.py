@@ -47,6 +47,7 @@ from keras_compress.sharing import WeightSharingWrapper, share_weights
 from keras_compress.trimming import (
     APoZMonitor,
     measure_apoz,
+    remove_pruned_channels,
     remove_units,
     select_units,
     trim_iteratively,
@@ -98,6 +99,7 @@ __all__ = [
     "measure_apoz",
     "pruning",
     "pruning_wrappers",
+    "remove_pruned_channels",
     "remove_units",
     "select_units",
     "share_weights",

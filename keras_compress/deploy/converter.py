@@ -31,6 +31,7 @@ def convert(
     quantization: str = "float32",
     representative_data: Callable[[], Iterable] | None = None,
     batch_size: int | None = None,
+    sparse: bool = False,
 ) -> bytes:
     """Convert a (wrapped or plain) Keras model to ``.tflite`` bytes with Keras's LiteRT export.
 
@@ -44,6 +45,10 @@ def convert(
             or, for a one-input model, the arrays themselves.
         batch_size: a fixed batch size for the inputs (``None``: as the model says, usually
             unknown; RNN models that need a static shape fall back to 1 with a warning).
+        sparse: store pruned weights sparse-encoded (the converter's
+            ``EXPERIMENTAL_SPARSITY``): 1x4 and 1x16 blocks of a Dense kernel run on LiteRT's
+            sparse fully-connected kernels, faster and smaller without gzip; other sparsity
+            is stored compressed but densified at run time. See docs/pruning.md.
 
     Returns:
         The ``.tflite`` bytes.
@@ -66,6 +71,9 @@ def convert(
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     plain = _plain(model)
     options = _converter_options(quantization, representative_data)
+    if sparse:
+        options["optimizations"] = [*options.get("optimizations", []),
+                                    tf.lite.Optimize.EXPERIMENTAL_SPARSITY]  # fmt: skip
     try:
         return _export(plain, options, batch_size)
     except Exception as err:  # the converter raises many types; keep the cause attached

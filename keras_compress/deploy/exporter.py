@@ -112,6 +112,7 @@ def export(
     representative_data: Callable[[], Iterable] | None = None,
     batch_size: int | None = None,
     window_bits: int | None = 15,
+    sparse: bool = False,
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -132,6 +133,8 @@ def export(
         window_bits: the skeleton's DEFLATE window, ``2**window_bits`` bytes (9 to 15), or
             ``None`` to leave the skeleton raw. A C decoder for a microcontroller built with
             a smaller ``KCZ_WINDOW_BITS`` (10 with ``-Os``) needs an export with at most that.
+        sparse: sparse-encode pruned weights in the ``.tflite`` (see ``convert``): faster
+            Dense layers with block sparsity; the sidecar then codes the kept values only.
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -145,7 +148,7 @@ def export(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    model_bytes = convert(model, quantization, representative_data, batch_size)
+    model_bytes = convert(model, quantization, representative_data, batch_size, sparse)
     cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model_bytes)]
     skeleton, side, entries = sidecar.split(model_bytes, cuts, window_bits=window_bits)
     if sidecar.join(skeleton, side) != model_bytes:  # never ship what we cannot decode

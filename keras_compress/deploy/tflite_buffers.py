@@ -33,7 +33,7 @@ class WeightBuffer:
         offset: byte offset of the data in the file.
         length: data size in bytes.
         dtype: element type (numpy).
-        shape: the tensor's shape.
+        shape: the tensor's shape (a sparse-encoded tensor: the number of values stored).
     """
 
     tensor: str
@@ -91,5 +91,7 @@ def weight_buffers(model: bytes) -> list[WeightBuffer]:
                 continue
             name = tensor.Name().decode("utf-8", "replace")
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+            if tensor.Sparsity() is not None:  # sparse-encoded: the kept values, flat
+                shape = (length // np.dtype(dtype).itemsize,)
             found[index] = WeightBuffer(name, index, offset, length, np.dtype(dtype), shape)
     return sorted(found.values(), key=lambda b: b.offset)

@@ -5,11 +5,15 @@
 * ``callback``: ``MagnitudePruning``, the criteria over weight classes (See et al. 2016).
 * ``masks``: the numpy mask rules (class-uniform/-blind/-distribution, Han's std, ESE balance).
 * ``schedules``: constant, polynomial (Zhu & Gupta) and iterative rounds (Han et al.).
+* ``structure``: block (1x4, 1x16), N:M and channel groups for ``MagnitudePruning(structure=)``.
+* ``latency``: ``latency_plan`` (which layers a sparse kernel will speed up) and
+  ``sparse_kernels`` (how a converted ``.tflite`` stores and runs each weight).
 * ``saliency``: OBD scores and layer-wise OBS (LeCun 1989, Hassibi & Stork 1993).
 """
 
-from keras_compress.pruning import masks, saliency, schedules
+from keras_compress.pruning import latency, masks, saliency, schedules, structure
 from keras_compress.pruning.callback import MagnitudePruning
+from keras_compress.pruning.latency import LayerPlan, SparseKernel, latency_plan, sparse_kernels
 from keras_compress.pruning.prunable import make_prunable, pruning_wrappers
 from keras_compress.pruning.schedules import (
     ConstantSparsity,
@@ -22,13 +26,19 @@ from keras_compress.pruning.wrapper import PruningWrapper
 __all__ = [
     "ConstantSparsity",
     "IterativeRounds",
+    "LayerPlan",
     "MagnitudePruning",
     "PolynomialDecay",
     "PruningSchedule",
     "PruningWrapper",
+    "SparseKernel",
+    "latency",
+    "latency_plan",
     "make_prunable",
     "masks",
     "pruning_wrappers",
     "saliency",
     "schedules",
+    "sparse_kernels",
+    "structure",
 ]

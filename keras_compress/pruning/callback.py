@@ -18,6 +18,7 @@ from keras_compress.pruning.schedules import (
     PolynomialDecay,
     PruningSchedule,
 )
+from keras_compress.pruning.structure import group_scores, n_of_m_mask, parse_structure
 from keras_compress.pruning.wrapper import PruningWrapper
 
 SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
@@ -67,6 +68,16 @@ class _WeightClass:
             mask_var.assign(part)
             variable.assign(np.where(part, w, 0).astype(w.dtype))
 
+    def read_members(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(weights, mask)`` of each member, in its own shape."""
+        return [(np.asarray(v.numpy()), np.asarray(m.numpy())) for v, m in self.members]
+
+    def write_members(self, masks: Sequence[np.ndarray]) -> None:
+        for (variable, mask_var), mask in zip(self.members, masks):
+            w = np.asarray(variable.numpy())
+            mask_var.assign(mask)
+            variable.assign(np.where(mask, w, 0).astype(w.dtype))
+
 
 class MagnitudePruning(keras.callbacks.Callback):
     """Prune the ``PruningWrapper`` layers of the model being trained, by weight magnitude.
@@ -107,6 +118,12 @@ class MagnitudePruning(keras.callbacks.Callback):
             (32 in the paper): the outputs (last axis) of each weight are interleaved over the
             PEs and each PE's part is pruned to the class's level, so every PE keeps the same
             number of weights. With ``"class_uniform"``.
+        structure: prune groups of weights together so that a runtime can skip them (see
+            ``keras_compress.pruning.structure``): ``"1x4"``/``"1x16"`` blocks of consecutive
+            inputs (LiteRT's sparse fully-connected kernels), ``"2:4"`` (N:M; ``target``
+            defaults to ``1 - N/M``), ``"channels"``/``"channels_l2"`` (whole filters by
+            L1/L2 norm; then ``remove_pruned_channels``). ``None``: each weight on its own.
+            Levels count groups. Not with ``"std"``, ``saliency`` or ``load_balance``.
 
     Raises:
         ValueError: bad levels, criterion or steps (at construction), or a model without
@@ -136,8 +153,26 @@ class MagnitudePruning(keras.callbacks.Callback):
         groups: Mapping[str, Sequence[str]] | None = None,
         saliency: Callable[[keras.Model], Mapping[str, np.ndarray]] | None = None,
         load_balance: int | None = None,
+        structure: str | None = None,
     ):
         super().__init__()
+        self.structure = parse_structure(structure)
+        if self.structure is not None and self.structure.kind == "n_of_m":
+            if target is None and isinstance(schedule, str):
+                target = self.structure.level
+            if criterion != "class_uniform" or layer_targets:
+                raise ValueError(
+                    f"an N:M structure ({structure!r}) prunes every kernel to "
+                    f"{self.structure.level} in each run of M inputs: use criterion "
+                    "'class_uniform', no layer_targets"
+                )
+        if self.structure is not None and (
+            criterion == "std" or saliency is not None or load_balance is not None
+        ):
+            raise ValueError(
+                f"structure {structure!r} ranks groups by magnitude with 'class_uniform', "
+                "'class_blind' or 'class_distribution'; not with 'std', saliency or load_balance"
+            )
         self._config = {
             "target": target,
             "schedule": schedule
@@ -150,6 +185,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             "layer_targets": dict(layer_targets or {}),
             "groups": {name: list(patterns) for name, patterns in (groups or {}).items()},
             "load_balance": load_balance,
+            "structure": structure,
         }
         if criterion not in CRITERIA:
             raise ValueError(f"unknown pruning criterion {criterion!r}; choose one of {CRITERIA}")
@@ -175,6 +211,11 @@ class MagnitudePruning(keras.callbacks.Callback):
         elif target is None:
             raise ValueError("target is required with a string schedule")
         self.criterion, self.target = criterion, float(target)
+        fixed = self.structure.level if self.structure is not None else None
+        if fixed is not None and abs(self.target - fixed) > 1e-9:
+            raise ValueError(
+                f"structure {structure!r} means sparsity {fixed}, but the target is {self.target}"
+            )
         self.layer_targets = dict(layer_targets or {})
         self.groups = {name: list(patterns) for name, patterns in (groups or {}).items()}
         for level in [self.target, *self.layer_targets.values()]:
@@ -225,6 +266,14 @@ class MagnitudePruning(keras.callbacks.Callback):
                 weight_class.members.append((variable, mask))
                 weight_class.member_names.append(name)
                 weight_class.member_layers.append(wrapper.layer)
+        if self.structure is not None:
+            for c in classes.values():
+                for (variable, _), name in zip(c.members, c.member_names):
+                    if len(variable.shape) < 2:
+                        raise ValueError(
+                            f"structured pruning needs kernels of rank >= 2; {name} has shape "
+                            f"{tuple(variable.shape)}"
+                        )
         unused = [g for g in self.groups if g not in classes]
         if unused:
             raise ValueError(f"groups {unused} match no pruned weight; classes: {list(classes)}")
@@ -283,6 +332,9 @@ class MagnitudePruning(keras.callbacks.Callback):
             self._update(level)
 
     def _update(self, level: float) -> None:
+        if self.structure is not None:
+            self._update_structured(level)
+            return
         read = [c.read() for c in self._classes]
         weights, masks = [w for w, _ in read], [m for _, m in read]
         levels = [level * c.scale for c in self._classes]
@@ -299,6 +351,31 @@ class MagnitudePruning(keras.callbacks.Callback):
                 c.write(w, new)
         total = sum(m.size for m in new_masks)
         self._sparsity = 1.0 - sum(int(np.count_nonzero(m)) for m in new_masks) / total
+
+    def _update_structured(self, level: float) -> None:
+        """Rank groups (blocks, channels) like weights, or apply N:M within each run."""
+        members = [c.read_members() for c in self._classes]
+        if self.structure.kind == "n_of_m":
+            s = self.structure
+            new = [[n_of_m_mask(w, m, s.n, s.m, level) for w, m in ms] for ms in members]
+        else:
+            scored = [[group_scores(w, m, self.structure) for w, m in ms] for ms in members]
+            scores = [np.concatenate([g[0] for g in gs]) for gs in scored]
+            kept = [np.concatenate([g[1] for g in gs]) for gs in scored]
+            levels = [level * c.scale for c in self._classes]
+            new_kept = compute_masks(self.criterion, scores, kept, levels)
+            new = []
+            for gs, ms, flat in zip(scored, members, new_kept):
+                splits = np.cumsum([len(g[0]) for g in gs])[:-1]
+                new.append([m & part[g[2]] for g, (_, m), part in
+                            zip(gs, ms, np.split(flat, splits))])  # fmt: skip
+        total = kept_count = 0
+        for c, ms, masks in zip(self._classes, members, new):
+            if any(not np.array_equal(m, n) for (_, m), n in zip(ms, masks)):
+                c.write_members(masks)
+            total += sum(n.size for n in masks)
+            kept_count += sum(int(np.count_nonzero(n)) for n in masks)
+        self._sparsity = 1.0 - kept_count / total
 
     def _current_sparsity(self) -> float:
         masks = [c.read()[1] for c in self._classes]

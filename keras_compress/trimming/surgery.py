@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_compress.core.graph import inbound_names, inbound_tensors, producer_name
 from keras_compress.core.rewrite import rewrite_model
+from keras_compress.core.wrapper import strip
 
 #: Layers whose output units can be removed, with the config key of their width.
 WIDTH_KEYS = {
@@ -108,6 +109,51 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         return new, load
 
     return rewrite_model(model, transform)
+
+
+def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model:
+    """Remove by surgery every output channel whose kernel slice is all zero.
+
+    The end of channel pruning (``MagnitudePruning(structure="channels")``): the pruned
+    filters or units are zero but still computed; this rebuilds the model without them
+    (``remove_units``), so it runs faster. Pruning wrappers are stripped first.
+
+    A removed channel's output was not zero but a constant: its bias, or the shift of the
+    BatchNormalization after it, through the activation. The smaller model drops that
+    constant, as ``remove_units`` drops the outputs of removed units; fine-tune it briefly
+    (a fraction of an epoch usually restores the accuracy). Channels tied by a residual
+    ``Add`` are removed only where every branch pruned them.
+
+    Args:
+        model: a channel-pruned model (wrapped or stripped), not changed.
+        min_keep: channels each layer keeps at least (its largest-norm ones).
+
+    Returns:
+        The smaller model, uncompiled (``model``'s copy if nothing was pruned).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
+        ...                           keras.layers.Dense(2, name="fc2")])
+        >>> kernel, bias = model.layers[0].get_weights()
+        >>> kernel[:, 1] = 0.0
+        >>> model.layers[0].set_weights([kernel, bias])
+        >>> remove_pruned_channels(model).layers[0].units
+        2
+    """
+    plain = strip(model)
+    units = {}
+    for layer in plain.layers:
+        if width_key(layer) is None or not layer.weights:
+            continue
+        kernel = layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel
+        kernel = np.asarray(keras.ops.convert_to_numpy(kernel))
+        norms = np.abs(kernel.reshape(-1, kernel.shape[-1])).sum(axis=0)
+        dead = np.flatnonzero(norms == 0)
+        if norms.size - dead.size < min_keep:  # keep the min_keep largest norms
+            dead = np.sort(np.argsort(-norms, kind="stable")[min_keep:])
+        if dead.size:
+            units[layer.name] = dead.tolist()
+    return remove_units(plain, units) if units else plain
 
 
 def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict:

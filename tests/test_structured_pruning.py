@@ -1,0 +1,136 @@
+"""Structured pruning (blocks, N:M, channels), channel surgery and sparse-encoded export."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import mlp
+
+import keras_compress as kc
+from keras_compress.deploy.converter import convert
+from keras_compress.pruning.structure import n_of_m_mask, parse_structure
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _pruned(model, x, y, epochs=2, **kwargs):
+    wrapped = kc.make_prunable(model)
+    wrapped.compile("adam", LOSS)
+    callback = kc.MagnitudePruning(end_step=8, frequency=2, **kwargs)
+    wrapped.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[callback])
+    return wrapped, callback
+
+
+def _runs(kernel, size):
+    """Kernel as (positions, runs of `size` consecutive inputs, size, outputs); whole runs only."""
+    k = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
+    whole = k.shape[1] // size * size
+    return k[:, :whole].reshape(k.shape[0], whole // size, size, k.shape[-1])
+
+
+@pytest.mark.parametrize("spec, inputs", [("1x4", 4), ("1x16", 16)])
+def test_blocks_of_consecutive_inputs_are_pruned_whole(toy_data, spec, inputs):
+    x, y = toy_data
+    model, _ = _pruned(mlp(), x, y, target=0.75, structure=spec)
+    for wrapper in kc.pruning_wrappers(model):
+        kernel = np.asarray(wrapper.compressed_variables[0].numpy())
+        nonzero = (_runs(kernel, inputs) != 0).sum(axis=2)
+        assert np.all((nonzero == 0) | (nonzero == inputs)), wrapper.name
+        groups = -(-kernel.shape[0] // inputs) * kernel.shape[1]
+        pruned_groups = groups - len({(i // inputs, o) for i, o in zip(*np.nonzero(kernel))})
+        assert pruned_groups == round(0.75 * groups), wrapper.name
+
+
+def test_two_of_four_keeps_at_most_two_in_every_run_and_never_revives(toy_data):
+    x, y = toy_data
+    model, callback = _pruned(mlp(), x, y, structure="2:4")
+    assert callback.target == 0.5
+    for wrapper in kc.pruning_wrappers(model):
+        kernel = np.asarray(wrapper.compressed_variables[0].numpy())
+        assert (_runs(kernel, 4) != 0).sum(axis=2).max() <= 2
+        assert (kernel == 0).mean() == pytest.approx(0.5, abs=0.05)
+    w = np.array([[0.0], [5.0], [4.0], [3.0]])
+    mask = np.array([[False], [True], [True], [True]])
+    assert n_of_m_mask(w, mask, 2, 4, 0.5).ravel().tolist() == [False, True, True, False]
+
+
+def test_structure_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown pruning structure 'diagonal'"):
+        kc.MagnitudePruning(0.5, structure="diagonal")
+    with pytest.raises(ValueError, match="0 < N < M"):
+        parse_structure("4:4")
+    with pytest.raises(ValueError, match="means sparsity 0.5, but the target is 0.8"):
+        kc.MagnitudePruning(0.8, structure="2:4")
+    with pytest.raises(ValueError, match="not with 'std'"):
+        kc.MagnitudePruning(1.0, criterion="std", structure="1x4")
+    with pytest.raises(ValueError, match="rank >= 2"):
+        parse_structure("1x4").group_ids((7,))
+
+
+def test_structure_survives_save_load_and_config(toy_data, tmp_path):
+    x, y = toy_data
+    model, callback = _pruned(mlp(), x, y, epochs=1, target=0.5, structure="1x4")
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    again = kc.MagnitudePruning.from_config(callback.get_config())
+    assert again.structure == parse_structure("1x4")
+    restored.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[again])
+    for before, after in zip(kc.pruning_wrappers(model), kc.pruning_wrappers(restored)):
+        old, new = np.asarray(before.masks[0].numpy()), np.asarray(after.masks[0].numpy())
+        assert not np.any(new & ~old)  # nothing revived
+        nonzero = _runs(new, 4).sum(axis=2)
+        assert np.all((nonzero == 0) | (nonzero == 4))
+
+
+def test_channel_pruning_then_surgery_gives_the_same_outputs_and_fewer_units(toy_data):
+    x, y = toy_data
+    # No biases: a pruned unit's output is then exactly zero, so surgery changes nothing.
+    model = keras.Sequential([
+        keras.Input((12,)),
+        keras.layers.Dense(32, activation="relu", use_bias=False, name="fc1"),
+        keras.layers.Dense(16, activation="relu", use_bias=False, name="fc2"),
+        keras.layers.Dense(2, name="out"),
+    ])  # fmt: skip
+    wrapped, _ = _pruned(model, x, y, target=0.5, structure="channels_l2",
+                         layer_targets={"out": 0.0})  # fmt: skip
+    small = kc.remove_pruned_channels(wrapped)
+    assert [layer.units for layer in small.layers] == [16, 8, 2]
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               kc.strip(wrapped).predict(x, verbose=0), atol=1e-5)  # fmt: skip
+
+
+def test_channel_pruning_of_a_cnn_removes_filters_by_surgery():
+    x = np.random.default_rng(0).random((160, 28, 28, 1), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 160)
+    wrapped, _ = _pruned(kc.examples.lenet5(), x, y, target=0.5, structure="channels",
+                         layer_targets={"fc2": 0.0})  # fmt: skip
+    small = kc.remove_pruned_channels(wrapped)
+    widths = [getattr(layer, "filters", getattr(layer, "units", None)) for layer in small.layers]
+    assert widths == [10, None, 25, None, None, 250, 10]
+    assert small.count_params() < 0.3 * wrapped.count_params()
+
+
+def test_sparse_export_stores_blocks_for_litert_sparse_kernels(toy_data, tmp_path):
+    x, y = toy_data
+    model, _ = _pruned(mlp(), x, y, target=0.75, structure="1x4")
+    plain = kc.strip(model)
+    dense, sparse = convert(plain), convert(plain, sparse=True)
+    kernels = kc.pruning.sparse_kernels(sparse)
+    assert [k.storage for k in kernels] == ["block 1x4"] * 3
+    assert all(k.sparse_kernel for k in kernels)
+    assert not any(k.sparse_kernel for k in kc.pruning.sparse_kernels(dense))
+    assert len(sparse) < len(dense)
+    from keras_compress.deploy.litert import run
+
+    np.testing.assert_allclose(run(sparse, [x[:8]])[0], run(dense, [x[:8]])[0], atol=1e-5)
+    report = kc.export(plain, tmp_path / "mlp", sparse=True)  # checks the byte-exact round trip
+    assert (tmp_path / "mlp.tflite").read_bytes() == sparse
+    assert report.totals["tflite_bytes"] == len(sparse)
+
+
+def test_latency_plan_prunes_only_what_litert_speeds_up():
+    plan = {p.layer: p for p in kc.pruning.latency_plan(kc.examples.lenet5(), "1x4")}
+    assert [name for name, p in plan.items() if p.prune] == ["fc1", "fc2"]
+    assert "no sparse kernel" in plan["conv1"].reason
+    unstructured = kc.pruning.latency_plan(kc.examples.lenet_300_100(), "2:4")
+    assert not any(p.prune for p in unstructured)
+    assert "1x4 or 1x16" in unstructured[0].reason
