@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_compress.core.graph import is_functional, output_names
 from keras_compress.core.rewrite import iter_layers
 from keras_compress.pruning.structure import parse_structure
 
@@ -55,6 +56,9 @@ def latency_plan(model: keras.Model, structure: str = "1x4") -> list[LayerPlan]:
         model: a Keras model (nested models are searched).
         structure: the pattern you intend to prune with (see ``MagnitudePruning``).
 
+    The model's output layers are never picked: they hold few weights, and blocks or removed
+    channels would leave some outputs without any.
+
     Returns:
         One ``LayerPlan`` per layer with a kernel; prune the ones with ``prune=True``
         (``make_prunable(model, layers=[p.layer for p in plan if p.prune])``).
@@ -62,14 +66,20 @@ def latency_plan(model: keras.Model, structure: str = "1x4") -> list[LayerPlan]:
     Example:
         >>> import keras_compress as kc
         >>> [(p.layer, p.prune) for p in latency_plan(kc.examples.lenet5(), "1x16")]
-        [('conv1', False), ('conv2', False), ('fc1', True), ('fc2', True)]
+        [('conv1', False), ('conv2', False), ('fc1', True), ('fc2', False)]
     """
     spec = parse_structure(structure)
+    outputs = output_names(model) if is_functional(model) else set()
     plans = []
     for layer in iter_layers(model):
         if not hasattr(layer, "kernel") and not hasattr(layer, "depthwise_kernel"):
             continue
         name, kind = layer.name, type(layer).__name__
+        if name in outputs:
+            why = ("an output layer: few weights, and every output needs some (blocks or "
+                   "removed channels would leave outputs without any)")  # fmt: skip
+            plans.append(LayerPlan(name, False, None, why))
+            continue
         if spec is not None and spec.kind == "channels":
             if hasattr(layer, "filters") or (
                 hasattr(layer, "units") and not hasattr(layer, "cell")
