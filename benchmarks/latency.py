@@ -16,7 +16,7 @@ LiteRT's interpreter on the full test set and timed there: single-example ``invo
 threads, the median over rounds that interleave the variants (so that a slow moment of this
 shared machine hits all of them alike). Ratios are against the control of the same run.
 
-    python latency.py            # about 35 minutes on 2 cores
+    python latency.py            # about 25 minutes on 2 cores (CNNs on 10,000 images)
     python latency.py --quick    # a smoke run
 """
 
@@ -58,7 +58,7 @@ CNN_CHANNELS = {
     "resnet20": {r"s\db\d_conv1": 0.5},
     "mobilenet_v2": {r"block_\d+_expand": 0.65, "Conv_1": 0.5},
 }
-FULL = {"lenet_epochs": 8, "lenet_prune": 6, "cnn_train": 20000, "cnn_epochs": 6,
+FULL = {"lenet_epochs": 8, "lenet_prune": 6, "cnn_train": 10000, "cnn_epochs": 6,
         "cnn_prune": 3, "invokes": 200, "rounds": 7}  # fmt: skip
 QUICK = {"lenet_epochs": 1, "lenet_prune": 2, "cnn_train": 512, "cnn_epochs": 1, "cnn_prune": 2,
          "invokes": 20, "rounds": 2, "test": 500}  # fmt: skip
