@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -108,6 +110,22 @@ def prune_variant(dense, structure, level, layers, x, y, epochs, batch, lr):
     return kc.strip(wrapped), sparsity
 
 
+def sidecar_bytes(model) -> dict:
+    """Deployable bytes (skeleton + sidecar) of the model shared to 4 bits, both encodings.
+
+    Bytes only: the shared model is not fine-tuned (its accuracy is not reported).
+    """
+    shared = kc.strip(kc.share_weights(model, bits=4))
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for sparse in (False, True):
+            report = kc.export(shared, Path(folder) / f"m{int(sparse)}", sparse=sparse)
+            key = "sparse" if sparse else "dense"
+            out[f"shared4_{key}_tflite_bytes"] = report.totals["tflite_bytes"]
+            out[f"shared4_{key}_deployable_bytes"] = report.totals["deployable_bytes"]
+    return out
+
+
 def timings(models: dict[str, bytes], example: np.ndarray, cfg) -> dict[str, dict[int, float]]:
     """Median single-example latency (us) per model and thread count, rounds interleaved."""
     out = {}
@@ -168,6 +186,9 @@ def run_model(name, build, dataset, variants, cfg, quick) -> list[dict]:
                      "tflite_bytes": len(tflite), "gzip_bytes": len(gzip.compress(tflite, 9)),
                      "sparse_kernels": sum(k.sparse_kernel for k in kernels),
                      "storage": sorted({k.storage for k in kernels})})  # fmt: skip
+    for row in rows:  # the sidecar with and without the converter's sparse encoding
+        if row["row"] != "dense (control)" and row["structure"] in (None, "1x4", "1x16"):
+            row.update(sidecar_bytes(built[row["row"]][0]))
     times = timings(tflites, xt[:1], cfg)
     control = times["dense (control)"]
     for row in rows:
@@ -196,14 +217,15 @@ def lenet_data(cfg):
 def goals_for(rows) -> list[dict]:
     goal, goals = results_io.goal, []
     by = {(r["model"], r["row"]): r for r in rows}
-    block = by.get(("lenet_300_100", "1x16 blocks 90%"))
-    if block:
-        what = "lenet_300_100 1x16 blocks 90%"
-        goals += [
-            goal(f"{what}: speed-up, 1 thread", block["speedup_1t"], ">=", 2.0),
-            goal(f"{what}: accuracy drop (points)", block["accuracy_drop"], "<=", 0.5),
-            goal(f"{what}: .tflite bytes / dense", block["tflite_ratio"], "<=", 0.15),
-        ]
+    for label in ("1x16 blocks 90%", "1x4 blocks 90%"):  # the issue asks 1x16 or 1x4
+        row = by.get(("lenet_300_100", label))
+        if row:
+            what = f"lenet_300_100 {label} ({row['sparsity']:.3f} of all kernels)"
+            goals += [
+                goal(f"{what}: speed-up, 1 thread", row["speedup_1t"], ">=", 2.0),
+                goal(f"{what}: accuracy drop (points)", row["accuracy_drop"], "<=", 0.5),
+                goal(f"{what}: .tflite bytes / dense", row["tflite_ratio"], "<=", 0.15),
+            ]
     for model in CNN_CHANNELS:
         row = by.get((model, "channels"))
         if row:
@@ -244,13 +266,17 @@ def main():
 def write(rows, cfg, quick) -> None:
     columns = ["model", "row", "accuracy", "accuracy_drop", "sparsity", "macs_ratio",
                "latency_us_1t", "speedup_1t", "latency_us_2t", "speedup_2t", "tflite_bytes",
-               "tflite_ratio", "gzip_bytes", "sparse_kernels", "storage"]  # fmt: skip
+               "tflite_ratio", "gzip_bytes", "sparse_kernels", "storage",
+               "shared4_dense_deployable_bytes", "shared4_sparse_deployable_bytes"]  # fmt: skip
     md = (
         "LiteRT interpreter (ai_edge_litert), single-example invoke, median over "
         f"{cfg['rounds']} interleaved rounds of {cfg['invokes']} invokes. Dense (control): the "
         "dense model trained as many more epochs as the variants. Pruned `.tflite` files are "
         "converted with `sparse=True`; `sparse_kernels` counts the operators LiteRT runs with "
-        "a sparse kernel (`kc.pruning.sparse_kernels`).\n\n" + results_io.table(rows, columns)
+        "a sparse kernel (`kc.pruning.sparse_kernels`). `shared4_*`: skeleton + sidecar of the "
+        "pruned model shared to 4 bits (not fine-tuned), exported with `sparse=False` (dense "
+        "`.tflite`, the sidecar codes the zeros) and `sparse=True`.\n\n"
+        + results_io.table(rows, columns)
     )
     results_io.write("latency_quick" if quick else "latency", goals_for(rows), rows, md, cfg=cfg)
 

@@ -54,3 +54,18 @@ def test_load_balanced_pruning_under_mirrored_strategy_and_after_save(toy_data, 
             np.testing.assert_array_equal(m, replicas[0])  # pruned stays pruned, none revived
             counts = np.bincount(kc.pruning.masks.pe_groups(m.shape, 4).ravel(), m.ravel())
             assert counts.max() - counts.min() <= 1
+
+
+def test_block_structure_under_mirrored_strategy(toy_data, mirrored):
+    x, y = toy_data
+    with mirrored.scope():
+        model = kc.make_prunable(mlp())
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = kc.MagnitudePruning(0.5, end_step=8, frequency=2, structure="1x4")
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    for wrapper in kc.pruning_wrappers(model):
+        masks = _replica_values(wrapper.masks[0])
+        np.testing.assert_array_equal(masks[0], masks[1])
+        runs = masks[0][: masks[0].shape[0] // 4 * 4].reshape(-1, 4, masks[0].shape[1]).sum(1)
+        assert np.all((runs == 0) | (runs == 4))
+        assert (runs == 0).mean() == pytest.approx(0.5, abs=0.1)
