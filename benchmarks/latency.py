@@ -53,6 +53,8 @@ LENET_VARIANTS = [
     ("2:4", "2:4", None, "all"),
     ("channels 50%", "channels", 0.5, None),
 ]
+# LeNet-5 also with its convolutions in 1x4 blocks: is there a sparse convolution kernel?
+LENET5_VARIANTS = [*LENET_VARIANTS, ("1x4 blocks 90%, convolutions too", "1x4", 0.9, "all")]
 # Channel pruning of the CNNs: the layers whose outputs no residual Add ties, at levels that
 # halve the multiply-accumulates (ResNet-20: the first convolution of each block; MobileNetV2:
 # the expansions, and its last 1x1 convolution).
@@ -259,7 +261,8 @@ def main():
             rows += run_model(name, build, cnns, variants, cfg, args.quick)
         else:
             build = getattr(kc.examples, name)
-            rows += run_model(name, build, lenets, LENET_VARIANTS, cfg, args.quick)
+            variants = LENET5_VARIANTS if name == "lenet5" else LENET_VARIANTS
+            rows += run_model(name, build, lenets, variants, cfg, args.quick)
         write(rows, cfg, args.quick)
 
 
