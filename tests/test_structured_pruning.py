@@ -129,9 +129,13 @@ def test_sparse_export_stores_blocks_for_litert_sparse_kernels(toy_data, tmp_pat
 
 def test_latency_plan_prunes_only_what_litert_speeds_up():
     plan = {p.layer: p for p in kc.pruning.latency_plan(kc.examples.lenet5(), "1x4")}
-    assert [name for name, p in plan.items() if p.prune] == ["fc1"]
+    assert [name for name, p in plan.items() if p.prune] == ["fc1", "fc2"]
     assert "no sparse kernel" in plan["conv1"].reason
     assert "output layer" in plan["fc2"].reason
+    targets = kc.pruning.latency_targets(list(plan.values()), 0.9)
+    assert targets == {"fc1": 0.9, "fc2": 0.5}
+    channels = kc.pruning.latency_plan(kc.examples.lenet5(), "channels")
+    assert [p.layer for p in channels if p.prune] == ["conv1", "conv2", "fc1"]
     unstructured = kc.pruning.latency_plan(kc.examples.lenet_300_100(), "2:4")
     assert not any(p.prune for p in unstructured)
     assert "1x4 or 1x16" in unstructured[0].reason

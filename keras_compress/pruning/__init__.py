@@ -13,7 +13,13 @@
 
 from keras_compress.pruning import latency, masks, saliency, schedules, structure
 from keras_compress.pruning.callback import MagnitudePruning
-from keras_compress.pruning.latency import LayerPlan, SparseKernel, latency_plan, sparse_kernels
+from keras_compress.pruning.latency import (
+    LayerPlan,
+    SparseKernel,
+    latency_plan,
+    latency_targets,
+    sparse_kernels,
+)
 from keras_compress.pruning.prunable import make_prunable, pruning_wrappers
 from keras_compress.pruning.schedules import (
     ConstantSparsity,
@@ -34,6 +40,7 @@ __all__ = [
     "SparseKernel",
     "latency",
     "latency_plan",
+    "latency_targets",
     "make_prunable",
     "masks",
     "pruning_wrappers",

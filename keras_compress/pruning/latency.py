@@ -27,6 +27,7 @@ import keras
 from keras_compress.core.graph import is_functional, output_names
 from keras_compress.core.rewrite import iter_layers
 from keras_compress.pruning.structure import parse_structure
+from keras_compress.trimming.surgery import width_key
 
 #: Block sides (inputs per block, one output) of LiteRT's sparse fully-connected kernels.
 LITERT_FC_BLOCKS = (4, 16)
@@ -41,12 +42,25 @@ class LayerPlan:
         prune: True where the runtime will run the pruned layer faster.
         structure: the structure to prune it with (``None`` when ``prune`` is False).
         reason: why, in words.
+        max_level: the highest level worth giving it (``latency_targets`` caps at it).
     """
 
     layer: str
     prune: bool
     structure: str | None
     reason: str
+    max_level: float = 1.0
+
+
+def latency_targets(plan: list[LayerPlan], level: float) -> dict[str, float]:
+    """``layer_targets`` for ``MagnitudePruning``: ``level`` for each layer the plan prunes.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> latency_targets(latency_plan(kc.examples.lenet_300_100(), "1x4"), 0.9)
+        {'fc1': 0.9, 'fc2': 0.9, 'fc3': 0.5}
+    """
+    return {p.layer: min(level, p.max_level) for p in plan if p.prune}
 
 
 def latency_plan(model: keras.Model, structure: str = "1x4") -> list[LayerPlan]:
@@ -56,8 +70,10 @@ def latency_plan(model: keras.Model, structure: str = "1x4") -> list[LayerPlan]:
         model: a Keras model (nested models are searched).
         structure: the pattern you intend to prune with (see ``MagnitudePruning``).
 
-    The model's output layers are never picked: they hold few weights, and blocks or removed
-    channels would leave some outputs without any.
+    An output layer keeps its outputs: no channel pruning, and in blocks at most 50%
+    (``max_level``), so that every output keeps weights; it is still pruned in blocks because
+    a dense operator between sparse ones goes to the XNNPACK delegate, which costs a partition
+    switch. ``latency_targets`` turns the plan into ``layer_targets``.
 
     Returns:
         One ``LayerPlan`` per layer with a kernel; prune the ones with ``prune=True``
@@ -66,47 +82,58 @@ def latency_plan(model: keras.Model, structure: str = "1x4") -> list[LayerPlan]:
     Example:
         >>> import keras_compress as kc
         >>> [(p.layer, p.prune) for p in latency_plan(kc.examples.lenet5(), "1x16")]
-        [('conv1', False), ('conv2', False), ('fc1', True), ('fc2', False)]
+        [('conv1', False), ('conv2', False), ('fc1', True), ('fc2', True)]
     """
     spec = parse_structure(structure)
+    blocks = spec is not None and spec.kind == "block"
     outputs = output_names(model) if is_functional(model) else set()
     plans = []
     for layer in iter_layers(model):
         if not hasattr(layer, "kernel") and not hasattr(layer, "depthwise_kernel"):
             continue
         name, kind = layer.name, type(layer).__name__
-        if name in outputs:
-            why = ("an output layer: few weights, and every output needs some (blocks or "
-                   "removed channels would leave outputs without any)")  # fmt: skip
+        fast_fc = blocks and _litert_fc(layer, spec)
+        if name in outputs and fast_fc:
+            why = (
+                "an output layer: at most 50%, so that every output keeps weights; pruned at "
+                "all so that no dense operator sits between sparse ones (LiteRT hands those to "
+                "its XNNPACK delegate: a partition switch, 4 of LeNet-300-100's 15 us)"
+            )
+            plans.append(LayerPlan(name, True, structure, why, max_level=0.5))
+        elif name in outputs:
+            why = "an output layer: its outputs cannot be removed, and it holds few weights"
             plans.append(LayerPlan(name, False, None, why))
-            continue
-        if spec is not None and spec.kind == "channels":
-            if hasattr(layer, "filters") or (
-                hasattr(layer, "units") and not hasattr(layer, "cell")
-            ):
-                plans.append(LayerPlan(name, True, structure, "channel removal shrinks the "
-                                       "layer and the inputs of the next"))  # fmt: skip
-            else:
-                plans.append(LayerPlan(name, False, None, f"{kind}: no channel surgery"))
-            continue
-        if isinstance(layer, keras.layers.Dense):
-            if (
-                spec is not None
-                and spec.kind == "block"
-                and spec.outputs == 1
-                and (spec.inputs in LITERT_FC_BLOCKS)
-            ):
-                why = f"LiteRT's sparse FULLY_CONNECTED kernel for 1x{spec.inputs} blocks"
+        elif spec is not None and spec.kind == "channels":
+            if width_key(layer) is not None:
+                why = "channel removal shrinks the layer and the inputs of the next"
                 plans.append(LayerPlan(name, True, structure, why))
             else:
-                plans.append(LayerPlan(name, False, None, "LiteRT's sparse FULLY_CONNECTED "
-                                       "kernels take 1x4 or 1x16 blocks only; other sparsity "
-                                       "is densified at run time"))  # fmt: skip
+                plans.append(LayerPlan(name, False, None, f"{kind}: no channel surgery"))
+        elif fast_fc:
+            why = f"LiteRT's sparse FULLY_CONNECTED kernel for 1x{spec.inputs} blocks"
+            plans.append(LayerPlan(name, True, structure, why))
+        elif isinstance(layer, keras.layers.Dense):
+            why = (
+                "LiteRT's sparse FULLY_CONNECTED kernels take 1x4 or 1x16 blocks only; other "
+                "sparsity is densified at run time"
+            )
+            plans.append(LayerPlan(name, False, None, why))
         else:
-            plans.append(LayerPlan(name, False, None, f"{kind}: LiteRT has no sparse kernel "
-                                   "for it (XNNPACK's sparse 1x1 convolutions need a delegate "
-                                   "flag Python cannot set); prune channels instead"))  # fmt: skip
+            why = (
+                f"{kind}: LiteRT has no sparse kernel for it (XNNPACK's sparse 1x1 "
+                "convolutions need a delegate flag Python cannot set); prune channels instead"
+            )
+            plans.append(LayerPlan(name, False, None, why))
     return plans
+
+
+def _litert_fc(layer, spec) -> bool:
+    """A Dense layer in blocks that LiteRT's sparse fully-connected kernels take."""
+    return (
+        isinstance(layer, keras.layers.Dense)
+        and spec.outputs == 1
+        and (spec.inputs in LITERT_FC_BLOCKS)
+    )
 
 
 @dataclass(frozen=True)
