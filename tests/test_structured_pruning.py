@@ -109,6 +109,7 @@ def test_channel_pruning_of_a_cnn_removes_filters_by_surgery():
     assert small.count_params() < 0.3 * wrapped.count_params()
 
 
+@pytest.mark.slow  # three conversions and a verified export: 13 s
 def test_sparse_export_stores_blocks_for_litert_sparse_kernels(toy_data, tmp_path):
     x, y = toy_data
     model, _ = _pruned(mlp(), x, y, target=0.75, structure="1x4")
