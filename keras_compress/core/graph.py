@@ -84,3 +84,27 @@ def output_names(model: keras.Model) -> set[str]:
         {'out'}
     """
     return {producer_name(t) for t in model.outputs}
+
+
+#: Layers whose output units can be removed, with the config key of their width.
+WIDTH_KEYS = {
+    keras.layers.Dense: "units",
+    keras.layers.Conv1D: "filters",
+    keras.layers.Conv2D: "filters",
+    keras.layers.Conv3D: "filters",
+    keras.layers.SeparableConv1D: "filters",
+    keras.layers.SeparableConv2D: "filters",
+}
+
+
+def width_key(layer: keras.layers.Layer) -> str | None:
+    """The config key of ``layer``'s width if its units can be removed (subclasses too).
+
+    Example:
+        >>> width_key(keras.layers.Dense(3)), width_key(keras.layers.ReLU())
+        ('units', None)
+    """
+    for cls, key in WIDTH_KEYS.items():
+        if isinstance(layer, cls):
+            return key
+    return None

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_compress.core.graph import is_functional, output_names
+from keras_compress.core.graph import is_functional, output_names, width_key
 from keras_compress.core.rewrite import iter_layers
 from keras_compress.pruning.structure import parse_structure
-from keras_compress.trimming.surgery import width_key
 
 #: Block sides (inputs per block, one output) of LiteRT's sparse fully-connected kernels.
 LITERT_FC_BLOCKS = (4, 16)

@@ -19,19 +19,16 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 
-from keras_compress.core.graph import inbound_names, inbound_tensors, producer_name
+from keras_compress.core.graph import (
+    WIDTH_KEYS,
+    inbound_names,
+    inbound_tensors,
+    producer_name,
+    width_key,
+)
 from keras_compress.core.rewrite import rewrite_model
 from keras_compress.core.wrapper import strip
 
-#: Layers whose output units can be removed, with the config key of their width.
-WIDTH_KEYS = {
-    keras.layers.Dense: "units",
-    keras.layers.Conv1D: "filters",
-    keras.layers.Conv2D: "filters",
-    keras.layers.Conv3D: "filters",
-    keras.layers.SeparableConv1D: "filters",
-    keras.layers.SeparableConv2D: "filters",
-}
 #: Layers without weights that pass channels through unchanged (last axis).
 PASS_THROUGH = (
     keras.layers.Activation,
@@ -266,19 +263,6 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
         if not one_to_one or len(inbound_names(layer)) != 1:
             return None
         layer = layers.get(inbound_names(layer)[0])
-    return None
-
-
-def width_key(layer: keras.layers.Layer) -> str | None:
-    """The config key of ``layer``'s width if its units can be removed (subclasses too).
-
-    Example:
-        >>> width_key(keras.layers.Dense(3)), width_key(keras.layers.ReLU())
-        ('units', None)
-    """
-    for cls, key in WIDTH_KEYS.items():
-        if isinstance(layer, cls):
-            return key
     return None
 
 
