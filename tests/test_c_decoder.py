@@ -30,11 +30,14 @@ def test_c_decoder_rebuilds_the_exported_tflite(cli, exported, tmp_path):
     assert out.read_bytes() == Path(f"{exported}.tflite").read_bytes()
 
 
+@pytest.mark.parametrize("coding", ["huffman", "arithmetic"])
 @pytest.mark.parametrize("seed", range(4))
-def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed):
+def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed, coding):
     model, cuts = synthetic_model_bytes(seed)
     # Per-channel codebooks and a DEFLATE skeleton with each window, or a raw skeleton.
-    skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=[9, 12, 15, None][seed])
+    skeleton, side, _ = kc.deploy.sidecar.split(
+        model, cuts, window_bits=[9, 12, 15, None][seed], coding=coding
+    )
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)
     run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
@@ -58,12 +61,52 @@ def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
 
 
 def test_c_decoder_rebuilds_a_batchnorm_cnn_in_int8(cli, exported_bn, tmp_path):
-    """Per-channel int8 kernels (channel-coded) and a DEFLATE skeleton (format version 3)."""
+    """Per-channel int8 kernels arithmetic-coded (format version 4), then the same model
+    Huffman-coded (version 3), each with a DEFLATE skeleton."""
     info, entries = kc.deploy.sidecar.read_header(Path(f"{exported_bn}.kcz").read_bytes())
-    assert info["version"] == 3 and info["skeleton_window_bits"] == 15
+    assert info["version"] == 4 and info["skeleton_window_bits"] == 15
+    assert {e.encoding for e in entries} == {kc.deploy.sidecar.ARITHMETIC_CODED}
+    model = Path(f"{exported_bn}.tflite").read_bytes()
     run = _decode(cli, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "o").read_bytes() == Path(f"{exported_bn}.tflite").read_bytes()
+    assert (tmp_path / "o").read_bytes() == model
+    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape)
+            for b in kc.deploy.tflite_buffers.weight_buffers(model)]  # fmt: skip
+    skeleton, side, entries = kc.deploy.sidecar.split(model, cuts, coding="huffman")
+    assert kc.deploy.sidecar.read_header(side)[0]["version"] == 3
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == model
+
+
+def test_crafted_arithmetic_payloads_never_crash_the_decoder(cli_asan, tmp_path):
+    """Arithmetic-coded payloads changed with their CRC-32 fixed up: the C decoder (which
+    skips the SHA-256) stays in bounds under ASan/UBSan and ends with an error or a model of
+    the right size; Python rejects every one (tests/test_arithmetic.py)."""
+    model, cuts = synthetic_model_bytes(6)
+    skeleton, side, entries = kc.deploy.sidecar.split(model, cuts, coding="arithmetic")
+    coded = [e for e in entries if e.encoding == kc.deploy.sidecar.ARITHMETIC_CODED]
+    (tmp_path / "s").write_bytes(skeleton)
+    rng = np.random.default_rng(8)
+    failures = 0
+    for trial in range(120):
+        e = coded[trial % len(coded)]
+        payload = bytearray(side[e.payload_offset : e.payload_offset + e.payload_size])
+        for pos in rng.integers(0, len(payload), 1 + trial % 3):
+            payload[pos] = int(rng.integers(0, 256))
+        crc = zlib.crc32(bytes(payload)).to_bytes(4, "little")
+        forged = (side[: e.payload_offset] + bytes(payload) + crc
+                  + side[e.payload_offset + e.payload_size + 4 :])  # fmt: skip
+        (tmp_path / "k").write_bytes(forged)
+        run = _decode(cli_asan, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+        assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
+        assert run.returncode in (0, 2), run.stderr[-2000:]
+        if run.returncode == 0:
+            assert len((tmp_path / "o").read_bytes()) == len(model)
+        failures += run.returncode == 2
+    assert failures >= 60  # headers, sizes, indices and stream ends catch much of the damage
 
 
 def test_a_size_optimised_build_keeps_a_1kb_window_and_says_so(tmp_path_factory, tmp_path):

@@ -48,9 +48,10 @@ def test_java_decoder_rebuilds_a_batchnorm_cnn_in_int8(classes, exported_bn, tmp
     assert (tmp_path / "o").read_bytes() == Path(f"{exported_bn}.tflite").read_bytes()
 
 
-def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
+@pytest.mark.parametrize("coding", ["huffman", "arithmetic"])
+def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path, coding):
     model, cuts = synthetic_model_bytes(5)
-    skeleton, side, entries = kc.deploy.sidecar.split(model, cuts)
+    skeleton, side, entries = kc.deploy.sidecar.split(model, cuts, coding=coding)
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)
     assert _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o").returncode == 0
@@ -75,3 +76,25 @@ def test_java_decoder_matches_python_and_rejects_corruption(classes, tmp_path):
         run = _decode(classes, tmp_path / "bs", tmp_path / "bk", tmp_path / name)
         assert run.returncode == 2 and message in run.stderr, (name, run.stderr)
         assert not (tmp_path / name).exists()
+
+
+def test_java_rejects_crafted_arithmetic_payloads(classes, tmp_path):
+    """Arithmetic payloads changed with their CRC-32 fixed up never become a model."""
+    model, cuts = synthetic_model_bytes(6)
+    skeleton, side, entries = kc.deploy.sidecar.split(model, cuts, coding="arithmetic")
+    coded = [e for e in entries if e.encoding == kc.deploy.sidecar.ARITHMETIC_CODED]
+    (tmp_path / "s").write_bytes(skeleton)
+    rng = np.random.default_rng(9)
+    for trial in range(12):
+        e = coded[trial % len(coded)]
+        payload = bytearray(side[e.payload_offset : e.payload_offset + e.payload_size])
+        pos = int(rng.integers(0, len(payload)))
+        payload[pos] ^= 1 << int(rng.integers(0, 8))
+        crc = zlib.crc32(bytes(payload)).to_bytes(4, "little")
+        forged = (side[: e.payload_offset] + bytes(payload) + crc
+                  + side[e.payload_offset + e.payload_size + 4 :])  # fmt: skip
+        (tmp_path / "k").write_bytes(forged)
+        run = _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+        assert run.returncode == 2, run.stderr
+        assert "tensor payload" in run.stderr or "SHA-256" in run.stderr, run.stderr
+        assert not (tmp_path / "o").exists()

@@ -71,8 +71,8 @@ def test_wrong_version_and_magic_name_the_offset():
     with pytest.raises(sidecar.SidecarError, match="bad magic .* at byte offset 0"):
         sidecar.join(skeleton, b"XXXX" + side[4:])
     newer = bytearray(side)
-    newer[4] = 4
-    with pytest.raises(sidecar.SidecarError, match="version 4 at byte offset 4"):
+    newer[4] = 5
+    with pytest.raises(sidecar.SidecarError, match="version 5 at byte offset 4"):
         sidecar.join(skeleton, bytes(newer))
 
 
@@ -120,16 +120,16 @@ def test_per_channel_codebooks_are_chosen_where_they_are_smaller():
     assert sidecar.decode_tensor(payload, length, 1, encoding=encoding) == last.tobytes()
 
 
-def test_the_skeleton_is_deflated_only_where_it_pays_and_plain_files_stay_version_2():
+def test_the_skeleton_is_deflated_only_where_it_pays_and_huffman_files_keep_old_versions():
     model, cuts = synthetic_model_bytes(4)
-    raw_skeleton, raw_side, _ = sidecar.split(model, cuts, window_bits=None)
-    skeleton, side, _ = sidecar.split(model, cuts, window_bits=10)
+    raw_skeleton, raw_side, _ = sidecar.split(model, cuts, window_bits=None, coding="huffman")
+    skeleton, side, _ = sidecar.split(model, cuts, window_bits=10, coding="huffman")
     assert len(skeleton) < 0.8 * len(raw_skeleton)
     info, _ = sidecar.read_header(side)
     assert info["version"] == 3 and info["skeleton_window_bits"] == 10
     assert sidecar.join(skeleton, side) == sidecar.join(raw_skeleton, raw_side) == model
     # Without per-channel tensors or a coded skeleton the file is version 2, as before.
-    plain, plain_side, _ = sidecar.split(model, cuts[:4], window_bits=None)
+    plain, plain_side, _ = sidecar.split(model, cuts[:4], window_bits=None, coding="huffman")
     assert sidecar.read_header(plain_side)[0]["version"] == 2
     assert sidecar.join(plain, plain_side) == model
     incompressible = np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes()
@@ -167,7 +167,7 @@ def test_version_2_files_may_not_use_version_3_features():
     import zlib
 
     model, cuts = synthetic_model_bytes(0)
-    _, side, _ = sidecar.split(model, cuts[:4], window_bits=None)
+    _, side, _ = sidecar.split(model, cuts[:4], window_bits=None, coding="huffman")
     size = sidecar.HEADER.size
     header = bytearray(side[:size])
     header[6] = 0xF1  # flags: a DEFLATE skeleton, which version 2 does not have

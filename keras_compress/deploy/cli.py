@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("prefix", help="output prefix, e.g. out/lenet5")
     exp.add_argument("--int8", metavar="CALIBRATION.npy", help="full-integer int8 export, "
                      "calibrated on the input samples in this .npy file")  # fmt: skip
+    exp.add_argument("--coding", choices=sidecar.CODINGS, default="auto",
+                     help="sidecar coding: huffman (format v3, every decoder), arithmetic "
+                     "(v4, smaller) or auto (arithmetic on the first 3 M elements)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
@@ -40,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             from keras_compress.deploy.exporter import export
 
             model = keras.models.load_model(args.model)
-            kwargs = {}
+            kwargs = {"coding": args.coding}
             if args.int8:
                 samples = np.load(args.int8).astype("float32")
-                kwargs = {"quantization": "int8",
+                kwargs |= {"quantization": "int8",
                           "representative_data": lambda: ([s[None]] for s in samples)}  # fmt: skip
             print(export(model, args.prefix, **kwargs).markdown())
         elif args.command == "decode":

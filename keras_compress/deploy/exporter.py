@@ -63,7 +63,8 @@ class ExportReport:
             bound = "-" if r["entropy_bytes"] is None else round(r["entropy_bytes"])
             lines.append(
                 f"| {r['tensor']} | {tuple(r['shape'])} | {r['nonzero']}/{r['elements']} | "
-                f"{r['distinct']} | {r['stored']} | {r['bytes_before']} | {r['bytes_after']} | "
+                f"{r['distinct']} | {r.get('coding') or r['stored']} | {r['bytes_before']} | "
+                f"{r['bytes_after']} | "
                 f"{r['bits_per_element']:.2f} | {bound} |"
             )
         lines.append(
@@ -72,6 +73,10 @@ class ExportReport:
             f"{t['deployable_bytes']} B; float .tflite {t['tflite_bytes']} B"
         )
         return "\n".join(lines) + "\n"
+
+
+CODING_NAMES = {sidecar.CODED: "huffman", sidecar.CHANNEL_CODED: "huffman per channel",
+                sidecar.ARITHMETIC_CODED: "arithmetic"}  # fmt: skip
 
 
 def tensor_rows(model_bytes: bytes, entries: list[sidecar.Entry]) -> list[dict]:
@@ -94,6 +99,7 @@ def tensor_rows(model_bytes: bytes, entries: list[sidecar.Entry]) -> list[dict]:
                 "nonzero": int(np.count_nonzero(values)),
                 "distinct": int(np.unique(values).size),
                 "stored": "sidecar" if entry else "skeleton",
+                "coding": CODING_NAMES[entry.encoding] if entry else None,
                 "bytes_before": b.length,
                 "bytes_after": entry.payload_size + 4 if entry else b.length,
                 "entropy_bytes": round(entropy_bytes(values), 1) if entry else None,
@@ -113,6 +119,7 @@ def export(
     batch_size: int | None = None,
     window_bits: int | None = 15,
     sparse: bool = False,
+    coding: str = "auto",
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -135,6 +142,11 @@ def export(
             a smaller ``KCZ_WINDOW_BITS`` (10 with ``-Os``) needs an export with at most that.
         sparse: sparse-encode pruned weights in the ``.tflite`` (see ``convert``): faster
             Dense layers with block sparsity; the sidecar then codes the kept values only.
+        coding: how the sidecar codes each tensor: ``"huffman"`` (Deep Compression's codes;
+            sidecar format version 3 at most, read by every released decoder),
+            ``"arithmetic"`` (context-adaptive binary arithmetic coding tried on every tensor,
+            the smaller kept; version 4) or ``"auto"`` (arithmetic on the first 3 million
+            elements, Huffman after: the Python coder takes seconds per million elements).
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -150,7 +162,9 @@ def export(
     target.parent.mkdir(parents=True, exist_ok=True)
     model_bytes = convert(model, quantization, representative_data, batch_size, sparse)
     cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model_bytes)]
-    skeleton, side, entries = sidecar.split(model_bytes, cuts, window_bits=window_bits)
+    skeleton, side, entries = sidecar.split(
+        model_bytes, cuts, window_bits=window_bits, coding=coding
+    )
     if sidecar.join(skeleton, side) != model_bytes:  # never ship what we cannot decode
         raise RuntimeError("internal error: the sidecar does not rebuild the model")
     rows = tensor_rows(model_bytes, entries)

@@ -10,7 +10,10 @@ other, and the SHA-256 of the rebuilt file.
 Format version 3 adds two codings, each used only where it is smaller: per-channel codebooks
 (``encoding`` 2: after BatchNorm folding or per-channel int8 quantization each output channel
 holds its own few values) and the skeleton itself DEFLATE-coded (header ``flags``). A file
-that uses neither is written as version 2, which every earlier reader decodes.
+that uses neither is written as version 2, which every earlier reader decodes. Version 4 adds
+context-adaptive binary arithmetic coding of a tensor (``encoding`` 3,
+``keras_compress.coding.arithmetic``), used where it is smaller than Huffman; files without it
+keep the lowest version that holds them.
 """
 
 from __future__ import annotations
@@ -22,17 +25,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_compress.coding import arithmetic as arithmetic_module
 from keras_compress.coding import huffman
 from keras_compress.coding.sparse_index import absolute_positions, relative_gaps
 
 MAGIC = b"KCZ1"
-VERSIONS = (2, 3)  # 3: per-channel codebooks and a DEFLATE-coded skeleton
+VERSIONS = (2, 3, 4)  # 3: per-channel codebooks, DEFLATE-coded skeleton; 4: arithmetic coding
 # magic, version, flags, model size, skeleton size, SHA-256 of the model, CRC-32 of the skeleton,
 # entry count
 HEADER = struct.Struct("<4sHHQQ32sII")
 ENTRY = struct.Struct("<QQQIBBH")  # offset, length, payload offset, payload size, enc, elem, 0
 CODED = 1  # one codebook for the whole tensor
 CHANNEL_CODED = 2  # one codebook per channel (version 3)
+ARITHMETIC_CODED = 3  # codebook(s) and context-adaptive binary arithmetic coding (version 4)
+ENCODINGS = {2: (CODED,), 3: (CODED, CHANNEL_CODED), 4: (CODED, CHANNEL_CODED, ARITHMETIC_CODED)}
+CODINGS = ("auto", "huffman", "arithmetic")
+# "auto" tries arithmetic coding on tensors until this many elements were tried: the coder is
+# pure Python (about 1.5 us per element to encode and as much to check by decoding).
+AUTO_ARITHMETIC_ELEMENTS = 3_000_000
 SKELETON_DEFLATE = 1  # flags & 15: the skeleton is a raw DEFLATE stream (version 3)
 WINDOW_BITS = range(9, 16)  # flags >> 4: the DEFLATE window, 2**bits bytes
 MAX_CODEBOOK = 4096  # more distinct values: not shared, the tensor stays in the skeleton
@@ -68,7 +78,11 @@ def _as_units(data: bytes, elem_size: int) -> np.ndarray:
 
 
 def encode_tensor(
-    data: bytes, elem_size: int, max_code_length: int = 15, shape: tuple[int, ...] = ()
+    data: bytes,
+    elem_size: int,
+    max_code_length: int = 15,
+    shape: tuple[int, ...] = (),
+    arithmetic: bool = False,
 ) -> tuple[int, bytes] | None:
     """Code one tensor's bytes as codebook(s) + Huffman values + Huffman gaps, or ``None``.
 
@@ -76,8 +90,10 @@ def encode_tensor(
     codebooks shared by groups of channels along that axis (``CHANNEL_CODED``: a per-channel
     int8 kernel holds at most ``2**bits`` values per output channel but many more over the
     tensor, and channels quantized with the same scale share one table) and keeps the
-    smallest. ``None`` means no coding would make it smaller (or it has over ``MAX_CODEBOOK``
-    distinct non-zero values): the tensor stays in the skeleton. Layout:
+    smallest. With ``arithmetic``, the codebook choice with the fewest value bits is also coded
+    with ``keras_compress.coding.arithmetic`` (``ARITHMETIC_CODED``, at most 256 values per
+    codebook) and kept if smaller. ``None`` means no coding would make it smaller (or it has
+    over ``MAX_CODEBOOK`` distinct non-zero values): the tensor stays in the skeleton. Layout:
     ``tflite_export/FORMAT.md``.
 
     Returns:
@@ -109,13 +125,48 @@ def encode_tensor(
                     + _coded_bytes(counts, max_code_length))  # fmt: skip
             if size < best_size:
                 best, best_size = (choice, gap_bits), size
-    if best is None:
-        return None
-    (encoding, prefix, slots, ranks, codebooks), gap_bits = best
-    payload = prefix + _encode_with_gaps(
-        units.size, nonzero, codebooks, slots, ranks, gap_bits, max_code_length
-    )
-    return encoding, payload
+    coded = None
+    if best is not None:
+        (encoding, prefix, slots, ranks, codebooks), gap_bits = best
+        payload = prefix + _encode_with_gaps(
+            units.size, nonzero, codebooks, slots, ranks, gap_bits, max_code_length
+        )
+        coded = encoding, payload
+    fits = [c for c in choices if 1 <= c[2] <= arithmetic_module.MAX_CODEBOOK]
+    if arithmetic and fits and units.size > 1:
+        # Value bits differ between the codebook choices, significance bits do not.
+        choice = min(fits, key=lambda c: c[4].nbytes + _entropy_bits(c[3]) / 8)
+        payload = _encode_arithmetic(units, nonzero, shape, choice)
+        if len(payload) < (len(coded[1]) if coded else len(data)):
+            coded = ARITHMETIC_CODED, payload
+    return coded
+
+
+def _entropy_bits(ranks: np.ndarray) -> float:
+    counts = np.bincount(ranks)
+    p = counts[counts > 0] / max(ranks.size, 1)
+    return float(-(counts[counts > 0] * np.log2(p)).sum())
+
+
+def _encode_arithmetic(units, nonzero, shape, choice) -> bytes:
+    """Payload of ``ARITHMETIC_CODED``: channel layout, row width, stride, codebooks, stream."""
+    encoding, prefix, slots, ranks, codebooks = choice
+    n = units.size
+    if encoding == CODED:
+        prefix = struct.pack("<III", 1, n, 1)
+    width = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else n
+    if width < 1 or n % width:
+        width = n
+    symbols = np.full(n, -1, np.int64)
+    symbols[nonzero] = ranks
+    cls = arithmetic_module.classes(units)
+    stride = arithmetic_module.choose_stride(cls, width)
+    stream = arithmetic_module.encode(symbols, cls, slots, width, stride)
+    table = codebooks.astype(codebooks.dtype.newbyteorder("<")).tobytes()
+    return b"".join(
+        [prefix, struct.pack("<III", slots, width, stride), table,
+         struct.pack("<I", len(stream)), stream]
+    )  # fmt: skip
 
 
 def _coded_bytes(counts: np.ndarray, max_code_length: int) -> int:
@@ -258,7 +309,7 @@ def decode_tensor(
     r = _Reader(payload, base, section)
     n = length // elem_size
     channels, inner, tables = (1, max(n, 1), 1)
-    if encoding == CHANNEL_CODED:
+    if encoding in (CHANNEL_CODED, ARITHMETIC_CODED):
         channels, inner, tables = r.unpack("<III")
     if not 1 <= channels <= n or inner < 1 or n % channels or (n // channels) % inner:
         raise SidecarError(
@@ -271,6 +322,11 @@ def decode_tensor(
         group = np.frombuffer(r.take(channels), np.uint8).astype(np.int64)
         if np.any(group >= tables):
             raise SidecarError(f"{section}: a channel names a table beyond {tables}")
+    if encoding == ARITHMETIC_CODED:
+        out = _decode_arithmetic(r, n, elem_size, channels, inner, tables, group)
+        if r.pos != len(payload):
+            raise SidecarError(f"{section}: {len(payload) - r.pos} unexpected bytes at the end")
+        return out.tobytes()
     k, gap_bits, max_len, count = r.unpack("<IBBI")
     if length % elem_size or k > MAX_CODEBOOK or gap_bits > MAX_GAP_BITS or not 1 <= max_len <= 16:
         raise SidecarError(f"{section}: bad tensor header at byte offset {base}")
@@ -300,6 +356,40 @@ def decode_tensor(
     return out.tobytes()
 
 
+def _decode_arithmetic(r: _Reader, n, elem_size, channels, inner, tables, group) -> np.ndarray:
+    section = r.section
+    at = r.base + r.pos
+    k, width, stride = r.unpack("<III")
+    if not 1 <= k <= arithmetic_module.MAX_CODEBOOK or width < 1 or n % width:
+        raise SidecarError(
+            f"{section}: bad arithmetic header (k {k}, width {width}) at byte offset {at}"
+        )
+    if not 1 <= stride <= arithmetic_module.MAX_STRIDE:
+        raise SidecarError(f"{section}: stride {stride} out of range at byte offset {at + 8}")
+    dtype = np.dtype(f"<u{elem_size}")
+    codebooks = np.frombuffer(r.take(tables * k * elem_size), dtype).reshape(tables, k)
+    table_cls = arithmetic_module.classes(codebooks).tolist()
+    (size,) = r.unpack("<I")
+    start = r.base + r.pos
+    stream = r.take(size)
+    group_of = group.tolist()
+
+    def class_of(i: int, v: int) -> int:
+        cls = table_cls[group_of[(i // inner) % channels]][v]
+        if cls == 0:
+            raise arithmetic_module.StreamError(f"element {i}: index {v} names a padding zero")
+        return cls
+
+    try:
+        symbols = arithmetic_module.decode(stream, n, width, stride, k, class_of)
+    except arithmetic_module.StreamError as err:
+        raise SidecarError(f"{section}: stream at byte offset {start}: {err}") from err
+    out = np.zeros(n, dtype=dtype)
+    where = np.flatnonzero(symbols >= 0)
+    out[where] = codebooks[group[(where // inner) % channels], symbols[where]]
+    return out
+
+
 def _decode_stream(r: _Reader, count: int, lengths: np.ndarray, max_len: int, section: str):
     if np.any(lengths > max_len):
         raise SidecarError(f"{section}: a code length exceeds {max_len} bits")
@@ -324,6 +414,7 @@ def split(
     cuts: list[tuple],
     max_code_length: int = 15,
     window_bits: int | None = 15,
+    coding: str = "auto",
 ):
     """Cut tensors out of a ``.tflite`` and code them; DEFLATE what remains.
 
@@ -336,6 +427,10 @@ def split(
         window_bits: DEFLATE window of the skeleton, ``2**window_bits`` bytes (9 to 15; the C
             decoder must be built with ``KCZ_WINDOW_BITS`` at least this), or ``None`` to
             store the skeleton raw. It is coded only where that makes it smaller.
+        coding: ``"huffman"`` (format versions 2 and 3), ``"arithmetic"`` (also try
+            context-adaptive arithmetic coding on every tensor, keep the smaller; version 4)
+            or ``"auto"``: arithmetic tried until ``AUTO_ARITHMETIC_ELEMENTS`` elements were
+            tried (the Python coder takes seconds per million elements), Huffman after.
 
     Returns:
         ``(skeleton, sidecar, entries)``: the skeleton as stored (coded or not); tensors that
@@ -349,11 +444,18 @@ def split(
     """
     if window_bits is not None and window_bits not in WINDOW_BITS:
         raise ValueError(f"window_bits must be None or in 9..15, got {window_bits!r}")
+    if coding not in CODINGS:
+        raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
+    budget = {"auto": AUTO_ARITHMETIC_ELEMENTS, "huffman": 0, "arithmetic": None}[coding]
     payloads, placed = [], []
     for offset, length, elem_size, *shape in sorted(cuts):
+        try_arithmetic = budget is None or length // elem_size <= budget
+        if try_arithmetic and budget is not None:
+            budget -= length // elem_size
         coded = encode_tensor(
-            model[offset : offset + length], elem_size, max_code_length, *(shape[:1] or [()])
-        )
+            model[offset : offset + length], elem_size, max_code_length,
+            shape[0] if shape else (), try_arithmetic,
+        )  # fmt: skip
         if coded is not None:
             placed.append((offset, length, elem_size, *coded))
     table_size = len(placed) * ENTRY.size + 4
@@ -373,8 +475,9 @@ def split(
         coded_skeleton = deflate.compress(skeleton) + deflate.flush()
         if len(coded_skeleton) < len(skeleton):
             stored, flags = coded_skeleton, SKELETON_DEFLATE | window_bits << 4
-    # Version 2 where it suffices, so that earlier decoders read what they can.
-    version = 3 if flags or any(e.encoding != CODED for e in entries) else 2
+    # The lowest version that holds the file, so that earlier decoders read what they can.
+    used = {e.encoding for e in entries}
+    version = 4 if ARITHMETIC_CODED in used else 3 if flags or CHANNEL_CODED in used else 2
     digest = hashlib.sha256(model).digest()
     header = HEADER.pack(
         MAGIC, version, flags, len(model), len(skeleton), digest, zlib.crc32(stored), len(entries)
@@ -418,7 +521,7 @@ def read_header(sidecar: bytes) -> tuple[dict, list[Entry]]:
     coding, window = flags & 15, flags >> 4
     if flags and (version < 3 or coding != SKELETON_DEFLATE or window not in WINDOW_BITS):
         raise SidecarError(f"header: unknown flags {flags:#x} at byte offset 6")
-    encodings = (CODED,) if version < 3 else (CODED, CHANNEL_CODED)
+    encodings = ENCODINGS[version]
     table_start = HEADER.size + 4
     table_end = table_start + count * ENTRY.size
     if table_end + 4 > len(sidecar):

@@ -1,4 +1,4 @@
-/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2 and v3).
+/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2, v3 and v4).
  *
  * Rebuilds the original .tflite from its skeleton and sidecar, byte for byte, for
  * TensorFlow Lite Micro targets: C99, no malloc, no globals, caller-provided memory, every
@@ -109,12 +109,26 @@ typedef struct {
 } kcz_inflate;
 #endif
 
+/* State of one arithmetic-coded tensor (format v4, encoding 3): the range decoder, each
+ * context's probability and bit count, and the classes of the last `stride` elements. */
+typedef struct {
+    const uint8_t *p;
+    uint32_t size, pos, range, code;
+    uint16_t prob[285];
+    uint8_t seen[285], ring[256];
+} kcz_range;
+
 /* All the memory the decoder uses besides a few hundred bytes of stack: canonical Huffman
  * state (code counts per length, symbols in code order) for the value and gap streams, the
  * skeleton's DEFLATE state, the output chunk and the write callback. */
 typedef struct {
-    uint16_t count[2][KCZ_MAX_CODE_LEN + 1];                         /* value, gap */
-    uint16_t symbol[KCZ_MAX_CODEBOOK + 1 + (1u << KCZ_MAX_GAP_BITS)]; /* value, then gap */
+    union { /* one tensor at a time: Huffman-coded (h) or arithmetic-coded (a) */
+        struct {
+            uint16_t count[2][KCZ_MAX_CODE_LEN + 1];                         /* value, gap */
+            uint16_t symbol[KCZ_MAX_CODEBOOK + 1 + (1u << KCZ_MAX_GAP_BITS)]; /* value, gap */
+        } h;
+        kcz_range a;
+    } t;
 #if KCZ_WINDOW_BITS > 0
     kcz_inflate z;
 #endif

@@ -2,6 +2,8 @@
  * input size); the rest is skeleton then sidecar. Build and run (clang):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I.. ../kcz_decode.c kcz_fuzz.c -o kcz_fuzz
  *   ./kcz_fuzz -max_total_time=60 corpus/
+ * Add -DKCZ_FUZZ_NO_CRC to a second build so that changed bytes get past the CRC-32 checks and
+ * exercise the payload (Huffman, arithmetic) and DEFLATE decoders; never ship such a build.
  * Seed the corpus with real skeleton+sidecar pairs (see tests/test_c_decoder.py). */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,7 +1,6 @@
 /*
- * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2
- * and v3,
- * tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
+ * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2,
+ * v3 and v4, tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
  * only. The result is a direct ByteBuffer in native order, ready for the TFLite/LiteRT
  * Interpreter:
  *
@@ -68,7 +67,7 @@ public final class KczDecoder {
         if (side[0] != 'K' || side[1] != 'C' || side[2] != 'Z' || side[3] != '1')
             fail("header", 0, "bad magic");
         int version = b.getShort(H_VERSION), flags = b.getShort(H_FLAGS) & 0xFFFF;
-        if (version != 2 && version != 3) fail("header", H_VERSION, "unknown version " + version);
+        if (version < 2 || version > 4) fail("header", H_VERSION, "unknown version " + version);
         checkCrc(side, 0, HEADER - 4, "header");
         if (flags != 0 && (version < 3 || (flags & 15) != 1 || (flags >> 4) < 9 || (flags >> 4) > 15))
             fail("header", H_FLAGS, "unknown flags " + flags);
@@ -156,12 +155,12 @@ public final class KczDecoder {
             throws IOException {
         String section = "tensor payload " + index;
         ByteBuffer b = ByteBuffer.wrap(side, start, size).order(ByteOrder.LITTLE_ENDIAN);
-        int end = start + size, head = encoding == 2 ? 12 : 0;
+        int end = start + size, head = encoding >= 2 ? 12 : 0;
         if (size < 10 + head || length % elem != 0) fail(section, start, "bad tensor header");
         int n = length / elem;
         long channels = 1, inner = Math.max(n, 1), tables = 1;
         int groups = -1; // offset of the channel -> table map, if there is one
-        if (encoding == 2) {
+        if (encoding >= 2) {
             channels = b.getInt(start) & 0xFFFFFFFFL;
             inner = b.getInt(start + 4) & 0xFFFFFFFFL;
             tables = b.getInt(start + 8) & 0xFFFFFFFFL;
@@ -179,6 +178,11 @@ public final class KczDecoder {
             }
         }
         start += head;
+        if (encoding == 3) {
+            decodeArithmetic(side, b, start, end, out, outOff, n, elem, channels, inner, tables,
+                    groups, section);
+            return;
+        }
         if (10 > end - start) fail(section, start, "bad tensor header");
         long k = b.getInt(start) & 0xFFFFFFFFL;
         int gapBits = side[start + 4] & 0xFF, maxLen = side[start + 5] & 0xFF;
@@ -225,6 +229,105 @@ public final class KczDecoder {
         if (vPos[0] != vEnd || (gapBits > 0 && gPos[0] != gEnd))
             fail(section, start, "Huffman stream does not end where declared");
         // Positions not written stay zero: the array was zero-initialised.
+    }
+
+    // Context slots of the arithmetic coder (FORMAT.md, "Arithmetic-coded payload").
+    private static final int A_ROW = 0, A_SIG = 2, A_TOP = 6, A_DEEP = 29, A_CONTEXTS = 285;
+
+    /** Encoding 3 after the channel layout: k, row width, stride, codebooks, the stream. */
+    private static void decodeArithmetic(byte[] side, ByteBuffer b, int start, int end,
+                                         byte[] out, int outOff, int n, int elem, long channels,
+                                         long inner, long tables, int groups, String section)
+            throws IOException {
+        need(start, 12, end, section);
+        long k = b.getInt(start) & 0xFFFFFFFFL, width = b.getInt(start + 4) & 0xFFFFFFFFL;
+        long stride = b.getInt(start + 8) & 0xFFFFFFFFL;
+        if (k < 1 || k > 256 || width < 1 || n % width != 0)
+            fail(section, start, "bad arithmetic header");
+        if (stride < 1 || stride > 256) fail(section, start + 8, "stride out of range");
+        int codebook = start + 12;
+        int p = need(codebook, (int) Math.min(tables * k * elem, Integer.MAX_VALUE), end, section);
+        need(p, 4, end, section);
+        long streamSize = b.getInt(p) & 0xFFFFFFFFL;
+        int stream = p + 4;
+        if (streamSize < 4 || streamSize != end - stream)
+            fail(section, p, "stream size does not match the payload");
+        Range r = new Range(side, stream, end);
+        int depth = 0;
+        while ((1 << depth) < k) depth++;
+        int[] ring = new int[(int) stride];
+        int dead = 0;
+        for (long row = 0; row < n / width; row++) {
+            dead = r.bit(A_ROW + dead);
+            if (dead == 1) continue; // zeros: the array was zero-initialised
+            int left = 0, at = 0;
+            for (int j = 0; j < width; j++) {
+                int up = j >= stride ? ring[at] : 0, cls = 0;
+                if (r.bit(A_SIG + (left > 0 ? 1 : 0) + (up > 0 ? 2 : 0)) == 1) {
+                    long i = row * width + j, channel = i / inner % channels;
+                    long table = groups < 0 ? channel : side[groups + (int) channel] & 0xFF;
+                    int node = 1;
+                    for (int d = 0; d < depth; d++)
+                        node = 2 * node + r.bit(node < 4 ? A_TOP + 9 * (node - 1) + 3 * left + up
+                                : A_DEEP + node);
+                    node -= 1 << depth;
+                    if (node >= k) fail(section, start, "index beyond the codebook at element " + i);
+                    int value = codebook + (int) (table * k + node) * elem;
+                    boolean zero = true;
+                    for (int e = 0; e < elem; e++) zero &= side[value + e] == 0;
+                    if (zero) fail(section, start, "a table's padding zero named at element " + i);
+                    System.arraycopy(side, value, out, outOff + (int) i * elem, elem);
+                    cls = 1 + ((side[value + elem - 1] >> 7) & 1);
+                }
+                ring[at] = cls;
+                left = cls;
+                at = at + 1 == stride ? 0 : at + 1;
+            }
+        }
+        if (r.pastEnd || r.pos != end) fail(section, stream, "arithmetic stream does not end where declared");
+    }
+
+    /** Binary range decoder with adaptive contexts (the C decoder's rc_bit). */
+    private static final class Range {
+        final byte[] data;
+        final int end;
+        int pos;
+        long code, range = 0xFFFFFFFFL;
+        boolean pastEnd;
+        final int[] prob = new int[A_CONTEXTS], seen = new int[A_CONTEXTS];
+
+        Range(byte[] data, int start, int end) {
+            this.data = data;
+            this.end = end;
+            for (int i = 0; i < 4; i++) code = code << 8 | (data[start + i] & 0xFF);
+            pos = start + 4;
+            Arrays.fill(prob, 32768);
+        }
+
+        int bit(int ctx) {
+            long p = prob[ctx], bound = (range >>> 16) * p;
+            int bit = code >= bound ? 1 : 0;
+            int shift = Math.min(32 - Integer.numberOfLeadingZeros(seen[ctx] + 2), 6);
+            if (bit == 1) {
+                code -= bound;
+                range -= bound;
+                p -= p >> shift;
+            } else {
+                range = bound;
+                p += (65536 - p) >> shift;
+            }
+            prob[ctx] = (int) p;
+            if (seen[ctx] < 30) seen[ctx]++;
+            while (range < (1L << 24)) {
+                int next = 0;
+                if (pos < end) next = data[pos] & 0xFF;
+                else pastEnd = true;
+                pos++;
+                code = (code << 8 | next) & 0xFFFFFFFFL;
+                range = (range << 8) & 0xFFFFFFFFL;
+            }
+            return bit;
+        }
     }
 
     /** [first byte, bit count, position after] of a stream; checks its declared sizes. */
