@@ -88,6 +88,8 @@ def cortex_m4_footprint(work: Path, window_bits: int = 0) -> dict:
     # the write callback is the application's).
     chains = [["decode_tensor", "crc_bad", "crc32"], ["decode_tensor", "huff_build"],
               ["decode_tensor", "huff_decode"], ["decode_tensor", "put"],
+              ["decode_tensor", "decode_arithmetic", "rc_bit"],
+              ["decode_tensor", "decode_arithmetic", "put"],
               ["put_skeleton", "zbyte", "zcodes", "huff_build"],
               ["put_skeleton", "zbyte", "zcodes", "huff_decode"]]  # fmt: skip
     stack = frames["kcz_decode"]
