@@ -285,6 +285,15 @@ static int decode_arithmetic(cursor *c, size_t n, uint32_t elem, uint32_t channe
         left = value ? 1u + (value[elem - 1u] >> 7) : 0u;
         r->ring[at] = (uint8_t)left;
         at = at + 1u == stride ? 0u : at + 1u;
+#if KCZ_LUT_BITS > 0
+        if (elem < KCZ_CHUNK - ws->out_used) { /* fits without filling the chunk: in place */
+            if (value)
+                memcpy(ws->out + ws->out_used, value, elem);
+            else
+                memset(ws->out + ws->out_used, 0, elem);
+            ws->out_used += elem;
+        } else
+#endif
         if (put(ws, value, elem)) return KCZ_E_WRITE; /* NULL: a zero */
     }
     return r->pos != r->size ? KCZ_E_PAYLOAD : KCZ_OK;
