@@ -43,7 +43,13 @@ from keras_compress.pruning import (
     make_prunable,
     pruning_wrappers,
 )
-from keras_compress.sharing import WeightSharingWrapper, share_weights
+from keras_compress.sharing import (
+    EntropyRate,
+    WeightSharingWrapper,
+    prune_to_grid,
+    rate_regularize,
+    share_weights,
+)
 from keras_compress.trimming import (
     APoZMonitor,
     measure_apoz,
@@ -82,6 +88,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "APoZMonitor",
     "ConstantSparsity",
+    "EntropyRate",
     "ExportReport",
     "IterativeRounds",
     "MagnitudePruning",
@@ -97,8 +104,10 @@ __all__ = [
     "fold_batchnorm",
     "make_prunable",
     "measure_apoz",
+    "prune_to_grid",
     "pruning",
     "pruning_wrappers",
+    "rate_regularize",
     "remove_pruned_channels",
     "remove_units",
     "select_units",
