@@ -64,6 +64,16 @@ def test_structure_errors_name_the_problem():
         kc.MagnitudePruning(1.0, criterion="std", structure="1x4")
     with pytest.raises(ValueError, match="rank >= 2"):
         parse_structure("1x4").group_ids((7,))
+    # Channels of an LSTM's kernel are gates, not units: refused, naming the weight.
+    rnn = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"),
+                            keras.layers.Dense(2, name="out")])  # fmt: skip
+    model = kc.make_prunable(rnn, layers=["lstm"])
+    model.compile("adam", "mse")
+    with pytest.raises(
+        ValueError, match="cannot prune the recurrent layer of lstm/lstm_cell/kernel"
+    ):
+        model.fit(np.zeros((8, 5, 3)), np.zeros((8, 2)), verbose=0,
+                  callbacks=[kc.MagnitudePruning(0.5, structure="channels")])  # fmt: skip
 
 
 def test_structure_survives_save_load_and_config(toy_data, tmp_path):

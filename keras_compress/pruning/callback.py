@@ -268,11 +268,19 @@ class MagnitudePruning(keras.callbacks.Callback):
                 weight_class.member_layers.append(wrapper.layer)
         if self.structure is not None:
             for c in classes.values():
-                for (variable, _), name in zip(c.members, c.member_names):
+                for (variable, _), name, layer in zip(c.members, c.member_names, c.member_layers):
                     if len(variable.shape) < 2:
                         raise ValueError(
                             f"structured pruning needs kernels of rank >= 2; {name} has shape "
                             f"{tuple(variable.shape)}"
+                        )
+                    if self.structure.kind == "channels" and selects("rnn", layer):
+                        raise ValueError(
+                            f"structure 'channels' cannot prune the recurrent layer of {name}: "
+                            "its kernel's columns are the gates of its units, so pruning them "
+                            "removes no unit and no surgery follows. Prune it unstructured or "
+                            "in blocks (choose layers with make_prunable(layers=...)), or "
+                            "remove units with kc.remove_units"
                         )
         unused = [g for g in self.groups if g not in classes]
         if unused:
