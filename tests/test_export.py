@@ -69,7 +69,7 @@ def test_cli_decode_and_inspect(compressed, tmp_path):
     inspect = subprocess.run(
         cmd + ["inspect", str(tmp_path / "m.kcz")], capture_output=True, text=True
     )
-    assert inspect.returncode == 0 and '"version": 3' in inspect.stdout
+    assert inspect.returncode == 0 and '"version": 4' in inspect.stdout  # arithmetic-coded
     assert '"skeleton_window_bits": 15' in inspect.stdout
     bad = tmp_path / "bad.kcz"
     data = bytearray((tmp_path / "m.kcz").read_bytes())
@@ -153,15 +153,15 @@ def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
 def test_cli_export_of_a_saved_model(compressed, tmp_path):
     compressed.save(tmp_path / "m.keras")
     cmd = [sys.executable, "-m", "keras_compress", "export", str(tmp_path / "m.keras"),
-           str(tmp_path / "out" / "m")]  # fmt: skip
+           str(tmp_path / "out" / "m"), "--coding", "huffman"]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "skeleton" in run.stdout
     out = tmp_path / "out"
-    decoded = kc.deploy.sidecar.join(
-        (out / "m.skeleton").read_bytes(), (out / "m.kcz").read_bytes()
-    )
+    side = (out / "m.kcz").read_bytes()
+    decoded = kc.deploy.sidecar.join((out / "m.skeleton").read_bytes(), side)
     assert decoded == (out / "m.tflite").read_bytes()
+    assert kc.deploy.sidecar.read_header(side)[0]["version"] == 3  # readable by older decoders
 
 
 def test_entropy_bound_counts_mask_and_values():
