@@ -594,15 +594,16 @@ def join(skeleton: bytes, sidecar: bytes) -> bytes:
                 f"skeleton: decodes to {len(skeleton)} bytes, the sidecar expects "
                 f"{info['skeleton_size']}"
             )
+    for i, e in enumerate(entries):  # every CRC before any decoding, as the C decoder does
+        crc_at = e.payload_offset + e.payload_size
+        if sidecar[crc_at : crc_at + 4] != _crc(sidecar[e.payload_offset : crc_at]):
+            raise SidecarError(f"tensor payload {i}: CRC-32 mismatch at byte offset {crc_at}")
     parts, skeleton_pos, model_pos = [], 0, 0
     for i, e in enumerate(entries):
         keep = e.offset - model_pos
         parts.append(skeleton[skeleton_pos : skeleton_pos + keep])
         skeleton_pos += keep
         payload = sidecar[e.payload_offset : e.payload_offset + e.payload_size]
-        crc_at = e.payload_offset + e.payload_size
-        if sidecar[crc_at : crc_at + 4] != _crc(payload):
-            raise SidecarError(f"tensor payload {i}: CRC-32 mismatch at byte offset {crc_at}")
         parts.append(
             decode_tensor(payload, e.length, e.elem_size, e.payload_offset, str(i), e.encoding)
         )
