@@ -41,6 +41,7 @@ def test_descending_the_estimate_lowers_the_real_entropy():
     assert after < 0.8 * before
 
 
+@pytest.mark.slow
 def test_rate_aware_fine_tuning_of_a_pruned_model_halves_its_entropy():
     """Pruned 50%, then fine-tuned with and without the rate term: the same accuracy, the
     weights snapped to the grid have more zeros and about half the element-wise entropy, and
