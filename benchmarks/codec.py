@@ -30,7 +30,7 @@ from fashion import BATCH, compiled, data, prune_to_han_levels
 
 import keras_compress as kc
 from keras_compress.deploy import sidecar
-from keras_compress.deploy.tflite_buffers import weight_buffers
+from keras_compress.deploy.tflite_buffers import sidecar_cuts, weight_buffers
 
 C_SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
 
@@ -133,7 +133,7 @@ def main():
     }
     print(sizes)
 
-    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model)]
+    cuts = sidecar_cuts(model)
     huffman_skeleton, huffman_side, _ = sidecar.split(model, cuts, coding="huffman")
     (work / "huffman.skeleton").write_bytes(huffman_skeleton)
     (work / "huffman.kcz").write_bytes(huffman_side)

@@ -39,7 +39,7 @@ from table1 import TFMOT_ROW, tfmot_baseline
 from tflite_eval import tflite_accuracy
 
 import keras_compress as kc
-from keras_compress.deploy.tflite_buffers import weight_buffers
+from keras_compress.deploy.tflite_buffers import sidecar_cuts
 
 HERE = Path(__file__).resolve().parent
 LAMS = {"lenet_300_100": [0.0, 0.01, 0.03, 0.1, 0.3], "lenet5": [0.0, 0.03, 0.1, 0.3, 1.0]}
@@ -64,7 +64,7 @@ def rate_row(name, pruned_path: Path, lam, dataset, cfg, work: Path, nncodec: st
     compiled(shared, 1e-4).fit(x, y, batch_size=BATCH, epochs=cfg["finetune"], verbose=0)
     report = kc.export(kc.strip(shared), work / f"{name}_{lam}")
     model_bytes = (work / f"{name}_{lam}.tflite").read_bytes()
-    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model_bytes)]
+    cuts = sidecar_cuts(model_bytes)
     skeleton, side, _ = kc.deploy.sidecar.split(model_bytes, cuts, coding="huffman")
     coded = [r for r in report.tensors if r["stored"] == "sidecar"]
     arithmetic = [r for r in coded if r["coding"] == "arithmetic"]

@@ -46,7 +46,7 @@ from fashion import BATCH, HAN_LEVELS, LOSS, PRUNE_LR, compiled, data, prune_to_
 from tflite_eval import tflite_accuracy
 
 import keras_compress as kc
-from keras_compress.deploy.tflite_buffers import weight_buffers
+from keras_compress.deploy.tflite_buffers import sidecar_cuts
 
 HERE = Path(__file__).resolve().parent
 TFMOT_VENV = HERE / ".venv-tfmot"
@@ -80,7 +80,7 @@ def exported_row(model, label, bits, work: Path, xt, yt) -> dict:
     coded = [r for r in report.tensors if r["stored"] == "sidecar"]
     bound = sum(r["entropy_bytes"] for r in coded)
     # The same .tflite with Huffman codes only (sidecar format version 3), for comparison.
-    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(decoded)]
+    cuts = sidecar_cuts(decoded)
     skeleton, huffman_side, _ = kc.deploy.sidecar.split(decoded, cuts, coding="huffman")
     return {"row": label, "bits": bits, "accuracy": tflite_accuracy(decoded, xt, yt),
             "deployable_bytes": totals["deployable_bytes"], "tflite_bytes": totals["tflite_bytes"],

@@ -23,6 +23,15 @@ def _decode(cli, skeleton, sidecar, out):
                           capture_output=True, text=True)  # fmt: skip
 
 
+def _assert_c_rebuilds(cli, skeleton: bytes, side: bytes, model: bytes, tmp_path) -> None:
+    """The C decoder turns these skeleton and sidecar bytes into exactly ``model``."""
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == model
+
+
 def test_c_decoder_rebuilds_the_exported_tflite(cli, exported, tmp_path):
     out = tmp_path / "decoded.tflite"
     run = _decode(cli, f"{exported}.skeleton", f"{exported}.kcz", out)
@@ -38,11 +47,7 @@ def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed, cod
     skeleton, side, _ = kc.deploy.sidecar.split(
         model, cuts, window_bits=[9, 12, 15, None][seed], coding=coding
     )
-    (tmp_path / "s").write_bytes(skeleton)
-    (tmp_path / "k").write_bytes(side)
-    run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
-    assert run.returncode == 0, run.stderr
-    assert (tmp_path / "o").read_bytes() == model
+    _assert_c_rebuilds(cli, skeleton, side, model, tmp_path)
 
 
 def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
@@ -53,11 +58,7 @@ def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
     model = bytes(24) + values.tobytes() + bytes(8)
     skeleton, side, entries = kc.deploy.sidecar.split(model, [(24, values.nbytes, 4)])
     assert side[entries[0].payload_offset + 5] > 10  # max_len: the longest code
-    (tmp_path / "s").write_bytes(skeleton)
-    (tmp_path / "k").write_bytes(side)
-    run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
-    assert run.returncode == 0, run.stderr
-    assert (tmp_path / "o").read_bytes() == model
+    _assert_c_rebuilds(cli, skeleton, side, model, tmp_path)
 
 
 def test_c_decoder_rebuilds_a_batchnorm_cnn_in_int8(cli, exported_bn, tmp_path):
@@ -70,15 +71,10 @@ def test_c_decoder_rebuilds_a_batchnorm_cnn_in_int8(cli, exported_bn, tmp_path):
     run = _decode(cli, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "o").read_bytes() == model
-    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape)
-            for b in kc.deploy.tflite_buffers.weight_buffers(model)]  # fmt: skip
+    cuts = kc.deploy.tflite_buffers.sidecar_cuts(model)
     skeleton, side, entries = kc.deploy.sidecar.split(model, cuts, coding="huffman")
     assert kc.deploy.sidecar.read_header(side)[0]["version"] == 3
-    (tmp_path / "s").write_bytes(skeleton)
-    (tmp_path / "k").write_bytes(side)
-    run = _decode(cli, tmp_path / "s", tmp_path / "k", tmp_path / "o")
-    assert run.returncode == 0, run.stderr
-    assert (tmp_path / "o").read_bytes() == model
+    _assert_c_rebuilds(cli, skeleton, side, model, tmp_path)
 
 
 def test_crafted_arithmetic_payloads_never_crash_the_decoder(cli_asan, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 from keras_compress.coding.entropy import entropy_bytes
 from keras_compress.deploy import sidecar
 from keras_compress.deploy.converter import convert
-from keras_compress.deploy.tflite_buffers import weight_buffers
+from keras_compress.deploy.tflite_buffers import sidecar_cuts, weight_buffers
 
 SUFFIXES = (".tflite", ".skeleton", ".kcz", ".report.json", ".report.md")
 
@@ -161,7 +161,7 @@ def export(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     model_bytes = convert(model, quantization, representative_data, batch_size, sparse)
-    cuts = [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model_bytes)]
+    cuts = sidecar_cuts(model_bytes)
     skeleton, side, entries = sidecar.split(
         model_bytes, cuts, window_bits=window_bits, coding=coding
     )

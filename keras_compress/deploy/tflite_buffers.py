@@ -95,3 +95,14 @@ def weight_buffers(model: bytes) -> list[WeightBuffer]:
                 shape = (length // np.dtype(dtype).itemsize,)
             found[index] = WeightBuffer(name, index, offset, length, np.dtype(dtype), shape)
     return sorted(found.values(), key=lambda b: b.offset)
+
+
+def sidecar_cuts(model: bytes) -> list[tuple[int, int, int, tuple[int, ...]]]:
+    """Every weight buffer as ``sidecar.split`` takes it: ``(offset, length, elem_size, shape)``.
+
+    Example:
+        >>> with open("lenet5.tflite", "rb") as f:  # doctest: +SKIP
+        ...     sidecar_cuts(f.read())[0][2:]
+        (4, (20, 5, 5, 1))
+    """
+    return [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model)]
