@@ -1,8 +1,9 @@
 """Reading a functional model's graph: the only module that touches private Keras attributes.
 
-Keras 3 keeps a layer's call sites in ``layer._inbound_nodes`` and a symbolic tensor's
-producer in ``tensor._keras_history``; there is no public API for either (Keras 3.15), so
-every read of them is here, in one place to adapt when Keras changes.
+Keras 3 keeps a layer's call sites in ``layer._inbound_nodes``, a symbolic tensor's
+producer in ``tensor._keras_history`` and the active ``keras.StatelessScope`` in its global
+state; there is no public API for any of them (Keras 3.15), so every read of them is here,
+in one place to adapt when Keras changes.
 """
 
 from __future__ import annotations
@@ -108,3 +109,41 @@ def width_key(layer: keras.layers.Layer) -> str | None:
         if isinstance(layer, cls):
             return key
     return None
+
+
+def stateless_scope() -> keras.StatelessScope | None:
+    """The ``keras.StatelessScope`` active now, or ``None``.
+
+    The JAX trainer runs every train step inside one (it maps each model variable to its
+    traced value); a wrapper that opens its own scope inside must see those values.
+
+    Example:
+        >>> stateless_scope() is None
+        True
+        >>> with keras.StatelessScope() as scope:
+        ...     stateless_scope() is scope
+        True
+    """
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    return get_stateless_scope()
+
+
+def readable(variable: keras.Variable) -> bool:
+    """Whether ``variable`` has a value to read now.
+
+    Inside a ``keras.StatelessScope`` that does not map it, a variable whose value the JAX
+    trainer has moved into its traced state reads as its initializer instead: not readable.
+
+    Example:
+        >>> v = keras.Variable(1.0)
+        >>> readable(v)
+        True
+        >>> v._value = None  # what the JAX trainer does during an epoch
+        >>> readable(v)
+        False
+    """
+    scope = stateless_scope()
+    if scope is not None and scope.get_current_value(variable) is not None:
+        return True
+    return getattr(variable, "_value", True) is not None

@@ -46,7 +46,7 @@ def compressed_weights(model: keras.Model) -> list[tuple[str, np.ndarray]]:
             variables = layer.compressed_variables
         else:
             variables = compressible_variables(layer)
-            values = [v.numpy() for v in variables]
+            values = [keras.ops.convert_to_numpy(v) for v in variables]
         out += [(weight_key(layer, v), np.asarray(w)) for v, w in zip(variables, values)]
     return out
 

@@ -1,4 +1,4 @@
-"""Which weights of a layer are compressible, and where they sit below the layer.
+"""Which weights of a layer are compressible, where they sit below it, and their optimizer slots.
 
 Compressible by default are the weight *matrices* (never biases, norms or scales): ``kernel``
 (Dense, Conv1D/2D/3D, EinsumDense, the cells of SimpleRNN/LSTM/GRU), ``recurrent_kernel``,
@@ -71,3 +71,28 @@ def compressible_variables(
     """
     names = tuple(weight_names) if weight_names is not None else DEFAULT_WEIGHT_NAMES
     return [v for v in layer.trainable_variables if variable_name(v) in names]
+
+
+def optimizer_slots(optimizer, variable: keras.Variable) -> dict[str, keras.Variable]:
+    """The optimizer's element-wise state of ``variable``: ``{slot: variable}``.
+
+    Keras names a slot ``<variable path, / as _>_<slot>`` (``add_variable_from_reference``):
+    Adam's ``momentum`` and ``velocity``, SGD's ``momentum``; slots of another shape (a
+    factored second moment) are not element-wise and are left out.
+
+    Example:
+        >>> dense = keras.layers.Dense(2, name="fc")
+        >>> dense.build((None, 3))
+        >>> adam = keras.optimizers.Adam()
+        >>> adam.build([dense.kernel])
+        >>> sorted(optimizer_slots(adam, dense.kernel))
+        ['momentum', 'velocity']
+    """
+    if optimizer is None or not getattr(optimizer, "built", False):
+        return {}
+    stem = variable.path.replace("/", "_") + "_"
+    return {
+        slot.name[len(stem) :]: slot
+        for slot in optimizer.variables
+        if slot.name.startswith(stem) and tuple(slot.shape) == tuple(variable.shape)
+    }

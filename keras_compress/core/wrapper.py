@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_compress.core.graph import stateless_scope
 from keras_compress.core.rewrite import fresh_copy, rewrite_model
 from keras_compress.core.weights import compressible_variables, relative_path
 
@@ -51,12 +52,40 @@ class CompressionWrapper(keras.layers.Wrapper):
         self.compressed_variables = variables
         return variables
 
-    def _call_layer(self, inputs, args, training, mask, kwargs):
+    def _call_layer(self, inputs, args, training, mask, kwargs, values=()):
+        """Call the wrapped layer, ``values`` (``[(variable, tensor)]``) standing in for weights.
+
+        The substitution is a ``keras.StatelessScope`` that also sees every other variable as
+        the enclosing scope does (the JAX trainer's traced state) and hands the layer's own
+        updates and losses on to it, or, outside any scope, to the variables and this layer.
+        """
         # Only layers whose call takes a mask get one (LSTM does, Dense does not; Keras's own
         # __call__ would reject it for Dense behind a masking Embedding).
         if mask is not None and "mask" in inspect.signature(self.layer.call).parameters:
             kwargs["mask"] = mask
-        return self.layer(inputs, *args, training=training, **kwargs)
+        if not values:
+            return self.layer(inputs, *args, training=training, **kwargs)
+        outer = stateless_scope()
+        scope = keras.StatelessScope(state_mapping=values, collect_losses=True)
+        if outer is not None:
+            scope.state_mapping = {**outer.state_mapping, **scope.state_mapping}
+            scope.collect_losses, scope.losses = outer.collect_losses, outer.losses
+        with scope:
+            outputs = self.layer(inputs, *args, training=training, **kwargs)
+        substituted = {id(variable) for variable, _ in values}
+        for variable in self.layer.variables:
+            key = id(variable)
+            value = scope.state_mapping.get(key)
+            if key in substituted or value is None:
+                continue
+            if outer is not None:
+                outer.add_update((variable, value))
+            else:  # only updates are in the mapping
+                variable.assign(value)
+        if outer is None:
+            for loss in scope.losses:
+                self.add_loss(loss)
+        return outputs
 
     def compute_mask(self, inputs, previous_mask=None):
         """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
@@ -76,7 +105,12 @@ class CompressionWrapper(keras.layers.Wrapper):
 
         def load():
             paths = [relative_path(self.layer, v) for v in self.layer.weights]
-            plain.set_weights([values.get(p, v.numpy()) for p, v in zip(paths, self.layer.weights)])
+            plain.set_weights(
+                [
+                    values.get(p, keras.ops.convert_to_numpy(v))
+                    for p, v in zip(paths, self.layer.weights)
+                ]
+            )
 
         return plain, load
 

@@ -63,6 +63,7 @@ class NoisyTeacher(keras.distillation.LogitsDistillation):
         return super().compute_loss(teacher_outputs, student_outputs, **kwargs)
 
     def _perturb(self, logits):
+        logits = ops.convert_to_tensor(logits)  # numpy logits times a torch tensor fail
         xi = keras.random.normal(ops.shape(logits), stddev=self.noise_std, seed=self.generator)
         noisy = keras.random.uniform((), seed=self.generator) < self.probability
         return ops.where(noisy, logits * (1.0 + ops.cast(xi, logits.dtype)), logits)

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_compress.core.selectors import LayerSelector, selects, selects_any
+from keras_compress.core.weights import optimizer_slots
 from keras_compress.core.wrapper import weight_key
 from keras_compress.pruning.masks import CRITERIA, compute_masks, load_balanced_masks, pe_groups
 from keras_compress.pruning.prunable import pruning_wrappers
@@ -54,29 +56,29 @@ class _WeightClass:
                                for n in self.member_names])  # fmt: skip
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
-        weights = np.concatenate([np.asarray(v.numpy()).ravel() for v, _ in self.members])
-        masks = np.concatenate([np.asarray(m.numpy()).ravel() for _, m in self.members])
-        return weights, masks
+        members = self.read_members()
+        return np.concatenate([w.ravel() for w, _ in members]), np.concatenate(
+            [m.ravel() for _, m in members]
+        )
 
-    def write(self, weights: np.ndarray, mask: np.ndarray) -> None:
-        start = 0
-        for variable, mask_var in self.members:
-            n = int(np.prod(variable.shape))
-            part = mask[start : start + n].reshape(variable.shape)
-            w = weights[start : start + n].reshape(variable.shape)
-            start += n
-            mask_var.assign(part)
-            variable.assign(np.where(part, w, 0).astype(w.dtype))
+    def write(self, mask: np.ndarray, optimizer) -> None:
+        splits = np.cumsum([int(np.prod(v.shape)) for v, _ in self.members])[:-1]
+        parts = np.split(mask, splits)
+        self.write_members(
+            [p.reshape(v.shape) for p, (v, _) in zip(parts, self.members)], optimizer
+        )
 
     def read_members(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(weights, mask)`` of each member, in its own shape."""
-        return [(np.asarray(v.numpy()), np.asarray(m.numpy())) for v, m in self.members]
+        return [(ops.convert_to_numpy(v), ops.convert_to_numpy(m)) for v, m in self.members]
 
-    def write_members(self, masks: Sequence[np.ndarray]) -> None:
+    def write_members(self, masks: Sequence[np.ndarray], optimizer) -> None:
+        """Set the members' masks; zero their pruned weights and the optimizer's slots of them."""
         for (variable, mask_var), mask in zip(self.members, masks):
-            w = np.asarray(variable.numpy())
             mask_var.assign(mask)
-            variable.assign(np.where(mask, w, 0).astype(w.dtype))
+            for target in [variable, *optimizer_slots(optimizer, variable).values()]:
+                value = ops.convert_to_numpy(target)
+                target.assign(np.where(mask, value, 0).astype(value.dtype))
 
 
 class MagnitudePruning(keras.callbacks.Callback):
@@ -316,12 +318,26 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         """Read the model's step counter once per epoch (not per batch: reading syncs)."""
-        self._epoch_base_step = int(self._wrappers[0].step.numpy())
+        self._epoch_base_step = self._step()
 
     def on_train_batch_begin(self, batch, logs=None):
         """Recompute the masks if the schedule says so (or a step was skipped over)."""
         # ``batch`` is the step index within the epoch, also with steps_per_execution > 1.
         self._advance(self._epoch_base_step + batch)
+
+    def _step(self) -> int:
+        """The model's training step counter, read after a sync (see ``_sync``)."""
+        self._sync()
+        return int(ops.convert_to_numpy(self._wrappers[0].step))
+
+    def _sync(self) -> None:
+        """Bring the model's variables up to date before reading or writing them.
+
+        Under JAX, ``fit`` keeps the state in its traced arrays during an epoch; reading
+        ``Callback.model`` writes them back to the variables (and makes the next step read the
+        variables again), as Keras's own checkpoint callbacks rely on. A no-op elsewhere.
+        """
+        _ = self.model
 
     def _advance(self, step: int) -> None:
         """Apply the schedule at ``step`` (training steps done so far)."""
@@ -340,6 +356,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             self._update(level)
 
     def _update(self, level: float) -> None:
+        self._sync()
         if self.structure is not None:
             self._update_structured(level)
             return
@@ -354,9 +371,9 @@ class MagnitudePruning(keras.callbacks.Callback):
             new_masks = load_balanced_masks(ranked, masks, levels, self._pe_groups)
         else:
             new_masks = compute_masks(self.criterion, ranked, masks, levels)
-        for c, w, old, new in zip(self._classes, weights, masks, new_masks):
+        for c, old, new in zip(self._classes, masks, new_masks):
             if not np.array_equal(old, new):
-                c.write(w, new)
+                c.write(new, self.model.optimizer)
         total = sum(m.size for m in new_masks)
         self._sparsity = 1.0 - sum(int(np.count_nonzero(m)) for m in new_masks) / total
 
@@ -380,12 +397,13 @@ class MagnitudePruning(keras.callbacks.Callback):
         total = kept_count = 0
         for c, ms, masks in zip(self._classes, members, new):
             if any(not np.array_equal(m, n) for (_, m), n in zip(ms, masks)):
-                c.write_members(masks)
+                c.write_members(masks, self.model.optimizer)
             total += sum(n.size for n in masks)
             kept_count += sum(int(np.count_nonzero(n)) for n in masks)
         self._sparsity = 1.0 - kept_count / total
 
     def _current_sparsity(self) -> float:
+        self._sync()
         masks = [c.read()[1] for c in self._classes]
         return 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / sum(m.size for m in masks)
 
@@ -395,13 +413,13 @@ class MagnitudePruning(keras.callbacks.Callback):
         # The step after fit's last batch begins no batch, so a ramp ending exactly where fit
         # ends (end_step == steps) is completed here.
         if epoch + 1 == self.params.get("epochs"):
-            self._advance(int(self._wrappers[0].step.numpy()))
+            self._advance(self._step())
         if logs is not None:
             logs["sparsity"] = self._sparsity
 
     def on_train_end(self, logs=None):
         """Warn if ``fit`` ended before the schedule reached its final level."""
-        step, last = int(self._wrappers[0].step.numpy()), self.schedule.last_change
+        step, last = self._step(), self.schedule.last_change
         if step < last and self.schedule.level(step) < self.schedule.final_level:
             warnings.warn(
                 f"MagnitudePruning: fit ended at step {step} with sparsity {self._sparsity:.3f}; "

@@ -23,7 +23,7 @@ from functools import partial
 import keras
 import numpy as np
 
-from keras_compress.core.hessian import fisher_diagonal
+from keras_compress.core.hessian import fisher_diagonal, hessian_vector_products
 from keras_compress.core.report import weight_variables
 
 #: Largest input dimension ``obs_prune`` accepts: ``H`` and its inverse are dense
@@ -65,31 +65,18 @@ def hutchinson_diagonal(
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    import tensorflow as tf  # double backpropagation; imported here so pruning imports without it
-
     loss_fn = keras.losses.get(loss)
     named = weight_variables(model)
-    variables = [v.value for v in named.values()]
+    variables = list(named.values())
+    hessian_times = hessian_vector_products(model, variables, loss_fn)
     rng = np.random.default_rng(seed)
     sums = [np.zeros(v.shape, np.float64) for v in variables]
-
-    @tf.function
-    def hessian_times(x, y, z):
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                value = tf.reduce_mean(loss_fn(y, model(x, training=False)))
-            grads = inner.gradient(value, variables)
-            dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, z)])
-        return outer.gradient(dot, variables)
-
     count = 0
     for x, y in batches:
-        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         for _ in range(samples):
-            z = [tf.constant(rng.choice([-1.0, 1.0], size=v.shape), v.dtype) for v in variables]
+            z = [rng.choice([-1.0, 1.0], size=v.shape).astype(v.dtype) for v in variables]
             for total, hz, v in zip(sums, hessian_times(x, y, z), z):
-                if hz is not None:
-                    total += np.asarray(v, np.float64) * np.asarray(hz, np.float64)
+                total += np.asarray(v, np.float64) * np.asarray(hz, np.float64)
             count += 1
     if count == 0:
         raise ValueError("hutchinson_diagonal needs at least one calibration batch")
@@ -230,14 +217,11 @@ def conv_patches(layer: keras.layers.Conv2D, inputs: np.ndarray) -> np.ndarray:
     """
     if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
         raise ValueError(f"layer {layer.name!r}: OBS handles channels_last, undilated Conv2D")
-    import tensorflow as tf  # its patch extraction; imported here so pruning imports without it
-
     kh, kw = layer.kernel_size
-    patches = tf.image.extract_patches(
-        tf.convert_to_tensor(inputs, tf.float32), sizes=[1, kh, kw, 1],
-        strides=[1, *layer.strides, 1], rates=[1, 1, 1, 1], padding=layer.padding.upper(),
-    )  # fmt: skip
-    return np.asarray(patches).reshape(-1, kh * kw * inputs.shape[-1])
+    patches = keras.ops.image.extract_patches(
+        np.asarray(inputs, np.float32), (kh, kw), strides=layer.strides, padding=layer.padding
+    )
+    return keras.ops.convert_to_numpy(patches).reshape(-1, kh * kw * inputs.shape[-1])
 
 
 def obs_prune_layer(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_compress.core.graph import readable
 from keras_compress.core.wrapper import CompressionWrapper
 
 
@@ -12,8 +14,11 @@ class _MaskConstraint(keras.constraints.Constraint):
     """Keeps pruned weights at exactly +0.0 after every optimizer step.
 
     Keras optimizers apply ``variable.constraint`` after each update inside the compiled train
-    step, so this is where the mask acts. An existing constraint of the weight runs first.
-    It holds a variable, so it is attached by ``PruningWrapper.build`` and never serialized.
+    step, so this is where the mask acts on TensorFlow and PyTorch. An existing constraint of
+    the weight runs first. It holds a variable, so it is attached by ``PruningWrapper.build``
+    and never serialized. JAX's optimizer step sees only trainable and optimizer variables, so
+    there the mask cannot be read: the constraint leaves the weight to the wrapper's masked
+    forward pass and the callback's zeroed optimizer slots (see ``PruningWrapper``).
 
     Args:
         mask: boolean variable, ``True`` where the weight is kept.
@@ -32,7 +37,10 @@ class _MaskConstraint(keras.constraints.Constraint):
         """Apply the inner constraint, then zero the pruned entries (``where``, so never -0.0)."""
         if self.inner is not None:
             w = self.inner(w)
-        return ops.where(self.mask, w, ops.zeros_like(w))
+        w = ops.convert_to_tensor(w)
+        if not readable(self.mask):
+            return w
+        return ops.where(self.mask.value, w, ops.zeros_like(w))
 
 
 @keras.saving.register_keras_serializable(package="keras_compress")
@@ -43,6 +51,12 @@ class PruningWrapper(CompressionWrapper):
     variables of the model: they are saved by ``model.save``, restored by
     ``keras.models.load_model`` and ``BackupAndRestore``, and mirrored under ``tf.distribute``.
     The counter advances once per training call. Usually created by ``make_prunable``.
+
+    The wrapped layer computes with ``where(mask, W, 0)``, so a pruned weight gets a zero
+    gradient on every backend, and a weight constraint sets it to +0.0 after each optimizer
+    step where the backend lets the constraint read the mask (TensorFlow, PyTorch). Under
+    JAX the callback also zeroes the pruned entries of the optimizer's slots (momenta) when
+    it prunes, so that zero gradients keep them at +0.0 in any element-wise optimizer.
 
     Args:
         layer: the layer to wrap (Dense, Conv, Embedding, RNN, Bidirectional, ...).
@@ -77,7 +91,7 @@ class PruningWrapper(CompressionWrapper):
         self.step = self.add_weight(
             name="pruning_step",
             shape=(),
-            dtype="int64",
+            dtype="int32",  # JAX has no int64 by default; 2**31 steps is plenty
             initializer="zeros",
             trainable=False,
             aggregation="only_first_replica",
@@ -88,8 +102,16 @@ class PruningWrapper(CompressionWrapper):
         """Run the wrapped layer; in training, count the step."""
         if training:
             self.step.assign_add(1)
-        return self._call_layer(inputs, args, training, mask, kwargs)
+        masked = [
+            (v, ops.where(m.value, v.value, ops.zeros_like(v.value)))
+            for v, m in zip(self.compressed_variables, self.masks)
+        ]
+        return self._call_layer(inputs, args, training, mask, kwargs, masked)
 
-    def compressed_weights(self) -> list[tuple[str, object]]:
+    def compressed_weights(self) -> list[tuple[str, np.ndarray]]:
         """``(path, value)`` of each pruned weight as the model uses it (zeros where masked)."""
-        return [(p, v.numpy()) for p, v in zip(self.weight_paths, self.compressed_variables)]
+        out = []
+        for path, variable, mask in zip(self.weight_paths, self.compressed_variables, self.masks):
+            w = ops.convert_to_numpy(variable)
+            out.append((path, np.where(ops.convert_to_numpy(mask), w, 0).astype(w.dtype)))
+        return out

@@ -60,7 +60,7 @@ def quantize_weights(
         if selectors is not None and not selects_any(selectors, layer):
             continue
         for variable in compressible_variables(layer):
-            w = np.asarray(variable.numpy(), np.float64)
+            w = np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
             q, step = linear_quantize(w, bits, power_of_two=power_of_two)
             rounded = (q * step).astype(variable.dtype)
             variable.assign(rounded)

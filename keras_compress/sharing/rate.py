@@ -200,7 +200,7 @@ def prune_to_grid(model: keras.Model) -> dict[str, float]:
         rate = variable.regularizer
         if not isinstance(rate, EntropyRate):
             continue
-        w = np.asarray(variable.numpy())
+        w = keras.ops.convert_to_numpy(variable)
         step = np.abs(w).max() / 2 ** (rate.bits_ - 1)
         w = np.where(np.abs(w) < step / 2, np.zeros_like(w), w)
         variable.assign(w)

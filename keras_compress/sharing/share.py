@@ -170,7 +170,7 @@ def share_weights(
             wrapper.layer.set_weights(layer.get_weights())
             for i, variable in enumerate(wrapper.compressed_variables):
                 name = weight_key(wrapper, variable)
-                w = np.asarray(variable.numpy())
+                w = keras.ops.convert_to_numpy(variable)
                 nonzero = w != 0
                 allowed = 2**wrapper.bits - (1 if not nonzero.all() else 0)
                 distinct = np.unique(w[nonzero]).size
