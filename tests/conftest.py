@@ -4,17 +4,43 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Two CPU devices for keras.distribution under JAX; must happen before JAX starts.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from helpers import build_c, mlp, toy_xy  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
 
-# Two logical CPU devices for the tf.distribute tests; must happen before TF starts its runtime.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+BACKEND = keras.backend.backend()
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    # Two logical CPU devices for the tf.distribute tests, before TF starts its runtime.
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+
+
+def pytest_ignore_collect(collection_path, config):
+    """On JAX or PyTorch, test modules with no ``backends`` mark are not even imported."""
+    if BACKEND == "tensorflow" or not collection_path.name.startswith("test_"):
+        return None
+    return "pytest.mark.backends" not in collection_path.read_text()
+
+
+def pytest_collection_modifyitems(config, items):
+    """On JAX or PyTorch, tests not marked ``backends`` need TensorFlow: skip them."""
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend (running on {BACKEND})")
+    for item in items:
+        if "backends" not in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +52,17 @@ def _seed():
 
 
 @pytest.fixture(scope="session")
-def mirrored():
+def tf():
+    """TensorFlow, for tests of a ``backends`` module that need it; a skip on other backends."""
+    if BACKEND != "tensorflow":
+        pytest.skip(f"needs the TensorFlow backend (running on {BACKEND})")
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture(scope="session")
+def mirrored(tf):
     # One strategy per process: several MirroredStrategy objects in one process can reuse
     # collective instance keys and abort with shape mismatches.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

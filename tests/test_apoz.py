@@ -3,10 +3,11 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_compress as kc
 from keras_compress.trimming.apoz import APoZMonitor, measure_apoz, relu_points, select_units
+
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
 
 L = keras.layers
 
@@ -31,7 +32,7 @@ def test_apoz_equals_the_fraction_of_zeros_over_examples_and_positions():
     np.testing.assert_allclose(scores["fc"], (fc == 0).mean(axis=0))
 
 
-def test_dead_and_live_units_are_told_apart_from_a_dataset():
+def test_dead_and_live_units_are_told_apart_from_a_dataset(tf):
     model = keras.Sequential([keras.Input((3,)), L.Dense(4, "relu", name="fc"), L.Dense(1)])
     kernel = np.zeros((3, 4), "float32")
     bias = np.array([-1.0, 1.0, 0.0, 0.0], "float32")

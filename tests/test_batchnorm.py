@@ -6,6 +6,8 @@ import pytest
 
 import keras_compress as kc
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 L = keras.layers
 
 
@@ -66,7 +68,7 @@ def test_pruned_zeros_survive_folding():
 
 
 @pytest.mark.slow
-def test_shared_values_reach_the_tflite_only_when_folded_first(tmp_path):
+def test_shared_values_reach_the_tflite_only_when_folded_first(tmp_path, tf):
     model = _bn_net()
     _randomize_statistics(model)
     kernels = {}

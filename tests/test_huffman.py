@@ -5,6 +5,8 @@ import pytest
 
 from keras_compress.coding import huffman
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def huffman_cost(counts):
     """Reference: the optimal (unlimited) Huffman cost is the sum of all merged weights."""

@@ -4,6 +4,8 @@ from sklearn.cluster import KMeans
 
 from keras_compress.sharing.kmeans1d import BinnedData, initial_centroids, kmeans1d
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 @pytest.mark.parametrize("init", ["linear", "density", "forgy", "kmeans++"])
 @pytest.mark.parametrize("k", [4, 32])

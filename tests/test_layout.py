@@ -63,7 +63,8 @@ def test_features_depend_on_core_and_coding_not_on_each_other(feature):
 
 
 @pytest.mark.parametrize(
-    "concept", ["weight_key", "is_wrapper", "selects", "compressed_weights", "strip"]
+    "concept",
+    ["weight_key", "is_wrapper", "selects", "compressed_weights", "strip", "optimizer_slots"],
 )
 def test_each_concept_has_one_definition(concept):
     places = [

@@ -6,6 +6,8 @@ import pytest
 
 import keras_compress as kc
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 L = keras.layers
 
 
@@ -83,8 +85,7 @@ def test_embedding_mask_reaches_the_lstm_through_the_wrapper():
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
-def test_functional_model_with_a_nested_sequential_and_tf_data():
-    import tensorflow as tf
+def test_functional_model_with_a_nested_sequential_and_tf_data(tf):
 
     block = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu", name="inner")])
     inp = keras.Input((8,))

@@ -3,6 +3,8 @@ import pytest
 
 from keras_compress.pruning import masks as pm
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def _weights(rng, shapes=((30, 20), (50,), (7, 7, 3))):
     return [rng.normal(scale=s + 1, size=shape) for s, shape in enumerate(shapes)]

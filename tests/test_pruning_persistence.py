@@ -12,6 +12,8 @@ from helpers import mlp
 
 import keras_compress as kc
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def _callback():
     return kc.MagnitudePruning(0.8, end_step=24, frequency=4)

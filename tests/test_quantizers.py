@@ -5,6 +5,8 @@ from keras_compress.coding.entropy import entropy_bits
 from keras_compress.sharing.kmeans1d import kmeans1d
 from keras_compress.sharing.quantizers import ecsq, linear_quantize, uniform_quantize
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def test_uniform_bins_have_equal_width_and_mean_representatives():
     x = np.random.default_rng(0).normal(size=4000)

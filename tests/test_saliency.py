@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_compress as kc
 from keras_compress.pruning.saliency import (
@@ -13,6 +12,9 @@ from keras_compress.pruning.saliency import (
     obs_prune,
     obs_prune_model,
 )
+
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+to_numpy = keras.ops.convert_to_numpy
 
 
 def regression(scales, weights, n=64):
@@ -40,7 +42,7 @@ def test_obd_saliency_is_the_loss_increase_and_differs_from_magnitude():
 
 
 @pytest.mark.slow
-def test_hutchinson_converges_to_the_true_diagonal():
+def test_hutchinson_converges_to_the_true_diagonal(tf):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, "tanh", name="a"),
                               keras.layers.Dense(2, name="b")])  # fmt: skip
@@ -104,8 +106,8 @@ def test_obs_prunes_dense_and_conv_layers_and_bounds_the_size():
     x = np.random.default_rng(8).normal(size=(32, 8, 8, 2)).astype("float32")
     errors = obs_prune_model(model, x, {"conv": 0.5, "fc": 0.75})
     assert set(errors) == {"conv", "fc"} and all(e >= 0 for e in errors.values())
-    assert (model.get_layer("conv").kernel.numpy() == 0).mean() == 0.5
-    assert (model.get_layer("fc").kernel.numpy() == 0).mean() == pytest.approx(0.75, abs=0.02)
+    assert (to_numpy(model.get_layer("conv").kernel) == 0).mean() == 0.5
+    assert (to_numpy(model.get_layer("fc").kernel) == 0).mean() == pytest.approx(0.75, abs=0.02)
     with pytest.raises(ValueError, match=f"limit is MAX_OBS_INPUTS = {MAX_OBS_INPUTS}"):
         obs_prune(np.zeros((MAX_OBS_INPUTS + 1, 1)), np.zeros((2, MAX_OBS_INPUTS + 1)), 0.5)
 
@@ -118,7 +120,7 @@ def test_obd_drives_the_pruning_callback():
     saliency = obd_scores([(x, y)], "mse", estimator="hutchinson")
     callback = kc.MagnitudePruning(0.5, "constant", saliency=saliency)
     model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[callback])
-    kept = np.flatnonzero(kc.strip(model).get_layer("fc").kernel.numpy().ravel())
+    kept = np.flatnonzero(to_numpy(kc.strip(model).get_layer("fc").kernel).ravel())
     obd = 0.5 * (2 * np.asarray(scales) ** 2) * np.asarray(weights) ** 2
     np.testing.assert_array_equal(kept, np.sort(np.argsort(obd)[3:]))
     with pytest.raises(ValueError, match="saliency ranks weights"):
@@ -130,6 +132,6 @@ def test_per_example_fisher_is_the_mean_of_squared_example_gradients():
     y = np.random.default_rng(9).normal(size=(16, 1)).astype("float32")  # residuals != 0
     fisher = kc.core.hessian.fisher_diagonal(model, [(x[:8], y[:8]), (x[8:], y[8:])], "mse",
                                         per_example=True)["fc/kernel"]  # fmt: skip
-    residual = x @ model.get_layer("fc").kernel.numpy() - y  # d loss_n / d w = 2 r_n x_n
+    residual = x @ to_numpy(model.get_layer("fc").kernel) - y  # d loss_n / d w = 2 r_n x_n
     expected = np.mean((2 * residual * x) ** 2, axis=0)[:, None]
     np.testing.assert_allclose(fisher, expected, rtol=1e-4)

@@ -3,6 +3,8 @@ import pytest
 
 from keras_compress.pruning.schedules import ConstantSparsity, IterativeRounds, PolynomialDecay
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def test_polynomial_follows_zhu_gupta_cubic_ramp():
     s = PolynomialDecay(0.1, 0.9, begin_step=100, end_step=300, frequency=50)

@@ -3,10 +3,11 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from helpers import mlp
 
 import keras_compress as kc
+
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -64,7 +65,7 @@ def test_fine_tuning_lowers_the_loss_on_a_fixed_batch(toy_data):
 
 
 @pytest.mark.parametrize("rule", ["sum", "mean"])
-def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(toy_data, rule):
+def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(tf, toy_data, rule):
     x, y = toy_data
     shared = kc.share_weights(_trained(toy_data), bits=3, gradient=rule)
     wrapper = _sharing(shared)[0]

@@ -3,6 +3,8 @@ import pytest
 
 from keras_compress.coding.sparse_index import absolute_positions, relative_gaps
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 @pytest.mark.parametrize("density", [0.0, 0.01, 0.08, 0.5, 1.0])
 @pytest.mark.parametrize("max_gap", [1, 7, 255])

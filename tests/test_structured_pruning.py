@@ -6,8 +6,9 @@ import pytest
 from helpers import mlp
 
 import keras_compress as kc
-from keras_compress.deploy.converter import convert
 from keras_compress.pruning.structure import n_of_m_mask, parse_structure
+
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -120,7 +121,9 @@ def test_channel_pruning_of_a_cnn_removes_filters_by_surgery():
 
 
 @pytest.mark.slow  # three conversions and a verified export: 13 s
-def test_sparse_export_stores_blocks_for_litert_sparse_kernels(toy_data, tmp_path):
+def test_sparse_export_stores_blocks_for_litert_sparse_kernels(toy_data, tmp_path, tf):
+    from keras_compress.deploy.converter import convert
+
     x, y = toy_data
     model, _ = _pruned(mlp(), x, y, target=0.75, structure="1x4")
     plain = kc.strip(model)

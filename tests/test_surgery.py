@@ -6,6 +6,8 @@ import pytest
 
 from keras_compress.trimming.surgery import SurgeryError, remove_units
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 L = keras.layers
 
 

@@ -8,6 +8,8 @@ from helpers import mlp
 import keras_compress as kc
 from keras_compress.trimming.iterative import trim_iteratively
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -67,7 +69,7 @@ def test_trimming_stops_at_the_first_round_beyond_the_tolerance():
 
 
 @pytest.mark.slow
-def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path):
+def test_trimmed_model_is_pruned_shared_and_exported(toy_data, tmp_path, tf):
     # Trimming first, then magnitude pruning and weight sharing on the smaller model, then export.
     x, y = toy_data
     keras.utils.set_random_seed(3)

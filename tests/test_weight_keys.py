@@ -6,6 +6,8 @@ import pytest
 
 import keras_compress as kc
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def _time_distributed():
     return keras.Sequential(
