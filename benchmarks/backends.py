@@ -1,0 +1,301 @@
+"""Issue 24: the same pruning and sharing recipe under TensorFlow, JAX and PyTorch.
+
+LeNet-300-100 and LeNet-5 on Fashion-MNIST, from the same numpy-drawn starting weights and
+the same batch order on every backend: dense training, pruning with the polynomial schedule
+(``MagnitudePruning``), weight sharing (``share_weights``) and centroid fine-tuning. Per
+backend it measures the final test accuracy, the masks computed from the starting weights
+(must equal TensorFlow's) and the final masks' agreement with TensorFlow's run; then the
+speed of a plain (dense) epoch, an epoch with pruning (mask updates every 100 steps) and an
+epoch of centroid fine-tuning, timed in turns (see ``interleaved_times``). A second
+TensorFlow run from start weights perturbed by a rounding error shows how far accuracy moves
+by float rounding alone: the noise floor of the backends' accuracy differences.
+
+Each backend runs in its own process, with its own Python: this one for TensorFlow, and
+the test suite's ``.venv-jax`` / ``.venv-torch`` (``bash tests/backends.sh setup``, run on
+first use: the backend, Keras and keras_compress, no TensorFlow) or the Pythons named by
+``KC_JAX_PYTHON`` / ``KC_TORCH_PYTHON``.
+
+Usage: ``python benchmarks/backends.py [--quick]`` (``--quick``: 12,000 training images, one
+epoch less per phase, results in ``backends_quick.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras  # the worker's backend: KERAS_BACKEND, set by the driver
+import numpy as np
+
+import keras_compress as kc
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+#: (backend, start from weights perturbed by 1e-6 relative noise: the accuracy noise floor)
+RUNS = [("tensorflow", False), ("tensorflow", True), ("jax", False), ("torch", False)]
+MODELS = {
+    # name: (sparsity, bits, epochs per phase: dense, pruning, fine-tuning)
+    "lenet_300_100": (0.92, 5, (3, 3, 2)),
+    "lenet5": (0.92, 5, (3, 3, 2)),
+}
+BATCH = 128
+TIMING = {"lenet_300_100": (400, 5), "lenet5": (100, 3)}  # steps per timed epoch, rounds
+
+
+def python_for(backend: str) -> str:
+    """The Python that runs ``backend``: this one, ``KC_<BACKEND>_PYTHON``, or ``.venv-<backend>``.
+
+    The virtual environments are the test suite's (``bash tests/backends.sh setup``), made on
+    first use.
+    """
+    if backend == "tensorflow":
+        return sys.executable
+    named = os.environ.get(f"KC_{backend.upper()}_PYTHON")
+    if named:
+        return named
+    python = ROOT / f".venv-{backend}" / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["bash", str(ROOT / "tests" / "backends.sh"), "setup"], check=True)
+    return str(python)
+
+
+def start_weights(model_name: str, path: Path) -> None:
+    """Glorot-uniform kernels and zero biases drawn by numpy: the same on every backend."""
+    model = getattr(kc.examples, model_name)()
+    rng = np.random.default_rng(0)
+    values = []
+    for v in model.weights:
+        shape = tuple(v.shape)
+        if len(shape) >= 2:
+            receptive = int(np.prod(shape[:-2]))
+            limit = np.sqrt(6.0 / ((shape[-2] + shape[-1]) * receptive))
+            values.append(rng.uniform(-limit, limit, shape).astype("float32"))
+        else:
+            values.append(np.zeros(shape, "float32"))
+    np.savez(path, *values)
+
+
+class EpochTimes(keras.callbacks.Callback):
+    """Wall time of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Start the clock."""
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Record the epoch."""
+        self.times.append(time.perf_counter() - self._start)
+
+
+def interleaved_times(runs: dict, x, y, steps: int, rounds: int) -> dict[str, float]:
+    """Seconds per epoch of ``steps`` batches for each ``{name: (model, callbacks)}``.
+
+    The variants take turns, ``rounds`` times, and each keeps its fastest: a shared machine's
+    slow spells then hit every variant alike (a phase's own epochs, minutes apart, do not).
+    """
+    xs, ys = x[: steps * BATCH], y[: steps * BATCH]
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (model, callbacks) in runs.items():
+            clock = EpochTimes()
+            model.fit(xs, ys, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[*callbacks(), clock])  # fmt: skip
+            times[name].append(clock.times[0])
+    return {name: min(t) for name, t in times.items()}
+
+
+def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) -> None:
+    """Run the recipe on this process's backend; write ``out``.json and ``out``.npz."""
+    (x, y), (xt, yt) = kc.examples.fashion_mnist()
+    x, xt = (x[..., None] / 255.0).astype("float32"), (xt[..., None] / 255.0).astype("float32")
+    order = np.random.default_rng(1).permutation(len(x))  # one batch order for every backend
+    x, y = x[order], y[order]
+    if quick:
+        x, y = x[:12000], y[:12000]
+    sparsity, bits, (dense_epochs, prune_epochs, tune_epochs) = MODELS[model_name]
+    if quick:
+        dense_epochs, prune_epochs, tune_epochs = dense_epochs - 1, prune_epochs - 1, tune_epochs
+    initial = list(np.load(start).values())
+    if perturb:  # the control: TensorFlow from weights a rounding error away
+        noise = np.random.default_rng(2)
+        initial = [(w * (1 + 1e-6 * noise.standard_normal(w.shape))).astype(w.dtype)
+                   for w in initial]  # fmt: skip
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def fresh():
+        model = getattr(kc.examples, model_name)()
+        model.set_weights(initial)
+        return model
+
+    # Masks from the starting weights: one step with a zero learning rate.
+    probe = kc.make_prunable(fresh())
+    probe.compile(keras.optimizers.SGD(0.0), loss)
+    probe.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, verbose=0,
+              callbacks=[kc.MagnitudePruning(sparsity, schedule="constant")])  # fmt: skip
+    start_masks = {f"start/{w.layer.name}/{i}": keras.ops.convert_to_numpy(m)
+                   for w in kc.pruning_wrappers(probe) for i, m in enumerate(w.masks)}  # fmt: skip
+
+    model = fresh()
+    model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    plain = EpochTimes()
+    model.fit(x, y, batch_size=BATCH, epochs=dense_epochs, shuffle=False, verbose=0,
+              callbacks=[plain])  # fmt: skip
+    dense_accuracy = model.evaluate(xt, yt, batch_size=1000, verbose=0)[1]
+
+    pruned = kc.make_prunable(model)
+    pruned.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    pruning = EpochTimes()
+    pruned.fit(x, y, batch_size=BATCH, epochs=prune_epochs, shuffle=False, verbose=0,
+               callbacks=[kc.MagnitudePruning(sparsity), pruning])  # fmt: skip
+    final_masks = {f"final/{w.layer.name}/{i}": keras.ops.convert_to_numpy(m)
+                   for w in kc.pruning_wrappers(pruned) for i, m in enumerate(w.masks)}  # fmt: skip
+    pruned_accuracy = pruned.evaluate(xt, yt, batch_size=1000, verbose=0)[1]
+
+    shared = kc.share_weights(pruned, bits=bits)
+    shared.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
+    tuning = EpochTimes()
+    shared.fit(x, y, batch_size=BATCH, epochs=tune_epochs, shuffle=False, verbose=0,
+               callbacks=[tuning])  # fmt: skip
+    accuracy = shared.evaluate(xt, yt, batch_size=1000, verbose=0)[1]
+
+    np.savez(out.with_suffix(".npz"), **start_masks, **final_masks)
+    # Speed: the three kinds of epoch in turns (after the recipe: its models are done).
+    dense = fresh()
+    dense.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    steps, rounds = TIMING[model_name]
+    speed = interleaved_times(
+        {
+            "plain": (dense, list),
+            "pruning": (pruned, lambda: [kc.MagnitudePruning(sparsity, schedule="constant")]),
+            "finetune": (shared, list),
+        },
+        x, y, steps, rounds,
+    )  # fmt: skip
+    row = {
+        "backend": keras.backend.backend() + (" (perturbed start)" if perturb else ""),
+        "model": model_name,
+        "train_images": len(x),
+        "epochs": [dense_epochs, prune_epochs, tune_epochs],
+        "timing": f"fastest of {rounds} interleaved epochs of {steps} steps",
+        "plain_epoch_s": speed["plain"],
+        "pruning_epoch_s": speed["pruning"],
+        "finetune_epoch_s": speed["finetune"],
+        "recipe_epoch_times_s": {
+            "plain": plain.times,
+            "pruning": pruning.times,
+            "finetune": tuning.times,
+        },
+        "dense_accuracy": dense_accuracy,
+        "pruned_accuracy": pruned_accuracy,
+        "accuracy": accuracy,
+        "sparsity": kc.sparsity(kc.strip(shared))["total"],
+    }
+    row["pruning_ratio"] = row["pruning_epoch_s"] / row["plain_epoch_s"]
+    row["finetune_ratio"] = row["finetune_epoch_s"] / row["plain_epoch_s"]
+    out.with_suffix(".json").write_text(json.dumps(row))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "START", "OUT"))
+    parser.add_argument("--perturb", action="store_true", help="worker: the noise control")
+    args = parser.parse_args()
+    if args.worker:
+        model, start, out = args.worker
+        worker(model, Path(start), Path(out), args.quick, args.perturb)
+        return
+
+    sys.path.insert(0, str(HERE))
+    from results_io import goal, write
+
+    rows, goals, problems = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for model_name in MODELS:
+            start_weights(model_name, work / f"{model_name}_start.npz")
+        for backend, perturb in RUNS:
+            try:
+                python = python_for(backend)
+            except (subprocess.CalledProcessError, OSError) as err:
+                problems[backend] = f"could not install: {err}"
+                continue
+            for model_name in MODELS:
+                tag = backend + ("_perturbed" if perturb else "")
+                out = work / f"{tag}_{model_name}"
+                command = [python, __file__, "--worker", model_name,
+                           str(work / f"{model_name}_start.npz"), str(out)]  # fmt: skip
+                command += ["--quick"] * args.quick + ["--perturb"] * perturb
+                env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+                started = time.perf_counter()
+                run = subprocess.run(command, env=env, capture_output=True, text=True)
+                if run.returncode:
+                    problems[f"{tag}/{model_name}"] = run.stderr.strip()[-600:]
+                    print(tag, model_name, "FAILED", run.stderr[-600:], flush=True)
+                    continue
+                row = json.loads(out.with_suffix(".json").read_text())
+                row["process_s"] = time.perf_counter() - started
+                row["tag"] = tag
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "recipe_epoch_times_s"}),
+                      flush=True)  # fmt: skip
+        for row in rows:
+            if row["tag"] == "tensorflow":
+                continue
+            theirs = np.load(work / f"{row['tag']}_{row['model']}.npz")
+            ours = np.load(work / f"tensorflow_{row['model']}.npz")
+            start = [k for k in ours.files if k.startswith("start/")]
+            final = [k for k in ours.files if k.startswith("final/")]
+            row["start_masks_identical"] = all(np.array_equal(theirs[k], ours[k]) for k in start)
+            entries = sum(ours[k].size for k in final)
+            row["final_mask_agreement"] = (
+                sum(int((theirs[k] == ours[k]).sum()) for k in final) / entries
+            )
+            tf_row = next(r for r in rows if r["tag"] == "tensorflow" and
+                          r["model"] == row["model"])  # fmt: skip
+            row["accuracy_minus_tensorflow"] = row["accuracy"] - tf_row["accuracy"]
+
+    for backend in ("jax", "torch"):
+        for row in (r for r in rows if r["tag"] == backend):
+            tag = f"{backend}_{row['model']}"
+            goals += [
+                goal(f"{tag}_pruning_epoch_ratio", round(row["pruning_ratio"], 3), "<=", 1.10),
+                goal(f"{tag}_finetune_epoch_ratio", round(row["finetune_ratio"], 3), "<=", 1.3),
+                goal(
+                    f"{tag}_accuracy_drop_vs_tensorflow",
+                    round(-100 * row["accuracy_minus_tensorflow"], 2),
+                    "<=",
+                    0.3,
+                ),  # fmt: skip
+                goal(f"{tag}_start_masks_identical", float(row["start_masks_identical"]), ">=", 1),
+            ]
+    lines = ["| backend | model | plain epoch s | pruning epoch s (x) | fine-tune epoch s (x) | "
+             "accuracy | vs TF (points) | start masks = TF | final masks agree |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        vs = r.get("accuracy_minus_tensorflow")
+        lines.append(
+            f"| {r['backend']} | {r['model']} | {r['plain_epoch_s']:.2f} | "
+            f"{r['pruning_epoch_s']:.2f} ({r['pruning_ratio']:.2f}x) | "
+            f"{r['finetune_epoch_s']:.2f} ({r['finetune_ratio']:.2f}x) | {r['accuracy']:.4f} | "
+            f"{'' if vs is None else f'{100 * vs:+.2f}'} | {r.get('start_masks_identical', '')} | "
+            f"{r.get('final_mask_agreement', 1.0):.5f} |"
+        )
+    if problems:
+        lines += ["", "Not run:", *(f"- {k}: {v}" for k, v in problems.items())]
+    name = "backends_quick" if args.quick else "backends"
+    print(write(name, goals, rows, "\n".join(lines), problems=problems))
+
+
+if __name__ == "__main__":
+    main()
