@@ -5,6 +5,8 @@ import pytest
 
 from keras_compress.examples.datasets import fashion_mnist, read_idx
 
+pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
+
 
 def test_fashion_mnist_loads_debian_package_files(fashion):
     (x_train, y_train), (x_test, y_test) = fashion
