@@ -118,6 +118,7 @@ class Stringy(keras.layers.Layer):
         return tf.cast(tf.strings.length(tf.strings.as_string(x)), tf.float32)
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_conversion_error_names_the_layer(tmp_path):
     layers = [keras.layers.Dense(4, name="fc"), Stringy(name="stringy"), keras.layers.Dense(2)]
     model = keras.Sequential([keras.Input((4,)), *layers])

@@ -34,6 +34,7 @@ def test_mirrored_strategy_gives_the_same_masks_on_every_replica(toy_data, mirro
             assert np.all(weights[0][~masks[0]] == 0)
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_load_balanced_pruning_under_mirrored_strategy_and_after_save(toy_data, mirrored, tmp_path):
     x, y = toy_data
     with mirrored.scope():
@@ -56,6 +57,7 @@ def test_load_balanced_pruning_under_mirrored_strategy_and_after_save(toy_data, 
             assert counts.max() - counts.min() <= 1
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_block_structure_under_mirrored_strategy(toy_data, mirrored):
     x, y = toy_data
     with mirrored.scope():

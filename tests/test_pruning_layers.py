@@ -85,6 +85,7 @@ def test_embedding_mask_reaches_the_lstm_through_the_wrapper():
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_functional_model_with_a_nested_sequential_and_tf_data(tf):
 
     block = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu", name="inner")])

@@ -66,6 +66,7 @@ class Interrupt(keras.callbacks.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_backup_and_restore_resumes_an_interrupted_pruning_run(toy_data, tmp_path):
     x, y = toy_data
     reference = _compiled(kc.make_prunable(mlp()))

@@ -19,6 +19,7 @@ def test_uniform_bins_have_equal_width_and_mean_representatives():
         assert np.unique(bins[q.labels == j]).size == 1  # each cluster is one bin
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_ecsq_has_lower_entropy_than_kmeans_at_no_more_distortion():
     x = np.random.default_rng(1).laplace(size=20000)
     km = kmeans1d(x, 8, "linear")

@@ -55,6 +55,7 @@ def _sharing(model):
     return [layer for layer in model.layers if isinstance(layer, kc.WeightSharingWrapper)]
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_fine_tuning_lowers_the_loss_on_a_fixed_batch(toy_data):
     x, y = toy_data
     shared = kc.share_weights(_trained(toy_data), bits=2)

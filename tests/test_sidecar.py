@@ -139,6 +139,7 @@ def test_the_skeleton_is_deflated_only_where_it_pays_and_huffman_files_keep_old_
         sidecar.split(model, cuts, window_bits=16)
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_a_corrupted_deflate_skeleton_is_rejected_even_with_its_crc_fixed_up():
     import zlib
 

@@ -109,6 +109,7 @@ def test_channel_pruning_then_surgery_gives_the_same_outputs_and_fewer_units(toy
                                kc.strip(wrapped).predict(x, verbose=0), atol=1e-5)  # fmt: skip
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_channel_pruning_of_a_cnn_removes_filters_by_surgery():
     x = np.random.default_rng(0).random((160, 28, 28, 1), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 10, 160)
