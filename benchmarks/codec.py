@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import lzma
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -33,6 +35,7 @@ from keras_compress.deploy import sidecar
 from keras_compress.deploy.tflite_buffers import sidecar_cuts, weight_buffers
 
 C_SOURCE = Path(__file__).resolve().parent.parent / "tflite_export" / "c"
+M4_CLOCK_HZ = 64e6  # the decode-time estimate's clock (a typical Cortex-M4 part)
 
 
 def compressed_lenet5(x, y, epochs):
@@ -99,6 +102,83 @@ def cortex_m4_footprint(work: Path, window_bits: int = 0) -> dict:
     return {"m4_code_bytes": text(linked), "m4_code_with_error_names_bytes": text(obj),
             "m4_workspace_bytes": workspace, "m4_stack_bytes": stack,
             "m4_ram_bytes": workspace + stack}  # fmt: skip
+
+
+M4_TEXT = (
+    "**The decoder on an emulated Cortex-M4** (issue 26; `tflite_export/c/m4`): a bare-metal "
+    "program for Arm's MPS2 AN386 board (vector table, linker script, semihosting; no RTOS) "
+    "links `kcz_decode` with the skeleton and sidecar in flash, built with Debian's "
+    "`arm-none-eabi-gcc` (newlib-nano) and run under `qemu-system-arm -M mps2-an386 -icount "
+    "shift=0`. It decodes with a static workspace into a callback that counts bytes "
+    "(instructions and the stack measured there) and then streams the model out through "
+    "semihosting, compared with the `.tflite` byte for byte (byte_exact). instructions: "
+    "SysTick ticks on QEMU's instruction-count clock, calibrated by a loop of 10M instructions "
+    "(exactly 40 per tick; resolution one tick). stack_bytes: the deepest stack used below "
+    "the caller's frame (the free stack painted before the call). flash: code + constants "
+    "(flash_code_bytes) and the model files (flash_model_bytes); ram: the static workspace "
+    "and the program's other variables. estimated_ms_at_64mhz is an *estimate*: instructions "
+    "at 64 MHz and one instruction per cycle; a real M4 takes more cycles for loads, taken "
+    "branches and flash wait states (QEMU does not model timing)."
+)
+
+
+def load_emulator():
+    """tflite_export/c/m4/emulate.py (a script beside the C sources, not a package module)."""
+    path = C_SOURCE / "m4" / "emulate.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def emulated_m4(work: Path, model: bytes) -> list[dict]:
+    """The decoder bare-metal on QEMU's Cortex-M4 (mps2-an386), one row per build, or [].
+
+    Each build links the skeleton and sidecar into flash, decodes once into a byte-counting
+    callback (instructions: QEMU's -icount clock, calibrated; peak stack: painted) and once
+    out through semihosting (compared with the .tflite byte for byte).
+    """
+    emulate = load_emulator()
+    reason = emulate.missing_tools()
+    if reason:
+        print(reason)
+        return []
+    mcu = ("KCZ_MAX_CODEBOOK=256",)
+    builds = [  # name, -O, defines, sidecar.split options
+        ("-Os, Huffman, raw skeleton", "-Os", (*mcu, "KCZ_WINDOW_BITS=0"),
+         {"window_bits": None, "coding": "huffman"}),
+        ("-Os, export default (arithmetic), DEFLATE skeleton (1 KB window)", "-Os", mcu,
+         {"window_bits": 10}),
+        ("-O2, Huffman, DEFLATE skeleton (32 KB window)", "-O2", (),
+         {"window_bits": 15, "coding": "huffman"}),
+        ("-O2, export default (arithmetic), DEFLATE skeleton (32 KB window)", "-O2", (),
+         {"window_bits": 15}),
+    ]  # fmt: skip
+    rows = []
+    for i, (name, opt, defines, split) in enumerate(builds):
+        skeleton, side, _ = sidecar.split(model, sidecar_cuts(model), **split)
+        files = work / f"m4_{i}"
+        files.mkdir()
+        (files / "s").write_bytes(skeleton)
+        (files / "k").write_bytes(side)
+        firmware, report = emulate.decode(files / "s", files / "k", files, opt, defines)
+        sections = firmware.sections
+        instructions = report.get("instructions", 0)
+        rows.append({
+            "build": name, "flags": " ".join(firmware.flags),
+            "byte_exact": report["output"] == model, "status": report["status"],
+            "instructions": instructions, "instructions_per_byte": instructions / len(model),
+            "estimated_ms_at_64mhz": instructions / M4_CLOCK_HZ * 1e3,
+            "stack_bytes": report.get("stack_bytes"), "workspace_bytes": report["workspace_bytes"],
+            "stack_plus_workspace_bytes": report.get("stack_bytes", 0) + report["workspace_bytes"],
+            "decoder_code_bytes": firmware.decoder_code_bytes,
+            "flash_code_bytes": sections[".text"] + sections[".rodata"],
+            "flash_model_bytes": sections[".kcz_model"],
+            "ram_bytes": sections[".bss"] + sections.get(".data", 0),
+        })  # fmt: skip
+        print(rows[-1])
+    return rows
 
 
 def best_of(fn, repeats):
@@ -169,6 +249,7 @@ def main():
     footprint = cortex_m4_footprint(work)
     deflate = cortex_m4_footprint(work, window_bits=10)
     footprint.update({f"deflate_{k}": v for k, v in deflate.items()})
+    m4 = emulated_m4(work, model)
     rows = [
         {**sizes, **footprint, **c_mbs, "zlib_inflate_mb_s": zlib_mbs,
          "python_encode_mb_s": len(model) / py_encode_s / 1e6,
@@ -193,6 +274,17 @@ def main():
             results_io.goal("cortex_m4_code_bytes", footprint["m4_code_bytes"], "<=", 2560),
             results_io.goal("cortex_m4_ram_bytes", footprint["m4_ram_bytes"], "<=", 2048),
         ]
+    if m4:  # issue 26: the decoder run on an emulated Cortex-M4
+        exact = {opt: all(r["byte_exact"] for r in m4 if r["flags"].split()[2] == opt)
+                 for opt in ("-Os", "-O2")}  # fmt: skip
+        goals += [
+            results_io.goal("m4_emulated_byte_exact_Os", float(exact["-Os"]), ">=", 1.0),
+            results_io.goal("m4_emulated_byte_exact_O2", float(exact["-O2"]), ">=", 1.0),
+            results_io.goal("m4_emulated_stack_plus_workspace_Os_bytes",
+                            m4[0]["stack_plus_workspace_bytes"], "<=", 2048),
+            results_io.goal("m4_emulated_arithmetic_and_deflate_skeleton_byte_exact",
+                            float(m4[1]["byte_exact"] and m4[3]["byte_exact"]), ">=", 1.0),
+        ]  # fmt: skip
     md = (
         "LeNet-5 on Fashion-MNIST, pruned to Han et al.'s levels and shared (conv 8 bits, dense "
         "5 bits), float32 .tflite. gzip and xz compress the same weight bytes the sidecar "
@@ -209,7 +301,10 @@ def main():
         "default with it (`KCZ_WINDOW_BITS=10`, a 1 KB window in the workspace).\n\n"
         + results_io.table(rows, list(rows[0]))
     )
-    print(results_io.write("codec_quick" if args.quick else "codec", goals, rows, md))
+    if m4:
+        md += "\n\n" + M4_TEXT + "\n\n" + results_io.table(m4, list(m4[0]))
+    print(results_io.write("codec_quick" if args.quick else "codec", goals, rows, md,
+                           m4_emulated=m4))  # fmt: skip
     shutil.rmtree(work)
 
 
