@@ -73,10 +73,17 @@ class _WeightClass:
         return [(ops.convert_to_numpy(v), ops.convert_to_numpy(m)) for v, m in self.members]
 
     def write_members(self, masks: Sequence[np.ndarray], optimizer) -> None:
-        """Set the members' masks; zero their pruned weights and the optimizer's slots of them."""
+        """Set the members' masks; zero their pruned weights (and, on JAX, the optimizer's slots).
+
+        On TensorFlow and PyTorch the mask constraint zeroes a pruned weight after every step,
+        whatever its momentum, so only JAX (where the constraint cannot read the mask) needs
+        the slots zeroed: elsewhere that would copy every slot to the host and back for nothing.
+        """
+        jax = keras.backend.backend() == "jax"
         for (variable, mask_var), mask in zip(self.members, masks):
             mask_var.assign(mask)
-            for target in [variable, *optimizer_slots(optimizer, variable).values()]:
+            slots = optimizer_slots(optimizer, variable).values() if jax else ()
+            for target in [variable, *slots]:
                 value = ops.convert_to_numpy(target)
                 target.assign(np.where(mask, value, 0).astype(value.dtype))
 
