@@ -85,9 +85,11 @@ def test_m4_decodes_byte_exact(lenet5, tmp_path, opt, defines, split, pad, stric
     _assert_rebuilt(report, lenet5)
 
 
-def test_m4_decoder_fits_2_kb_of_ram(lenet5, tmp_path):
-    """Measured peak stack (painted) + workspace of the smallest -Os build, under 2 KB."""
-    skeleton, side = _files(tmp_path, lenet5, window_bits=None, coding="huffman")
+@pytest.mark.parametrize("coding", ["huffman", "auto"])
+def test_m4_decoder_fits_2_kb_of_ram(lenet5, tmp_path, coding):
+    """Measured peak stack (painted) + workspace of the -Os build for raw skeletons, <= 2 KB,
+    with Huffman and with arithmetic-coded tensors (their state shares the workspace)."""
+    skeleton, side = _files(tmp_path, lenet5, window_bits=None, coding=coding)
     build = tmp_path / "build"
     _, report = emulate.decode(skeleton, side, build, "-Os", (*MCU, "KCZ_WINDOW_BITS=0"))
     _assert_rebuilt(report, lenet5)
