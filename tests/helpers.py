@@ -1,9 +1,7 @@
 """Small models and synthetic files shared by the tests (fixtures live in conftest.py)."""
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -14,15 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 C_SOURCE = ROOT / "tflite_export" / "c"
 JAVA_SOURCE = ROOT / "tflite_export" / "java"
 GCC = shutil.which("gcc")
-
-
-def load_path(path: Path):
-    """Import a Python file that is not in a package (e.g. tflite_export/c/m4/emulate.py)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def mlp(name="mlp"):

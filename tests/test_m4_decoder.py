@@ -3,18 +3,21 @@ rejects corrupt sidecars with the host decoder's error. Skips without the Arm to
 QEMU (``apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm``)."""
 
 import subprocess
+import sys
 import zlib
 
 import keras
 import numpy as np
 import pytest
-from helpers import C_SOURCE, build_c, load_path
+from helpers import C_SOURCE, build_c
 
 import keras_compress as kc
 from keras_compress.deploy import sidecar
 from keras_compress.deploy.tflite_buffers import sidecar_cuts
 
-emulate = load_path(C_SOURCE / "m4" / "emulate.py")
+sys.path.insert(0, str(C_SOURCE / "m4"))  # emulate.py: a script beside the C sources
+import emulate  # noqa: E402
+
 if emulate.missing_tools():
     pytest.skip(emulate.missing_tools(), allow_module_level=True)
 
