@@ -32,6 +32,7 @@ from pathlib import Path
 
 import keras  # the worker's backend: KERAS_BACKEND, set by the driver
 import numpy as np
+from timing import EpochTimer
 
 import keras_compress as kc
 
@@ -81,22 +82,6 @@ def start_weights(model_name: str, path: Path) -> None:
     np.savez(path, *values)
 
 
-class EpochTimes(keras.callbacks.Callback):
-    """Wall time of each epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.times: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        """Start the clock."""
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Record the epoch."""
-        self.times.append(time.perf_counter() - self._start)
-
-
 def interleaved_times(runs: dict, x, y, steps: int, rounds: int) -> dict[str, float]:
     """Seconds per epoch of ``steps`` batches for each ``{name: (model, callbacks)}``.
 
@@ -107,10 +92,10 @@ def interleaved_times(runs: dict, x, y, steps: int, rounds: int) -> dict[str, fl
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, (model, callbacks) in runs.items():
-            clock = EpochTimes()
+            clock = EpochTimer()
             model.fit(xs, ys, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
                       callbacks=[*callbacks(), clock])  # fmt: skip
-            times[name].append(clock.times[0])
+            times[name].append(clock.wall[0])
     return {name: min(t) for name, t in times.items()}
 
 
@@ -147,14 +132,14 @@ def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) 
 
     model = fresh()
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
-    plain = EpochTimes()
+    plain = EpochTimer()
     model.fit(x, y, batch_size=BATCH, epochs=dense_epochs, shuffle=False, verbose=0,
               callbacks=[plain])  # fmt: skip
     dense_accuracy = model.evaluate(xt, yt, batch_size=1000, verbose=0)[1]
 
     pruned = kc.make_prunable(model)
     pruned.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
-    pruning = EpochTimes()
+    pruning = EpochTimer()
     pruned.fit(x, y, batch_size=BATCH, epochs=prune_epochs, shuffle=False, verbose=0,
                callbacks=[kc.MagnitudePruning(sparsity), pruning])  # fmt: skip
     final_masks = {f"final/{w.layer.name}/{i}": keras.ops.convert_to_numpy(m)
@@ -163,7 +148,7 @@ def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) 
 
     shared = kc.share_weights(pruned, bits=bits)
     shared.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
-    tuning = EpochTimes()
+    tuning = EpochTimer()
     shared.fit(x, y, batch_size=BATCH, epochs=tune_epochs, shuffle=False, verbose=0,
                callbacks=[tuning])  # fmt: skip
     accuracy = shared.evaluate(xt, yt, batch_size=1000, verbose=0)[1]
@@ -191,9 +176,9 @@ def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) 
         "pruning_epoch_s": speed["pruning"],
         "finetune_epoch_s": speed["finetune"],
         "recipe_epoch_times_s": {
-            "plain": plain.times,
-            "pruning": pruning.times,
-            "finetune": tuning.times,
+            "plain": plain.wall,
+            "pruning": pruning.wall,
+            "finetune": tuning.wall,
         },
         "dense_accuracy": dense_accuracy,
         "pruned_accuracy": pruned_accuracy,

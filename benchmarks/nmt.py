@@ -44,6 +44,7 @@ import keras
 import matplotlib
 import numpy as np
 import results_io
+from timing import EpochTimer
 
 import keras_compress as kc
 from keras_compress.distillation import hinton
@@ -126,22 +127,6 @@ def first_full_sparsity_epoch(epochs: int) -> int:
     return int(np.ceil(RAMP * epochs))
 
 
-class EpochTimes(keras.callbacks.Callback):
-    """Wall time of each epoch (training and validation)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        """Start the clock."""
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Record the epoch's time."""
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def retrain(model, train, valid, epochs, pruning=None, distill=False) -> tuple[keras.Model, dict]:
     """Retrain ``model`` (unchanged) ``epochs`` epochs, pruned by ``pruning``; the kept epoch.
 
@@ -174,14 +159,14 @@ def retrain(model, train, valid, epochs, pruning=None, distill=False) -> tuple[k
         "val_loss", patience=epochs, restore_best_weights=True,
         start_from_epoch=first_full_sparsity_epoch(epochs) - 1,
     )  # fmt: skip
-    timer = EpochTimes()
+    timer = EpochTimer()
     history = trained.fit([x, tin], tout, batch_size=BATCH, epochs=epochs, verbose=2,
                           validation_data=([vx, vin], vout),
                           callbacks=[*callbacks, best, timer])  # fmt: skip
     print(f"kept epoch {best.best_epoch + 1} of {epochs}", flush=True)
     return kc.strip(wrapped), {
         "val_loss": history.history["val_loss"],
-        "epoch_seconds": timer.seconds,
+        "epoch_seconds": timer.wall,
         "kept_epoch": best.best_epoch + 1,
     }
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import keras
 import results_io
 from fashion import BATCH, LOSS, accuracy, compiled, data, prune_to_han_levels
+from timing import EpochTimer
 
 import keras_compress as kc
 from keras_compress.coding.entropy import entropy_bits
@@ -54,23 +54,6 @@ def pruned_model(build, name, x, y, cfg):
     model = compiled(build(), 1e-3)
     model.fit(x, y, batch_size=BATCH, epochs=cfg["epochs"], verbose=0)
     return kc.strip(prune_to_han_levels(model, name, x, y, cfg["retrain"]))
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall and CPU seconds of each epoch, from its first batch's start to its last's end."""
-
-    def __init__(self):
-        super().__init__()
-        self.wall, self.cpu = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        """Start the clocks."""
-        self.start = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Record the epoch's seconds."""
-        self.wall.append(time.perf_counter() - self.start[0])
-        self.cpu.append(time.process_time() - self.start[1])
 
 
 def epoch_time_ratio(plain, shared, x, y, repeats):

@@ -1,0 +1,38 @@
+"""Shared by the benchmarks: the wall and CPU time of each training epoch."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall and CPU seconds of each epoch, from ``on_epoch_begin`` to ``on_epoch_end``.
+
+    Timed inside ``fit``, so what ``fit`` does before its first epoch and after its last (data
+    adapters, tearing down the pipeline) is not counted; validation at the epoch's end is.
+
+    Example:
+        >>> import numpy as np
+        >>> timer = EpochTimer()
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.zeros((4, 2)), np.zeros(4), epochs=2, verbose=0, callbacks=[timer])
+        >>> len(timer.wall), len(timer.cpu)
+        (2, 2)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Start the clocks."""
+        self._start = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Record the epoch's seconds."""
+        self.wall.append(time.perf_counter() - self._start[0])
+        self.cpu.append(time.process_time() - self._start[1])
