@@ -25,7 +25,7 @@ English-to-German message pairs from the gettext catalogs that Debian packages i
 The runs are independent tasks spread over ``--jobs`` processes; each task's result is kept
 in ``--work`` so an interrupted run continues where it stopped (same arguments).
 
-    python benchmarks/nmt.py            # about 100 minutes on 2 cores
+    python benchmarks/nmt.py            # about 2 hours on 2 cores
     python benchmarks/nmt.py --quick    # subset smoke run
 """
 
