@@ -96,3 +96,18 @@ def test_unknown_criterion_and_shape_mismatch_are_rejected():
         pm.compute_masks("random", w, _ones(w), [0.5])
     with pytest.raises(ValueError, match="differ in shape"):
         pm.class_blind_masks(w, [np.ones(5, bool)], 0.5)
+
+
+@pytest.mark.parametrize("criterion", ["class_blind", "class_uniform"])
+def test_levels_are_exact_with_ties_and_nans(criterion):
+    # Equal magnitudes are pruned first come first served; NaNs (a diverged run) rank last.
+    w = [np.array([1.0, -1.0, np.nan, 1.0, 0.5, np.nan, -1.0, 2.0], np.float32)]
+    for level in (0.125, 0.25, 0.5, 0.75, 0.875):
+        mask = pm.compute_masks(criterion, w, [np.ones(8, bool)], [level])[0]
+        assert np.count_nonzero(~mask) == round(level * 8)
+        if level >= 0.25:
+            assert not mask[4]  # the smallest magnitude goes first
+        if level < 0.75:
+            assert mask[2] and mask[5]  # NaNs go only after every number
+    tied = pm.compute_masks(criterion, [np.ones(4, np.float32)], [np.ones(4, bool)], [0.5])[0]
+    assert tied.tolist() == [False, False, True, True]

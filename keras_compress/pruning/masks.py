@@ -69,8 +69,11 @@ def _prune_lowest(scores: np.ndarray, mask: np.ndarray, n_prune: int) -> np.ndar
     more = n_prune - already
     values = scores[kept]
     threshold = np.partition(values, more - 1)[more - 1]
-    drop = values < threshold
-    ties = np.flatnonzero(values == threshold)[: more - int(np.count_nonzero(drop))]
+    if np.isnan(threshold):  # NaN sorts last: every number goes, then the first NaNs
+        drop, at = ~np.isnan(values), np.isnan(values)
+    else:
+        drop, at = values < threshold, values == threshold
+    ties = np.flatnonzero(at)[: more - int(np.count_nonzero(drop))]
     drop[ties] = True  # the first (by position) of the weights at the threshold
     flat[kept[drop]] = False
     return flat.reshape(mask.shape)
