@@ -238,17 +238,18 @@ class Corpus:
 EMBED, UNITS = 96, 128
 
 
-def _threads(jobs: int) -> None:
-    """Split the cores among the ``jobs`` worker processes."""
+def _worker_corpus(args) -> Corpus:
+    """A task's start in its worker process: its share of the cores, then the data."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // jobs))
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    return Corpus(args.quick)
 
 
 def base_task(seed: int, args, work: Path) -> dict:
     """Train seed ``seed``'s unpruned model; retrain the control and 80% on the labels."""
-    _threads(args.jobs)
-    corpus = Corpus(args.quick)
+    corpus = _worker_corpus(args)
     train, valid = corpus.train, corpus.valid
     keras.utils.set_random_seed(seed)
     model = corpus.model()
@@ -270,8 +271,7 @@ def base_task(seed: int, args, work: Path) -> dict:
 
 def distilled_task(seed: int, args, work: Path) -> dict:
     """The recipe: 80% and 90% class-blind, distilled from seed ``seed``'s unpruned model."""
-    _threads(args.jobs)
-    corpus = Corpus(args.quick)
+    corpus = _worker_corpus(args)
     model = corpus.model()
     model.load_weights(work / f"base_{seed}.weights.h5")
     rows, runs = [], {}
@@ -287,8 +287,7 @@ def distilled_task(seed: int, args, work: Path) -> dict:
 
 def ese_task(args, work: Path) -> dict:
     """Seed 0's model: pruning without retraining (three schemes), ESE, 12 bits, export."""
-    _threads(args.jobs)
-    corpus = Corpus(args.quick)
+    corpus = _worker_corpus(args)
     model = corpus.model()
     model.load_weights(work / "base_0.weights.h5")
     weights = model.get_weights()
