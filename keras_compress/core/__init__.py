@@ -23,7 +23,13 @@ from keras_compress.core import (
 from keras_compress.core.batchnorm import fold_batchnorm
 from keras_compress.core.report import compressed_weights, sparsity, summary, weight_rows
 from keras_compress.core.rewrite import iter_layers
-from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
+from keras_compress.core.selectors import (
+    LayerSelector,
+    check_selectors,
+    per_layer,
+    selects,
+    selects_any,
+)
 from keras_compress.core.wrapper import CompressionWrapper, is_wrapper, strip, unwrap, weight_key
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "report",
     "rewrite",
     "selectors",
+    "per_layer",
     "selects",
     "selects_any",
     "sparsity",

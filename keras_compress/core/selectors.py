@@ -16,11 +16,13 @@ A selector is any of:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import keras
 
 LayerSelector = str | type
+V = TypeVar("V")
 
 #: Family words and the layer classes they stand for.
 FAMILIES: dict[str, tuple[type, ...]] = {
@@ -100,3 +102,39 @@ def selects_any(
         True
     """
     return any(selects(selector, layer, key) for selector in selectors)
+
+
+def per_layer(
+    setting: V | Mapping[LayerSelector, V],
+    layers: Sequence[keras.layers.Layer],
+    what: str,
+    view: Callable[[keras.layers.Layer], keras.layers.Layer] = lambda layer: layer,
+) -> list[V | None]:
+    """Each layer's value of a per-layer ``setting`` (``bits=4`` or ``bits={"conv": 8}``).
+
+    A plain value applies to every layer; from ``{selector: value}`` a layer takes the value
+    of the first key that picks it, ``None`` where no key does. Selectors see ``view(layer)``
+    (the layer inside a wrapper, say).
+
+    Raises:
+        ValueError: a key that picks none of ``layers`` (``what`` names the setting).
+
+    Example:
+        >>> layers = [keras.layers.Dense(2, name="fc1"), keras.layers.Conv2D(2, 3, name="c1")]
+        >>> per_layer({"conv": 8, "dense": 5}, layers, "bits"), per_layer(4, layers, "bits")
+        ([5, 8], [4, 4])
+        >>> per_layer({"fc2": 5}, layers, "bits")
+        Traceback (most recent call last):
+        ...
+        ValueError: bits key 'fc2' selects no layer; the model has: fc1, c1
+    """
+    if not isinstance(setting, Mapping):
+        return [setting] * len(layers)
+    for key in check_selectors(list(setting)):
+        if not any(selects(key, view(layer)) for layer in layers):
+            names = ", ".join(layer.name for layer in layers)
+            raise ValueError(f"{what} key {key!r} selects no layer; the model has: {names}")
+    return [
+        next((value for key, value in setting.items() if selects(key, view(layer))), None)
+        for layer in layers
+    ]

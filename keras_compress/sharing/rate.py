@@ -29,7 +29,7 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core.rewrite import iter_layers
-from keras_compress.core.selectors import LayerSelector, check_selectors, selects
+from keras_compress.core.selectors import LayerSelector, per_layer
 from keras_compress.core.weights import compressible_variables, variable_name
 from keras_compress.core.wrapper import unwrap
 
@@ -119,18 +119,9 @@ def rate_regularize(
         3
     """
     layers = [layer for layer in iter_layers(model) if not isinstance(layer, keras.Model)]
-    if isinstance(bits, Mapping):  # selectors see the layer inside a pruning wrapper
-        for key in check_selectors(list(bits)):
-            if not any(selects(key, unwrap(layer)) for layer in layers):
-                names = ", ".join(layer.name for layer in layers)
-                raise ValueError(f"bits key {key!r} selects no layer; the model has: {names}")
     chosen = 0
-    for layer in layers:
-        layer_bits = (
-            next((b for key, b in bits.items() if selects(key, unwrap(layer))), None)
-            if isinstance(bits, Mapping)
-            else bits
-        )
+    # selectors see the layer inside a pruning wrapper
+    for layer, layer_bits in zip(layers, per_layer(bits, layers, "bits", unwrap)):
         variables = compressible_variables(layer, weights) if layer_bits is not None else []
         rate = EntropyRate(lam, layer_bits, temperature) if lam > 0 and variables else None
         for variable in variables:

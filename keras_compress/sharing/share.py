@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
-from keras_compress.core.selectors import LayerSelector, check_selectors, selects
+from keras_compress.core.selectors import LayerSelector, per_layer
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import strip, weight_key
 from keras_compress.sharing.kmeans1d import INITS, Clustering, kmeans1d
@@ -71,12 +71,6 @@ def quantize(
     h = np.ones_like(values) if importance is None else importance
     spread = float(np.mean(h * (values - values.mean()) ** 2))
     return ecsq(values, k, lam * spread, importance)
-
-
-def _bits_for(layer: keras.layers.Layer, bits: int | Mapping, weights) -> int | None:
-    if not isinstance(bits, Mapping):
-        return bits if compressible_variables(layer, weights) else None
-    return next((value for key, value in bits.items() if selects(key, layer)), None)
 
 
 def share_weights(
@@ -143,15 +137,11 @@ def share_weights(
         )
     plain = strip(model)
     layers = [layer for layer in iter_layers(plain) if not isinstance(layer, keras.Model)]
-    if isinstance(bits, Mapping):
-        for key in check_selectors(list(bits)):
-            if not any(selects(key, layer) for layer in layers):
-                names = ", ".join(layer.name for layer in layers)
-                raise ValueError(f"bits key {key!r} selects no layer; the model has: {names}")
     picked = {}
-    for layer in layers:
-        layer_bits = _bits_for(layer, bits, weights)
-        if layer_bits is None:
+    for layer, layer_bits in zip(layers, per_layer(bits, layers, "bits")):
+        if layer_bits is None or not (
+            isinstance(bits, Mapping) or compressible_variables(layer, weights)
+        ):
             continue
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
         picked[id(layer)] = layer_bits
