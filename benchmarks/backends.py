@@ -67,19 +67,8 @@ def python_for(backend: str) -> str:
 
 
 def start_weights(model_name: str, path: Path) -> None:
-    """Glorot-uniform kernels and zero biases drawn by numpy: the same on every backend."""
-    model = getattr(kc.examples, model_name)()
-    rng = np.random.default_rng(0)
-    values = []
-    for v in model.weights:
-        shape = tuple(v.shape)
-        if len(shape) >= 2:
-            receptive = int(np.prod(shape[:-2]))
-            limit = np.sqrt(6.0 / ((shape[-2] + shape[-1]) * receptive))
-            values.append(rng.uniform(-limit, limit, shape).astype("float32"))
-        else:
-            values.append(np.zeros(shape, "float32"))
-    np.savez(path, *values)
+    """``kc.examples.numpy_start``'s weights, saved for every backend's worker."""
+    np.savez(path, *kc.examples.numpy_start(getattr(kc.examples, model_name)()).get_weights())
 
 
 def interleaved_times(runs: dict, x, y, steps: int, rounds: int) -> dict[str, float]:

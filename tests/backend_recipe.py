@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from helpers import mlp, numpy_init, toy_xy
+from helpers import mlp, toy_xy
 
 import keras_compress as kc
 
@@ -19,7 +19,7 @@ def recipe(out: Path) -> None:
     """The same steps, from the same numpy-drawn weights, on the current backend."""
     x, y = toy_xy(256)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model = kc.make_prunable(numpy_init(mlp()))
+    model = kc.make_prunable(kc.examples.numpy_start(mlp()))
     model.compile(keras.optimizers.SGD(0.0), loss)  # masks from the starting weights
     model.fit(x[:32], y[:32], batch_size=32, verbose=0,
               callbacks=[kc.MagnitudePruning(0.75, schedule="constant")])  # fmt: skip

@@ -27,19 +27,6 @@ def mlp(name="mlp"):
     )
 
 
-def numpy_init(model, seed=0):
-    """Set every weight of ``model`` from a numpy generator: the same start on every backend
-    (each backend's own initializers draw different numbers from the same seed)."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for v in model.weights:
-        fan = sum(v.shape[-2:]) if len(v.shape) >= 2 else 0
-        scale = np.sqrt(2.0 / fan) if fan else 0.0
-        values.append((rng.normal(size=v.shape) * scale).astype(v.dtype))
-    model.set_weights(values)
-    return model
-
-
 def toy_xy(n=256, seed=0):
     """Inputs for ``mlp`` and labels a small model learns: the sign of three features' sum."""
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import mlp, numpy_init, toy_xy
+from helpers import mlp, toy_xy
 
 import keras_compress as kc
 
@@ -75,7 +75,7 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(toy_data, optimizer):
 
 def test_weights_drawn_by_numpy_give_the_same_masks_and_codebooks_on_every_backend():
     # What each backend computes from the same numpy weights, against numpy itself.
-    model = kc.make_prunable(numpy_init(mlp()))
+    model = kc.make_prunable(kc.examples.numpy_start(mlp()))
     model.compile(keras.optimizers.SGD(0.0), LOSS)
     x, y = toy_xy(32)
     model.fit(x, y, batch_size=32, verbose=0,
@@ -83,7 +83,7 @@ def test_weights_drawn_by_numpy_give_the_same_masks_and_codebooks_on_every_backe
     for wrapper in kc.pruning_wrappers(model):
         w = keras.ops.convert_to_numpy(wrapper.layer.kernel)
         mask = keras.ops.convert_to_numpy(wrapper.masks[0])
-        start = numpy_init(mlp()).get_layer(wrapper.layer.name).kernel
+        start = kc.examples.numpy_start(mlp()).get_layer(wrapper.layer.name).kernel
         kept = np.abs(keras.ops.convert_to_numpy(start))
         threshold = np.sort(kept.ravel())[round(0.75 * kept.size) - 1]
         np.testing.assert_array_equal(mask, kept > threshold)
@@ -103,7 +103,7 @@ def test_data_parallel_under_jax_gives_the_masks_and_codebooks_of_one_device():
     def run(distribution):
         keras.distribution.set_distribution(distribution)
         try:
-            model = kc.make_prunable(numpy_init(mlp()))
+            model = kc.make_prunable(kc.examples.numpy_start(mlp()))
             model.compile(keras.optimizers.Adam(0.01), LOSS)
             model.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False,
                       callbacks=[kc.MagnitudePruning(0.75, end_step=12, frequency=4)])  # fmt: skip
@@ -126,9 +126,10 @@ def test_data_parallel_under_jax_gives_the_masks_and_codebooks_of_one_device():
         assert len(shards) == 2  # replicated on both devices, identical
         np.testing.assert_array_equal(shards[0], shards[1])
         np.testing.assert_array_equal(np.asarray(single), shards[0])
+    # Training summed the two halves' gradients in another order, so the weights, their
+    # cluster means and the fine-tuned centroids equal one device's to rounding.
     for single, parallel in zip(one[1], two[1]):
-        np.testing.assert_array_equal(single, parallel)
-    # Fine-tuning sums the two halves' gradients in another order: equal to rounding.
+        np.testing.assert_allclose(single, parallel, atol=1e-6)
     np.testing.assert_allclose(one[2], two[2], atol=1e-6)
 
 

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from helpers import mlp, numpy_init, toy_xy
+from helpers import mlp, toy_xy
 
 import keras_compress as kc
 from keras_compress.coding import entropy_bytes
@@ -52,7 +52,7 @@ def test_rate_aware_fine_tuning_of_a_pruned_model_halves_its_entropy():
     results = []
     for lam in (0.0, 5.0):
         keras.utils.set_random_seed(0)
-        model = kc.make_prunable(numpy_init(mlp()))  # the same start on every backend
+        model = kc.make_prunable(kc.examples.numpy_start(mlp()))  # the same start on every backend
         model.compile(keras.optimizers.Adam(0.01), loss)
         model.fit(x, y, epochs=5, verbose=0, callbacks=[kc.MagnitudePruning(0.5, end_step=8)])
         if lam:

@@ -13,13 +13,14 @@ Example:
 
 from keras_compress.examples import translation
 from keras_compress.examples.datasets import fashion_mnist, gettext_pairs, read_idx
-from keras_compress.examples.zoo import lenet5, lenet_300_100
+from keras_compress.examples.zoo import lenet5, lenet_300_100, numpy_start
 
 __all__ = [
     "fashion_mnist",
     "gettext_pairs",
     "lenet5",
     "lenet_300_100",
+    "numpy_start",
     "read_idx",
     "translation",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 
 def lenet_300_100(input_shape: tuple[int, ...] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
@@ -67,3 +68,31 @@ def lenet5(input_shape: tuple[int, ...] = (28, 28, 1), num_classes: int = 10) ->
         ],
         name="lenet5",
     )
+
+
+def numpy_start(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Set ``model``'s weights from numpy, in place: the same start on every Keras backend.
+
+    Each backend's initializers draw different numbers from the same seed, so comparing
+    backends needs a start drawn outside them: Glorot-uniform for every weight of rank >= 2
+    (fans from the last two axes, times the receptive field), zeros for the rest.
+
+    Example:
+        >>> kernel, bias = numpy_start(lenet_300_100()).get_weights()[:2]
+        >>> bool(abs(kernel).max() <= np.sqrt(6 / (784 + 300))), bool((bias == 0).all())
+        (True, True)
+        >>> bool((numpy_start(lenet_300_100()).get_weights()[0] == kernel).all())
+        True
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if len(shape) >= 2:
+            receptive = int(np.prod(shape[:-2]))
+            limit = np.sqrt(6.0 / ((shape[-2] + shape[-1]) * receptive))
+            values.append(rng.uniform(-limit, limit, shape).astype(variable.dtype))
+        else:
+            values.append(np.zeros(shape, variable.dtype))
+    model.set_weights(values)
+    return model
