@@ -39,7 +39,7 @@ def missing_tools() -> str | None:
 
 @dataclass
 class Firmware:
-    """A linked program: its ELF, its sections' sizes and the decoder's share of the code."""
+    """A linked program: its ELF, sections' sizes, decoder's code bytes, ``code_flags``."""
 
     elf: Path
     sections: dict[str, int]
@@ -54,6 +54,14 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
+def code_flags(opt: str, defines: tuple[str, ...], strict_alignment: bool) -> list[str]:
+    """The compiler flags that change the decoder's code: core, alignment, level, defines."""
+    if strict_alignment:
+        defines = (*defines, "KCZ_TRAP_UNALIGNED")
+    alignment = ["-mno-unaligned-access"] if strict_alignment else []
+    return [*CPU, *alignment, opt, *(f"-D{d}" for d in defines)]
+
+
 def compile_objects(
     work: Path, opt: str = "-Os", defines: tuple[str, ...] = (), strict_alignment: bool = False
 ) -> list[Path]:
@@ -64,11 +72,8 @@ def compile_objects(
     pointer then fails.
     """
     work.mkdir(parents=True, exist_ok=True)
-    if strict_alignment:
-        defines = (*defines, "KCZ_TRAP_UNALIGNED")
-    flags = [*CPU, *(["-mno-unaligned-access"] if strict_alignment else []), opt, "-std=c99",
-             "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
-             "-I", C_SOURCE, *(f"-D{d}" for d in defines)]  # fmt: skip
+    flags = [*code_flags(opt, defines, strict_alignment), "-std=c99", "-g", "-Wall", "-Wextra",
+             "-Werror", "-ffunction-sections", "-fdata-sections", "-I", C_SOURCE]  # fmt: skip
     objects = []
     for source in (C_SOURCE / "kcz_decode.c", HERE / "startup.c", HERE / "kcz_m4.c"):
         obj = work / f"{source.stem}.o"
@@ -157,9 +162,7 @@ def decode(
     """Build (see ``compile_objects``), link the two files, run: the firmware and its report."""
     objects = compile_objects(work, opt, defines, strict_alignment)
     firmware = link(objects, skeleton, sidecar, work / "kcz_m4.elf", pad)
-    firmware.flags = [*CPU, opt, *(f"-D{d}" for d in defines)]
-    if strict_alignment:
-        firmware.flags.insert(2, "-mno-unaligned-access")
+    firmware.flags = code_flags(opt, defines, strict_alignment)
     return firmware, run(firmware, timeout)
 
 
