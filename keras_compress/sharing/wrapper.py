@@ -16,13 +16,13 @@ GRADIENTS = ("sum", "mean")
 def _cluster_sums(codes, values, size: int):
     """``sums[k]`` = the sum of ``values`` where ``codes == k``, for ``k < size``.
 
-    Codes run to ``size`` (pruned entries' extra slot, dropped). ``bincount`` is TensorFlow's
-    fastest (a gather's segment-sum gradient is several times slower on CPU); JAX's needs a
-    static length that ``keras.ops.bincount`` does not pass, so other backends use
-    ``segment_sum``.
+    Codes run to ``size`` (pruned entries' extra slot, dropped). ``bincount`` is the fastest
+    on TensorFlow and PyTorch (a gather's segment-sum gradient is several times slower on CPU,
+    and Keras's PyTorch ``segment_sum`` is a general ``scatter_reduce``); JAX's needs a static
+    length that ``keras.ops.bincount`` does not pass, so JAX uses ``segment_sum``.
     """
     codes, values = ops.reshape(codes, (-1,)), ops.reshape(values, (-1,))
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() != "jax":
         return ops.bincount(codes, weights=values, minlength=size + 1)[:size]
     return ops.segment_sum(values, codes, num_segments=size + 1)[:size]
 
