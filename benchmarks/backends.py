@@ -32,7 +32,7 @@ from pathlib import Path
 
 import keras  # the worker's backend: KERAS_BACKEND, set by the driver
 import numpy as np
-from timing import EpochTimer
+from timing import EpochTimer, interleaved_times
 
 import keras_compress as kc
 
@@ -69,23 +69,6 @@ def python_for(backend: str) -> str:
 def start_weights(model_name: str, path: Path) -> None:
     """``kc.examples.numpy_start``'s weights, saved for every backend's worker."""
     np.savez(path, *kc.examples.numpy_start(getattr(kc.examples, model_name)()).get_weights())
-
-
-def interleaved_times(runs: dict, x, y, steps: int, rounds: int) -> dict[str, float]:
-    """Seconds per epoch of ``steps`` batches for each ``{name: (model, callbacks)}``.
-
-    The variants take turns, ``rounds`` times, and each keeps its fastest: a shared machine's
-    slow spells then hit every variant alike (a phase's own epochs, minutes apart, do not).
-    """
-    xs, ys = x[: steps * BATCH], y[: steps * BATCH]
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, (model, callbacks) in runs.items():
-            clock = EpochTimer()
-            model.fit(xs, ys, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-                      callbacks=[*callbacks(), clock])  # fmt: skip
-            times[name].append(clock.wall[0])
-    return {name: min(t) for name, t in times.items()}
 
 
 def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) -> None:
@@ -153,7 +136,7 @@ def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) 
             "pruning": (pruned, lambda: [kc.MagnitudePruning(sparsity, schedule="constant")]),
             "finetune": (shared, list),
         },
-        x, y, steps, rounds,
+        x, y, BATCH, steps, rounds,
     )  # fmt: skip
     row = {
         "backend": keras.backend.backend() + (" (perturbed start)" if perturb else ""),

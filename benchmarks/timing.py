@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: the wall and CPU time of each training epoch."""
+"""Shared by the benchmarks: the wall and CPU time of training epochs, and fair comparisons."""
 
 from __future__ import annotations
 
@@ -36,3 +36,23 @@ class EpochTimer(keras.callbacks.Callback):
         """Record the epoch's seconds."""
         self.wall.append(time.perf_counter() - self._start[0])
         self.cpu.append(time.process_time() - self._start[1])
+
+
+def interleaved_times(runs: dict, x, y, batch: int, steps: int, rounds: int) -> dict[str, float]:
+    """Seconds per epoch of ``steps`` batches for each ``{name: (model, callbacks)}``.
+
+    ``x`` is an array or a list of arrays (a multi-input model); ``callbacks`` returns the
+    callbacks of one ``fit``. The variants take turns, ``rounds`` times, and each keeps its
+    fastest: a shared machine's slow spells then hit every variant alike (a phase's own
+    epochs, minutes apart, do not), and the first round's tracing is not counted.
+    """
+    n = steps * batch
+    xs = [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (model, callbacks) in runs.items():
+            clock = EpochTimer()
+            model.fit(xs, y[:n], batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[*callbacks(), clock])  # fmt: skip
+            times[name].append(clock.wall[0])
+    return {name: min(t) for name, t in times.items()}
