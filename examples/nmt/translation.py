@@ -1,4 +1,4 @@
-"""Train the LSTM translation model on gettext pairs, prune 80% class-blind, retrain distilled.
+"""Train the LSTM translation model on gettext pairs, prune 80% class-blind while retraining.
 
     python examples/nmt/translation.py [--epochs 20] [--retrain 8]
 
@@ -26,7 +26,7 @@ from keras_compress.examples.translation import (
 
 
 def main() -> None:
-    """Train on the gettext pairs, prune 80% class-blind, retrain distilled; BLEU and samples."""
+    """Train on the gettext pairs, prune 80% class-blind while retraining; BLEU and samples."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--retrain", type=int, default=8)
@@ -45,26 +45,21 @@ def main() -> None:
     print(f"BLEU {bleu(model, x_test, refs, tgt, args.length):.2f}")
     groups = {layer.name: [f"{layer.name}/.*"] for layer in model.layers if layer.weights}
     # The retraining recipe of docs/translation.md: the sparsity ramped up over the first 70%
-    # of the steps with masks recomputed every 10 steps, a constant rate, the unpruned model
-    # as the teacher (half the loss on the labels), and of the epochs at full sparsity the one
-    # with the lowest validation loss kept.
-    teacher = keras.models.clone_model(model)
-    teacher.set_weights(model.get_weights())
+    # of the steps with masks recomputed every 10 steps, a constant rate, and of the epochs at
+    # full sparsity the one with the lowest validation loss kept.
     pruned = kc.make_prunable(model)
-    distiller = keras.distillation.Distiller(teacher, pruned, kc.distillation.hinton(1.0),
-                                             student_loss_weight=0.5)  # fmt: skip
-    distiller.compile(keras.optimizers.Adam(1e-3), masked_loss)
+    pruned.compile(keras.optimizers.Adam(1e-3), masked_loss)
     callback = kc.MagnitudePruning(0.8, "polynomial", "class_blind", groups=groups, frequency=10)
     full_sparsity = math.ceil(0.7 * args.retrain)  # the first epoch ending past the ramp
     best = keras.callbacks.EarlyStopping(
         "val_loss", patience=args.retrain, restore_best_weights=True,
         start_from_epoch=full_sparsity - 1,
     )  # fmt: skip
-    distiller.fit([x, tin], tout, batch_size=64, epochs=args.retrain, verbose=2,
-                  validation_data=(list(valid[:2]), valid[2]),
-                  callbacks=[callback, best])  # fmt: skip
+    pruned.fit([x, tin], tout, batch_size=64, epochs=args.retrain, verbose=2,
+               validation_data=(list(valid[:2]), valid[2]),
+               callbacks=[callback, best])  # fmt: skip
     plain = kc.strip(pruned)
-    print(f"80% class-blind, distilled: BLEU {bleu(plain, x_test, refs, tgt, args.length):.2f}")
+    print(f"80% class-blind: BLEU {bleu(plain, x_test, refs, tgt, args.length):.2f}")
     for row, (source, reference) in zip(translate(plain, x_test[:5], args.length), test[:5]):
         print(f"{source}\n  -> {' '.join(tgt.decode(row))}\n  reference: {reference}")
 
