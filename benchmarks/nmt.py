@@ -26,8 +26,9 @@ English-to-German message pairs from the gettext catalogs that Debian packages i
 The runs are independent tasks spread over ``--jobs`` processes; each task's result is kept
 in ``--work`` so an interrupted run continues where it stopped (same arguments).
 
-    python benchmarks/nmt.py            # about 2 hours on 2 cores
-    python benchmarks/nmt.py --quick    # subset smoke run
+    python benchmarks/nmt.py               # about 2 hours on 2 cores
+    python benchmarks/nmt.py --quick       # subset smoke run
+    python benchmarks/nmt.py --units 256   # a wider model: results/nmt_d96_u256.*
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def blind(level: float) -> kc.MagnitudePruning:
 class Corpus:
     """The data every task uses: built the same way in each process."""
 
-    def __init__(self, quick: bool):
+    def __init__(self, quick: bool, embed: int = 96, units: int = 128):
+        self.embed, self.units = embed, units
         self.splits, self.used = gettext_pairs()
         self.length, vocab = 20, 6000
         train = self.splits["train"][:2000] if quick else self.splits["train"]
@@ -236,9 +238,9 @@ class Corpus:
         self.valid_refs = [t for _, t in valid_pairs]
 
     def model(self) -> keras.Model:
-        """A new translation model of the benchmark's size."""
-        return translation_model(len(self.src), len(self.tgt), embed=EMBED, units=UNITS,
-                                 dropout=DROPOUT)  # fmt: skip
+        """A new translation model of the run's size (``--embed``, ``--units``)."""
+        return translation_model(len(self.src), len(self.tgt), embed=self.embed,
+                                 units=self.units, dropout=DROPOUT)  # fmt: skip
 
     def score(self, model) -> float:
         """Test BLEU."""
@@ -253,16 +255,13 @@ class Corpus:
                 "hypotheses": hypotheses, **extra}  # fmt: skip
 
 
-EMBED, UNITS = 96, 128
-
-
 def _worker_corpus(args) -> Corpus:
     """A task's start in its worker process: its share of the cores, then the data."""
     import tensorflow as tf
 
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    return Corpus(args.quick)
+    return Corpus(args.quick, args.embed, args.units)
 
 
 def base_task(seed: int, args, work: Path) -> dict:
@@ -452,6 +451,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--retrain", type=int, default=8)
     parser.add_argument("--pe", type=int, default=32, help="ESE processing elements")
+    parser.add_argument("--embed", type=int, default=96, help="embedding width")
+    parser.add_argument("--units", type=int, default=128,
+                        help="LSTM width (See et al.'s: 1000)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None,
@@ -459,13 +461,15 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.retrain = 1, 1
-    tag = f"{'quick' if args.quick else 'full'}_e{args.epochs}_r{args.retrain}_pe{args.pe}"
+    # Another model size is another benchmark: its own task cache and result files.
+    size = "" if (args.embed, args.units) == (96, 128) else f"_d{args.embed}_u{args.units}"
+    tag = f"{'quick' if args.quick else 'full'}_e{args.epochs}_r{args.retrain}_pe{args.pe}{size}"
     work = args.work or Path(tempfile.gettempdir()) / f"keras_compress_nmt_{tag}"
     work.mkdir(parents=True, exist_ok=True)
     print(f"task results in {work}", flush=True)
     started = time.time()
     bases, more, ese_result, timing = run_tasks(args, work)
-    corpus = Corpus(args.quick)
+    corpus = Corpus(args.quick, args.embed, args.units)
     per_seed, runs, significance = [], {}, {}
     for s in bases:
         rows = bases[s]["rows"] + [r for m in more[s] for r in m["rows"]]
@@ -504,7 +508,7 @@ def main():
         results_io.goal("load_imbalance_balanced", ese["load-balanced"]["imbalance"], "<=", 1.05),
     ]
     rows = ese_result["rows"] + means
-    name = "nmt_quick" if args.quick else "nmt"
+    name = f"nmt{size}" + ("_quick" if args.quick else "")
     plot([r for r in rows if r["experiment"] == "no retraining"],
          mean_row("unpruned", 0.0)["bleu"], name)  # fmt: skip
     splits = corpus.splits
@@ -514,7 +518,7 @@ def main():
         f"({', '.join(f'{k} {v}' for k, v in corpus.used.items())}); train "
         f"{len(corpus.train[0]):,} (up to {corpus.length - 1} tokens), test "
         f"{len(corpus.test_pairs):,}, validation {len(corpus.valid[0]):,}. Model: embeddings "
-        f"{EMBED}, 2+2 LSTM layers of {UNITS}, dot attention, vocabularies "
+        f"{args.embed}, 2+2 LSTM layers of {args.units}, dot attention, vocabularies "
         f"{len(corpus.src):,}/{len(corpus.tgt):,}, dropout {DROPOUT}; {args.epochs} epochs at "
         f"lr 2e-3; greedy decoding; sacrebleu BLEU on the test split (bleu) and on the "
         f"validation split (bleu_valid). Seeds {', '.join(map(str, bases))}: each trains its "
