@@ -139,10 +139,10 @@ def share_weights(
     layers = [layer for layer in iter_layers(plain) if not isinstance(layer, keras.Model)]
     picked = {}
     for layer, layer_bits in zip(layers, per_layer(bits, layers, "bits")):
-        if layer_bits is None or not (
-            isinstance(bits, Mapping) or compressible_variables(layer, weights)
-        ):
+        if layer_bits is None:
             continue
+        if not isinstance(bits, Mapping) and not compressible_variables(layer, weights):
+            continue  # one bits= for all: only the layers that have weight matrices
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
         picked[id(layer)] = layer_bits
     if not picked:
