@@ -86,6 +86,7 @@ RETRAIN_LR = 1e-3
 RAMP = 0.7
 CONTROL_HOLD = 0.5
 BATCH = 64
+EMBED, UNITS = 96, 128  # the benchmark's model (--embed, --units)
 # The epoch-time goal is timed apart: TIMING_STEPS batches of each kind of retraining epoch
 # in turns, TIMING_ROUNDS times, each kind's fastest kept, with no other task running.
 TIMING_STEPS, TIMING_ROUNDS = 40, 4
@@ -213,16 +214,16 @@ def imbalance(model: keras.Model, num_pe: int) -> float:
     return worst
 
 
-def blind(level: float) -> kc.MagnitudePruning:
+def blind(level: float, end_step: int | None = None) -> kc.MagnitudePruning:
     """Class-blind pruning to ``level`` over See et al.'s classes, ramped (polynomial)."""
     return kc.MagnitudePruning(level, "polynomial", "class_blind", groups=GROUPS,
-                               frequency=FREQUENCY)  # fmt: skip
+                               frequency=FREQUENCY, end_step=end_step)  # fmt: skip
 
 
 class Corpus:
     """The data every task uses: built the same way in each process."""
 
-    def __init__(self, quick: bool, embed: int = 96, units: int = 128):
+    def __init__(self, quick: bool, embed: int, units: int):
         self.embed, self.units = embed, units
         self.splits, self.used = gettext_pairs()
         self.length, vocab = 20, 6000
@@ -255,12 +256,16 @@ class Corpus:
                 "hypotheses": hypotheses, **extra}  # fmt: skip
 
 
+def _threads(args) -> int:
+    """Each worker process's share of the cores."""
+    return max(1, (os.cpu_count() or 1) // args.jobs)
+
+
 def _worker_corpus(args) -> Corpus:
     """A task's start in its worker process: its share of the cores, then the data."""
     import tensorflow as tf
 
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(_threads(args))
     return Corpus(args.quick, args.embed, args.units)
 
 
@@ -376,12 +381,8 @@ def timing_task(args, work: Path) -> dict:
         return trained
 
     steps, rounds = (5, 2) if args.quick else (TIMING_STEPS, TIMING_ROUNDS)
-
-    def ramp() -> kc.MagnitudePruning:  # the masks change at every update, as in a ramp
-        return kc.MagnitudePruning(0.8, "polynomial", "class_blind", groups=GROUPS,
-                                   frequency=FREQUENCY, end_step=(rounds + 1) * steps)  # fmt: skip
-
-    labels, recipe = ramp(), ramp()
+    # A ramp longer than the timed steps: the masks change at every update, as in a ramp.
+    labels, recipe = blind(0.8, (rounds + 1) * steps), blind(0.8, (rounds + 1) * steps)
     x, tin, tout = corpus.train
     with warnings.catch_warnings():  # each fit ends short of the ramp's end, on purpose
         warnings.simplefilter("ignore", UserWarning)
@@ -391,7 +392,7 @@ def timing_task(args, work: Path) -> dict:
              "80% distilled": (compiled(True, True), lambda: [recipe])},
             [x, tin], tout, BATCH, steps, rounds,
         )  # fmt: skip
-    return {"steps": steps, "rounds": rounds, "seconds": seconds}
+    return {"steps": steps, "rounds": rounds, "threads": _threads(args), "seconds": seconds}
 
 
 def cached(work: Path, name: str, task, *task_args):
@@ -451,8 +452,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--retrain", type=int, default=8)
     parser.add_argument("--pe", type=int, default=32, help="ESE processing elements")
-    parser.add_argument("--embed", type=int, default=96, help="embedding width")
-    parser.add_argument("--units", type=int, default=128,
+    parser.add_argument("--embed", type=int, default=EMBED, help="embedding width")
+    parser.add_argument("--units", type=int, default=UNITS,
                         help="LSTM width (See et al.'s: 1000)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes")  # fmt: skip
@@ -462,7 +463,7 @@ def main():
     if args.quick:
         args.epochs, args.retrain = 1, 1
     # Another model size is another benchmark: its own task cache and result files.
-    size = "" if (args.embed, args.units) == (96, 128) else f"_d{args.embed}_u{args.units}"
+    size = "" if (args.embed, args.units) == (EMBED, UNITS) else f"_d{args.embed}_u{args.units}"
     tag = f"{'quick' if args.quick else 'full'}_e{args.epochs}_r{args.retrain}_pe{args.pe}{size}"
     work = args.work or Path(tempfile.gettempdir()) / f"keras_compress_nmt_{tag}"
     work.mkdir(parents=True, exist_ok=True)
@@ -540,9 +541,9 @@ def main():
                                                       "bleu", "bleu_valid"]),  # fmt: skip
         noise_paragraph(significance, len(corpus.test_pairs)),
         f"A retraining epoch during the ramp, timed apart ({timing['steps']} steps of each "
-        f"kind in turns, {timing['rounds']} rounds, the fastest of each, one thread, nothing "
-        f"else running): the recipe's {ratio_recipe:.2f}x a control epoch, distilled "
-        f"{ratio_distilled:.2f}x (the teacher's forward pass). In the runs themselves "
+        f"kind in turns, {timing['rounds']} rounds, the fastest of each, {timing['threads']} "
+        f"thread(s), nothing else running): the recipe's {ratio_recipe:.2f}x a control epoch, "
+        f"distilled {ratio_distilled:.2f}x (the teacher's forward pass). In the runs themselves "
         f"(median epochs, {args.jobs} tasks at a time on the machine): {median_recipe:.2f}x and "
         f"{median_distilled:.2f}x.",
         results_io.table(ese_result["rows"][: 3 * 10], ["experiment", "scheme", "pruned",
