@@ -166,8 +166,12 @@ def test_bad_input_is_rejected(toy_data):
         kc.share_weights(model, quantizer="lloyd-max")
     with pytest.raises(ValueError, match="needs hessian"):
         kc.share_weights(model, quantizer="hessian_kmeans")
-    with pytest.raises(ValueError, match="bits key 'conv' selects no layer; the model has: fc1"):
-        kc.share_weights(model, bits={"conv": 4, "dense": 3})
+    functional = keras.Model(model.inputs, model.outputs)  # its layers include the input
+    for m in (model, functional):
+        with pytest.raises(
+            ValueError, match="'conv' selects no layer; the model has: fc1, fc2, out$"
+        ):
+            kc.share_weights(m, bits={"conv": 4, "dense": 3})
 
 
 def test_a_tensor_with_fewer_values_than_clusters_keeps_them_exactly(toy_data):

@@ -132,7 +132,9 @@ def per_layer(
         return [setting] * len(layers)
     for key in check_selectors(list(setting)):
         if not any(selects(key, view(layer)) for layer in layers):
-            names = ", ".join(layer.name for layer in layers)
+            names = ", ".join(
+                layer.name for layer in layers if not isinstance(layer, keras.layers.InputLayer)
+            )
             raise ValueError(f"{what} key {key!r} selects no layer; the model has: {names}")
     return [
         next((value for key, value in setting.items() if selects(key, view(layer))), None)
