@@ -35,11 +35,10 @@ import keras
 import numpy as np
 import results_io
 from fashion import BATCH, HAN_LEVELS, LOSS, PRUNE_LR, compiled, data
-from table1 import TFMOT_ROW, tfmot_baseline
+from table1 import TFMOT_ROW, huffman_only_bytes, tfmot_baseline
 from tflite_eval import tflite_accuracy
 
 import keras_compress as kc
-from keras_compress.deploy.tflite_buffers import sidecar_cuts
 
 HERE = Path(__file__).resolve().parent
 LAMS = {"lenet_300_100": [0.0, 0.01, 0.03, 0.1, 0.3], "lenet5": [0.0, 0.03, 0.1, 0.3, 1.0]}
@@ -64,8 +63,6 @@ def rate_row(name, pruned_path: Path, lam, dataset, cfg, work: Path, nncodec: st
     compiled(shared, 1e-4).fit(x, y, batch_size=BATCH, epochs=cfg["finetune"], verbose=0)
     report = kc.export(kc.strip(shared), work / f"{name}_{lam}")
     model_bytes = (work / f"{name}_{lam}.tflite").read_bytes()
-    cuts = sidecar_cuts(model_bytes)
-    skeleton, side, _ = kc.deploy.sidecar.split(model_bytes, cuts, coding="huffman")
     coded = [r for r in report.tensors if r["stored"] == "sidecar"]
     arithmetic = [r for r in coded if r["coding"] == "arithmetic"]
     peer = nncodec_peer(kc.strip(shared), work, xt, yt) if nncodec == "installed" else {}
@@ -74,7 +71,7 @@ def rate_row(name, pruned_path: Path, lam, dataset, cfg, work: Path, nncodec: st
             "row": "ours, rate-aware" if lam else "ours",
             "accuracy": tflite_accuracy(model_bytes, xt, yt),
             "deployable_bytes": report.totals["deployable_bytes"],
-            "huffman_deployable_bytes": len(skeleton) + len(side),
+            "huffman_deployable_bytes": huffman_only_bytes(model_bytes),
             "tflite_bytes": report.totals["tflite_bytes"], "ratio": report.totals["ratio"],
             "arithmetic_bytes": sum(r["bytes_after"] for r in arithmetic),
             "arithmetic_entropy_bound_bytes": round(sum(r["entropy_bytes"] for r in arithmetic)),
