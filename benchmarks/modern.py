@@ -4,7 +4,8 @@ Issue 21's benchmark. On Fashion-MNIST padded to 32x32 (gray repeated to three c
 architecture (``archs.py``: a CIFAR-style ResNet-20 and a MobileNetV2) is trained to its float
 baseline (Adam, cosine decay), then compressed by keras-compress: polynomial magnitude pruning
 to 80% (ResNet-20: 85%) per weight tensor (``class_uniform``, masks every 10 steps, the ramp
-over the first ``prune_end`` of the ``prune`` epochs), ``kc.fold_batchnorm``, 4-bit k-means
+over the first ``prune_end`` of the ``prune`` epochs) while distilling from the float model
+(Hinton's loss, T=4, half the weight on the labels), ``kc.fold_batchnorm``, 4-bit k-means
 sharing with centroid fine-tuning, ``kc.export`` in float32 and full-integer int8. Every export
 is decoded by the C decoder (byte-exact) and its ``.tflite`` evaluated in LiteRT's interpreter
 on the full test set. The peer, tensorflow-model-optimization's prune (the same level,
@@ -37,6 +38,7 @@ from tflite_eval import tflite_accuracy
 
 import keras_compress as kc
 from keras_compress.deploy.tflite_buffers import weight_buffers
+from keras_compress.distillation import hinton
 from keras_compress.examples import fashion_mnist
 
 HERE = Path(__file__).resolve().parent
@@ -184,10 +186,12 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     # Convolutions and Dense layers, not depthwise kernels: tensorflow-model-optimization wraps
     # DepthwiseConv2D but leaves its kernel dense (measured: 0% of it pruned at a target of
     # 80%), and 80% of a 3x3 per-channel kernel costs MobileNetV2 4 points here.
-    pruned = compiled(kc.make_prunable(model, layers=PRUNED_LAYERS), 5e-4)
+    pruned = kc.make_prunable(model, layers=PRUNED_LAYERS)
     prune = kc.MagnitudePruning(LEVELS[name], end_step=cfg["prune_end"] * steps, frequency=10)
-    pruned.fit(x, y, batch_size=cfg["batch"], epochs=cfg["prune"], verbose=2, callbacks=[prune])
-    _, pruned_acc = pruned.evaluate(xt, yt, verbose=0)
+    model.trainable = False  # the teacher: the float model, frozen
+    distilled(model, pruned, 5e-4).fit(x, y, batch_size=cfg["batch"], epochs=cfg["prune"],
+                                       verbose=2, callbacks=[prune])  # fmt: skip
+    _, pruned_acc = compiled(pruned, 5e-4).evaluate(xt, yt, verbose=0)
     folded = kc.fold_batchnorm(kc.strip(pruned))
     shared = compiled(kc.share_weights(folded, bits=share_bits(folded)), 1e-4)
     _, shared_acc = shared.evaluate(xt, yt, verbose=0)
@@ -210,9 +214,22 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
                              "tflite_bytes": peer[f"{key}_tflite_bytes"],
                              "deployable_bytes": peer[f"{key}_gzip_bytes"],
                              "ratio": len(float_tflite) / peer[f"{key}_gzip_bytes"],
-                             "peer_float_accuracy": peer["float_accuracy"]})  # fmt: skip
+                             "peer_float_accuracy": peer["float_accuracy"],
+                             "pruned_accuracy": peer["pruned_accuracy"]})  # fmt: skip
     print(f"{name}: {time.time() - started:.0f} s", flush=True)
     return rows
+
+
+def distilled(teacher, student, lr) -> keras.distillation.Distiller:
+    """``student`` trained against the float ``teacher``: Hinton's loss at T=4, half the labels'.
+
+    Measured on MobileNetV2 from the same float weights, pruning to 80% (3 epochs, seeds 0-2;
+    Keras accuracy): on the labels alone 80.64%, 81.47%, 81.40%; distilled 81.97%, 82.40%,
+    81.44% (+0.77 on average). T=2 gave 81.43% and a label weight of 0.1 81.68% (seed 0).
+    """
+    trainer = keras.distillation.Distiller(teacher, student, hinton(4.0), student_loss_weight=0.5)
+    trainer.compile(keras.optimizers.Adam(lr), LOSS)
+    return trainer
 
 
 def share_bits(model):
@@ -303,8 +320,9 @@ def goals_for(rows) -> list[dict]:
 
 
 def write(rows, cfg, quick) -> None:
-    columns = ["model", "row", "accuracy", "tflite_bytes", "deployable_bytes", "ratio",
-               "gzip_bytes", "xz_bytes", "c_decoder_byte_exact"]  # fmt: skip
+    columns = ["model", "row", "pruned_accuracy", "accuracy", "tflite_bytes",
+               "deployable_bytes", "ratio", "gzip_bytes", "xz_bytes",
+               "c_decoder_byte_exact"]  # fmt: skip
     classes = [{"model": r["model"], "row": r["row"], **r["bytes_by_class"]}
                for r in rows if "bytes_by_class" in r]  # fmt: skip
     md = (
@@ -312,7 +330,8 @@ def write(rows, cfg, quick) -> None:
         f"to fit 2 cores), the full test set unless quick. Epochs: float {cfg['epochs']}, "
         f"pruning {cfg['prune']} (ramp over {cfg['prune_end']}), fine-tuning "
         f"{cfg['finetune']}; batch {cfg['batch']}. Accuracy: the C-decoded `.tflite` in "
-        "LiteRT's interpreter. Ratio: the float model's float32 `.tflite` over the deployable "
+        "LiteRT's interpreter; pruned_accuracy: Keras's, after pruning (before sharing or "
+        "clustering). Ratio: the float model's float32 `.tflite` over the deployable "
         "(ours: skeleton + sidecar; tfmot: gzip -9 of its `.tflite`).\n\n"
         + results_io.table(rows, columns)
         + "\n\nBytes by tensor class (raw in the `.tflite`, and after coding):\n\n"

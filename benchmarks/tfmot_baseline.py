@@ -131,6 +131,7 @@ def main():
     pruned.fit(x, y, batch_size=args.batch, epochs=args.prune_epochs, verbose=0,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])  # fmt: skip
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    result["pruned_accuracy"] = float(compiled(stripped, 1e-4).evaluate(xt, yt, verbose=0)[1])
 
     clustered = cluster.cluster_weights(
         stripped,
