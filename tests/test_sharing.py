@@ -6,6 +6,7 @@ import pytest
 from helpers import mlp
 
 import keras_compress as kc
+from keras_compress.sharing.wrapper import _lookup
 
 pytestmark = pytest.mark.backends  # runs on JAX and PyTorch too (conftest.py)
 
@@ -65,11 +66,15 @@ def test_fine_tuning_lowers_the_loss_on_a_fixed_batch(toy_data):
     assert shared.evaluate(x, y, verbose=0) < before
 
 
-@pytest.mark.parametrize("rule", ["sum", "mean"])
-def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(tf, toy_data, rule):
+@pytest.mark.parametrize("rule,prune", [("sum", None), ("mean", None), ("sum", 0.6)])
+def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(tf, toy_data, rule, prune):
     x, y = toy_data
-    shared = kc.share_weights(_trained(toy_data), bits=3, gradient=rule)
+    shared = kc.share_weights(_trained(toy_data, prune), bits=3, gradient=rule)
     wrapper = _sharing(shared)[0]
+    # share_weights records where the non-zeros are; only their gradients are summed.
+    np.testing.assert_array_equal(
+        wrapper.positions[0].numpy(), np.flatnonzero(wrapper.nonzero[0].numpy())
+    )
     with tf.GradientTape() as tape:
         loss = LOSS(y, shared(x))
     grad_c = tape.gradient(loss, wrapper.centroids[0].value).numpy()
@@ -84,6 +89,37 @@ def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(tf, toy_data, 
     if rule == "mean":
         expected /= np.maximum(np.bincount(idx[nz], minlength=8), 1)
     np.testing.assert_allclose(grad_c, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_lookup_gradient_is_the_same_with_or_without_positions(tf):
+    rng = np.random.default_rng(0)
+    centroids = tf.Variable(rng.standard_normal(8).astype("float32"))
+    indices = rng.integers(0, 8, (30, 20)).astype("int32")
+    nonzero = rng.random((30, 20)) < 0.3
+    upstream = rng.standard_normal((30, 20)).astype("float32")
+    grads = []
+    for positions in (None, np.flatnonzero(nonzero).astype("int32")):
+        with tf.GradientTape() as tape:
+            value = _lookup(centroids, indices, nonzero, positions)
+            loss = tf.reduce_sum(value * upstream)
+        np.testing.assert_array_equal(
+            value.numpy(), np.where(nonzero, centroids.numpy()[indices], 0)
+        )
+        grads.append(tape.gradient(loss, centroids).numpy())
+    expected = np.bincount(indices[nonzero], weights=upstream[nonzero], minlength=8)
+    np.testing.assert_allclose(grads[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_assign_clusters_rejects_another_nonzero_count(toy_data):
+    wrapper = _sharing(kc.share_weights(_trained(toy_data, 0.5), bits=2))[0]
+    shape = wrapper.indices[0].shape
+    with pytest.raises(
+        ValueError, match=r"fc1/kernel has \d+ non-zeros, but the wrapper was built"
+    ):
+        wrapper.assign_clusters(0, np.zeros(3), np.zeros(shape), np.ones(shape, bool))
+    with pytest.raises(ValueError, match="nonzero_counts has 2 entries for 1 shared weights"):
+        kc.WeightSharingWrapper(keras.layers.Dense(2), 2, nonzero_counts=[1, 2]).build((None, 3))
 
 
 @pytest.mark.slow

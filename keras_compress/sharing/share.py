@@ -144,7 +144,11 @@ def share_weights(
         if not isinstance(bits, Mapping) and not compressible_variables(layer, weights):
             continue  # one bits= for all: only the layers that have weight matrices
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
-        picked[id(layer)] = layer_bits
+        counts = [
+            int(np.count_nonzero(keras.ops.convert_to_numpy(v)))
+            for v in compressible_variables(layer, weights)
+        ]
+        picked[id(layer)] = (layer_bits, counts)
     if not picked:
         raise ValueError(f"no layer of model {model.name!r} is selected by bits={bits!r}")
     exact = []  # tensors with fewer distinct values than clusters: each value kept as it is
@@ -152,8 +156,9 @@ def share_weights(
     def transform(layer):
         if id(layer) not in picked:
             return None
+        layer_bits, counts = picked[id(layer)]
         wrapper = WeightSharingWrapper(
-            fresh_copy(layer), picked[id(layer)], weights, gradient, name=f"shared_{layer.name}"
+            fresh_copy(layer), layer_bits, weights, gradient, counts, name=f"shared_{layer.name}"
         )
 
         def load():
