@@ -40,7 +40,7 @@ class _MaskConstraint(keras.constraints.Constraint):
         w = ops.convert_to_tensor(w)
         if not readable(self.mask):
             return w
-        return ops.where(self.mask.value, w, ops.zeros_like(w))
+        return ops.where(self.mask.value, w, ops.zeros((), w.dtype))  # a scalar: no allocation
 
 
 @keras.saving.register_keras_serializable(package="keras_compress")
@@ -103,7 +103,7 @@ class PruningWrapper(CompressionWrapper):
         if training:
             self.step.assign_add(1)
         masked = [
-            (v, ops.where(m.value, v.value, ops.zeros_like(v.value)))
+            (v, ops.where(m.value, v.value, ops.zeros((), v.dtype)))
             for v, m in zip(self.compressed_variables, self.masks)
         ]
         return self._call_layer(inputs, args, training, mask, kwargs, masked)
