@@ -71,10 +71,14 @@ def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(tf, toy_data, 
     x, y = toy_data
     shared = kc.share_weights(_trained(toy_data, prune), bits=3, gradient=rule)
     wrapper = _sharing(shared)[0]
-    # share_weights records where the non-zeros are; only their gradients are summed.
-    np.testing.assert_array_equal(
-        wrapper.positions[0].numpy(), np.flatnonzero(wrapper.nonzero[0].numpy())
-    )
+    # Where at least half the weights are zeros, share_weights records where the non-zeros are,
+    # and only their gradients are summed.
+    if prune:
+        np.testing.assert_array_equal(
+            wrapper.positions[0].numpy(), np.flatnonzero(wrapper.nonzero[0].numpy())
+        )
+    else:
+        assert wrapper.positions[0] is None
     with tf.GradientTape() as tape:
         loss = LOSS(y, shared(x))
     grad_c = tape.gradient(loss, wrapper.centroids[0].value).numpy()

@@ -144,10 +144,11 @@ def share_weights(
         if not isinstance(bits, Mapping) and not compressible_variables(layer, weights):
             continue  # one bits= for all: only the layers that have weight matrices
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
-        counts = [
-            int(np.count_nonzero(keras.ops.convert_to_numpy(v)))
-            for v in compressible_variables(layer, weights)
-        ]
+        # Where at least half the entries are zeros, the wrapper keeps the non-zeros' positions
+        # and touches only those (see WeightSharingWrapper's nonzero_counts).
+        values = [keras.ops.convert_to_numpy(v) for v in compressible_variables(layer, weights)]
+        counts = [int(np.count_nonzero(w)) for w in values]
+        counts = [c if 2 * c <= w.size else None for c, w in zip(counts, values)]
         picked[id(layer)] = (layer_bits, counts)
     if not picked:
         raise ValueError(f"no layer of model {model.name!r} is selected by bits={bits!r}")

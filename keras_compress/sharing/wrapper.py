@@ -91,11 +91,11 @@ class WeightSharingWrapper(CompressionWrapper):
         bits: codebook size is ``2**bits``, 1 to 16.
         weights: names of the variables to share (``None``: the weight matrices).
         gradient: ``"sum"`` (Deep Compression) or ``"mean"`` of the members' gradients.
-        nonzero_counts: the number of non-zero (unpruned) entries of each shared weight, as
-            ``share_weights`` passes them. With them the wrapper also keeps the non-zero
-            entries' positions and sums only their gradients into the centroids (faster on
-            sparse weights, above all under JAX); ``assign_clusters`` then needs exactly that
-            many non-zeros.
+        nonzero_counts: the number of non-zero (unpruned) entries of each shared weight, or
+            ``None`` for a weight, as ``share_weights`` passes them (for weights at least half
+            zeros). For a counted weight the wrapper also keeps the non-zero entries'
+            positions and reads and writes only those entries (faster on sparse weights, above
+            all under JAX); ``assign_clusters`` then needs exactly that many non-zeros.
         **kwargs: passed to ``keras.layers.Wrapper``.
 
     Raises:
@@ -124,23 +124,23 @@ class WeightSharingWrapper(CompressionWrapper):
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         if nonzero_counts is not None:
-            nonzero_counts = [int(c) for c in nonzero_counts]
-            if any(c < 0 for c in nonzero_counts):
+            nonzero_counts = [None if c is None else int(c) for c in nonzero_counts]
+            if any(c is not None and c < 0 for c in nonzero_counts):
                 raise ValueError(f"nonzero_counts must not be negative, got {nonzero_counts}")
         self.bits, self.gradient, self.nonzero_counts = int(bits), gradient, nonzero_counts
 
     def build(self, input_shape=None):
         """Build the wrapped layer, freeze its shared weights and add the codebook state."""
         self._build_layer(input_shape)
-        counts = self.nonzero_counts
-        if counts is not None and len(counts) != len(self.compressed_variables):
+        counts = self.nonzero_counts or [None] * len(self.compressed_variables)
+        if len(counts) != len(self.compressed_variables):
             raise ValueError(
                 f"{self.name}: nonzero_counts has {len(counts)} entries for "
                 f"{len(self.compressed_variables)} shared weights ({', '.join(self.weight_paths)})"
             )
         self.centroids, self.indices, self.nonzero, self.positions = [], [], [], []
         for i, (path, variable) in enumerate(zip(self.weight_paths, self.compressed_variables)):
-            if counts is not None and counts[i] > int(np.prod(variable.shape)):
+            if counts[i] is not None and counts[i] > int(np.prod(variable.shape)):
                 raise ValueError(
                     f"{weight_key(self, variable)}: {counts[i]} non-zeros do not fit in shape "
                     f"{tuple(variable.shape)}"
@@ -169,16 +169,16 @@ class WeightSharingWrapper(CompressionWrapper):
                     trainable=False,
                 )  # fmt: skip
             )
-            if counts is not None:
-                self.positions.append(
-                    self.add_weight(
-                        name=f"{stem}_positions",
-                        shape=(counts[i],),
-                        dtype="int32",
-                        initializer="zeros",
-                        trainable=False,
-                    )  # fmt: skip
-                )
+            position = None
+            if counts[i] is not None:
+                position = self.add_weight(
+                    name=f"{stem}_positions",
+                    shape=(counts[i],),
+                    dtype="int32",
+                    initializer="zeros",
+                    trainable=False,
+                )  # fmt: skip
+            self.positions.append(position)
             variable.trainable = False
         self.built = True
 
@@ -191,7 +191,8 @@ class WeightSharingWrapper(CompressionWrapper):
             centroids = (
                 ops.stop_gradient(centroids) + (centroids - ops.stop_gradient(centroids)) * scale
             )
-        positions = self.positions[i].value if self.positions else None
+        positions = self.positions[i]
+        positions = None if positions is None else positions.value
         return _lookup(centroids, indices, nonzero, positions)
 
     def _state(self, i: int) -> tuple[keras.Variable, keras.Variable, keras.Variable]:
@@ -223,7 +224,7 @@ class WeightSharingWrapper(CompressionWrapper):
         padded = np.zeros(k, dtype=np.float32)
         padded[: centroids.size] = centroids
         nonzero = np.asarray(nonzero, dtype=bool)
-        if self.positions:
+        if self.positions[i] is not None:
             flat = np.flatnonzero(nonzero)
             if flat.size != self.nonzero_counts[i]:
                 name = weight_key(self, self.compressed_variables[i])
