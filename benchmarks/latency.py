@@ -57,10 +57,10 @@ LENET5_VARIANTS = [*LENET_VARIANTS, ("1x4 blocks 90%, convolutions too", "1x4", 
 # Channel pruning of the CNNs: the layers whose outputs no residual Add ties (ResNet-20: the
 # first convolution of each block; MobileNetV2: the expansions, and its last 1x1 convolution),
 # at levels that leave about half the multiply-accumulates. Measured at the previous levels:
-# ResNet-20's blocks at 50% (0.51 of the MACs) 1.57x faster at +2.2 points, so 60%; MobileNetV2's
-# expansions at 65% (0.47 of the MACs) 2.25x at -1.59 points, so 55%.
+# ResNet-20's blocks at 50% (0.51 of the MACs) 1.57x faster at +2.2 points, so 55% (0.45);
+# MobileNetV2's expansions at 65% (0.47 of the MACs) 2.25x at -1.59 points, so 55% (0.54).
 CNN_CHANNELS = {
-    "resnet20": {r"s\db\d_conv1": 0.6},
+    "resnet20": {r"s\db\d_conv1": 0.55},
     "mobilenet_v2": {r"block_\d+_expand": 0.55, "Conv_1": 0.5},
 }
 FULL = {"lenet_epochs": 8, "lenet_prune": 6, "cnn_train": 10000, "cnn_epochs": 6,
@@ -220,7 +220,10 @@ def lenet_data(cfg):
 def goals_for(rows) -> list[dict]:
     goal, goals = results_io.goal, []
     by = {(r["model"], r["row"]): r for r in rows}
-    for label in ("1x16 blocks 90%", "1x4 blocks 90%"):  # the issue asks 1x16 or 1x4
+    # The issue asks 1x16 or 1x4 blocks: the goals are on 1x4, the structure docs/pruning.md
+    # recommends (LiteRT stores 1x16 blocks as 1x4 ones, so both run as fast; 1x16 costs more
+    # accuracy: it stays in the table).
+    for label in ("1x4 blocks 90%",):
         row = by.get(("lenet_300_100", label))
         if row:
             what = f"lenet_300_100 {label} ({row['sparsity']:.3f} of all kernels)"
