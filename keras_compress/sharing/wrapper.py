@@ -115,7 +115,7 @@ class WeightSharingWrapper(CompressionWrapper):
         bits: int = 5,
         weights: Sequence[str] | None = None,
         gradient: str = "sum",
-        nonzero_counts: Sequence[int] | None = None,
+        nonzero_counts: Sequence[int | None] | None = None,
         **kwargs,
     ):
         super().__init__(layer, weights, **kwargs)
