@@ -144,12 +144,7 @@ def share_weights(
         if not isinstance(bits, Mapping) and not compressible_variables(layer, weights):
             continue  # one bits= for all: only the layers that have weight matrices
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
-        # Where at least half the entries are zeros, the wrapper keeps the non-zeros' positions
-        # and touches only those (see WeightSharingWrapper's nonzero_counts).
-        values = [keras.ops.convert_to_numpy(v) for v in compressible_variables(layer, weights)]
-        counts = [int(np.count_nonzero(w)) for w in values]
-        counts = [c if 2 * c <= w.size else None for c, w in zip(counts, values)]
-        picked[id(layer)] = (layer_bits, counts)
+        picked[id(layer)] = layer_bits
     if not picked:
         raise ValueError(f"no layer of model {model.name!r} is selected by bits={bits!r}")
     exact = []  # tensors with fewer distinct values than clusters: each value kept as it is
@@ -157,16 +152,21 @@ def share_weights(
     def transform(layer):
         if id(layer) not in picked:
             return None
-        layer_bits, counts = picked[id(layer)]
+        # The weights as numpy, once: their non-zeros size the wrapper's state and are
+        # clustered in load(). Where at least half the entries are zeros, the wrapper keeps the
+        # non-zeros' positions and touches only those (WeightSharingWrapper's nonzero_counts).
+        values = [keras.ops.convert_to_numpy(v) for v in compressible_variables(layer, weights)]
+        counts = [int(np.count_nonzero(w)) for w in values]
+        counts = [c if 2 * c <= w.size else None for c, w in zip(counts, values)]
         wrapper = WeightSharingWrapper(
-            fresh_copy(layer), layer_bits, weights, gradient, counts, name=f"shared_{layer.name}"
-        )
+            fresh_copy(layer), picked[id(layer)], weights, gradient, counts,
+            name=f"shared_{layer.name}",
+        )  # fmt: skip
 
         def load():
             wrapper.layer.set_weights(layer.get_weights())
-            for i, variable in enumerate(wrapper.compressed_variables):
+            for i, (variable, w) in enumerate(zip(wrapper.compressed_variables, values)):
                 name = weight_key(wrapper, variable)
-                w = keras.ops.convert_to_numpy(variable)
                 nonzero = w != 0
                 allowed = 2**wrapper.bits - (1 if not nonzero.all() else 0)
                 distinct = np.unique(w[nonzero]).size
