@@ -71,6 +71,49 @@ def start_weights(model_name: str, path: Path) -> None:
     np.savez(path, *kc.examples.numpy_start(getattr(kc.examples, model_name)()).get_weights())
 
 
+def torch_reference(model_name: str, x, y, sparsity: float, steps: int, rounds: int) -> dict:
+    """PyTorch's own pruning on the same architecture, without Keras: the PyTorch peer.
+
+    Seconds per epoch of ``steps`` batches of a plain ``torch.nn`` model and of the same
+    model with every weight matrix pruned by ``torch.nn.utils.prune.l1_unstructured`` (a
+    forward pre-hook that multiplies the weight by its mask in every step), Adam, timed in
+    turns as ``interleaved_times`` does. It shows what masking costs in eager PyTorch itself.
+    """
+    import torch
+    from torch import nn
+    from torch.nn.utils import prune
+
+    def build() -> nn.Module:
+        if model_name == "lenet_300_100":
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(),
+                                 nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))  # fmt: skip
+        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
+                             nn.Linear(500, 10))  # fmt: skip
+
+    plain, pruned = build(), build()
+    for module in pruned:
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            prune.l1_unstructured(module, "weight", amount=sparsity)
+    xs = torch.from_numpy(np.ascontiguousarray(x[: steps * BATCH].transpose(0, 3, 1, 2)))
+    ys = torch.from_numpy(y[: steps * BATCH].astype("int64"))
+    runs = {"plain": plain, "pruned": pruned}
+    optimizers = {k: torch.optim.Adam(m.parameters(), 1e-3) for k, m in runs.items()}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, module in runs.items():
+            started = time.perf_counter()
+            for i in range(0, len(xs), BATCH):
+                optimizers[name].zero_grad()
+                loss = nn.functional.cross_entropy(module(xs[i : i + BATCH]), ys[i : i + BATCH])
+                loss.backward()
+                optimizers[name].step()
+            times[name].append(time.perf_counter() - started)
+    best = {k: min(v) for k, v in times.items()}
+    return {"plain_epoch_s": best["plain"], "pruned_epoch_s": best["pruned"],
+            "pruning_ratio": best["pruned"] / best["plain"]}  # fmt: skip
+
+
 def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) -> None:
     """Run the recipe on this process's backend; write ``out``.json and ``out``.npz."""
     (x, y), (xt, yt) = kc.examples.fashion_mnist()
@@ -159,6 +202,8 @@ def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: bool) 
     }
     row["pruning_ratio"] = row["pruning_epoch_s"] / row["plain_epoch_s"]
     row["finetune_ratio"] = row["finetune_epoch_s"] / row["plain_epoch_s"]
+    if keras.backend.backend() == "torch":
+        row["torch_nn_utils_prune"] = torch_reference(model_name, x, y, sparsity, steps, rounds)
     out.with_suffix(".json").write_text(json.dumps(row))
 
 
@@ -248,6 +293,14 @@ def main() -> None:
             f"{'' if vs is None else f'{100 * vs:+.2f}'} | {r.get('start_masks_identical', '')} | "
             f"{r.get('final_mask_agreement', 1.0):.5f} |"
         )
+    native = [r for r in rows if "torch_nn_utils_prune" in r]
+    if native:
+        lines += ["", "PyTorch's own pruning, no Keras (`torch.nn.utils.prune`, same architecture, "
+                  "sparsity, batch and steps; plain torch vs pruned):", ""]  # fmt: skip
+        for r in native:
+            t = r["torch_nn_utils_prune"]
+            lines.append(f"- {r['model']}: {t['plain_epoch_s']:.2f} s, "
+                         f"{t['pruned_epoch_s']:.2f} s ({t['pruning_ratio']:.2f}x)")  # fmt: skip
     if problems:
         lines += ["", "Not run:", *(f"- {k}: {v}" for k, v in problems.items())]
     name = "backends_quick" if args.quick else "backends"
