@@ -28,11 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import keras  # the worker's backend: KERAS_BACKEND, set by the driver
 import numpy as np
-from timing import EpochTimer, interleaved_times
+from timing import EpochTimer, fastest_in_turns, interleaved_times
 
 import keras_compress as kc
 
@@ -77,7 +78,7 @@ def torch_reference(model_name: str, x, y, sparsity: float, steps: int, rounds: 
     Seconds per epoch of ``steps`` batches of a plain ``torch.nn`` model and of the same
     model with every weight matrix pruned by ``torch.nn.utils.prune.l1_unstructured`` (a
     forward pre-hook that multiplies the weight by its mask in every step), Adam, timed in
-    turns as ``interleaved_times`` does. It shows what masking costs in eager PyTorch itself.
+    turns (``fastest_in_turns``). It shows what masking costs in eager PyTorch itself.
     """
     import torch
     from torch import nn
@@ -99,17 +100,17 @@ def torch_reference(model_name: str, x, y, sparsity: float, steps: int, rounds: 
     ys = torch.from_numpy(y[: steps * BATCH].astype("int64"))
     runs = {"plain": plain, "pruned": pruned}
     optimizers = {k: torch.optim.Adam(m.parameters(), 1e-3) for k, m in runs.items()}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
-        for name, module in runs.items():
-            started = time.perf_counter()
-            for i in range(0, len(xs), BATCH):
-                optimizers[name].zero_grad()
-                loss = nn.functional.cross_entropy(module(xs[i : i + BATCH]), ys[i : i + BATCH])
-                loss.backward()
-                optimizers[name].step()
-            times[name].append(time.perf_counter() - started)
-    best = {k: min(v) for k, v in times.items()}
+
+    def epoch(name: str) -> float:
+        started = time.perf_counter()
+        for i in range(0, len(xs), BATCH):
+            optimizers[name].zero_grad()
+            loss = nn.functional.cross_entropy(runs[name](xs[i : i + BATCH]), ys[i : i + BATCH])
+            loss.backward()
+            optimizers[name].step()
+        return time.perf_counter() - started
+
+    best = fastest_in_turns({k: partial(epoch, k) for k in runs}, rounds)
     return {"plain_epoch_s": best["plain"], "pruned_epoch_s": best["pruned"],
             "pruning_ratio": best["pruned"] / best["plain"]}  # fmt: skip
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 import keras
 
@@ -38,21 +40,38 @@ class EpochTimer(keras.callbacks.Callback):
         self.cpu.append(time.process_time() - self._start[1])
 
 
+def fastest_in_turns(epochs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Each ``{name: epoch}`` in turns, ``rounds`` times; each name's fastest seconds.
+
+    ``epoch()`` runs one timed epoch and returns its seconds. Taking turns lets a shared
+    machine's slow spells hit every variant alike (a phase's own epochs, minutes apart, do
+    not); keeping the fastest drops the first round's tracing and warm-up.
+
+    Example:
+        >>> fastest_in_turns({"a": lambda: 1.0, "b": lambda: 2.0}, rounds=2)
+        {'a': 1.0, 'b': 2.0}
+    """
+    times: dict[str, list[float]] = {name: [] for name in epochs}
+    for _ in range(rounds):
+        for name, epoch in epochs.items():
+            times[name].append(epoch())
+    return {name: min(t) for name, t in times.items()}
+
+
 def interleaved_times(runs: dict, x, y, batch: int, steps: int, rounds: int) -> dict[str, float]:
     """Seconds per epoch of ``steps`` batches for each ``{name: (model, callbacks)}``.
 
     ``x`` is an array or a list of arrays (a multi-input model); ``callbacks`` returns the
-    callbacks of one ``fit``. The variants take turns, ``rounds`` times, and each keeps its
-    fastest: a shared machine's slow spells then hit every variant alike (a phase's own
-    epochs, minutes apart, do not), and the first round's tracing is not counted.
+    callbacks of one ``fit``. The variants take turns (``fastest_in_turns``), timed inside
+    ``fit`` by ``EpochTimer``.
     """
     n = steps * batch
     xs = [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, (model, callbacks) in runs.items():
-            clock = EpochTimer()
-            model.fit(xs, y[:n], batch_size=batch, epochs=1, shuffle=False, verbose=0,
-                      callbacks=[*callbacks(), clock])  # fmt: skip
-            times[name].append(clock.wall[0])
-    return {name: min(t) for name, t in times.items()}
+
+    def epoch(model, callbacks) -> float:
+        clock = EpochTimer()
+        model.fit(xs, y[:n], batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[*callbacks(), clock])  # fmt: skip
+        return clock.wall[0]
+
+    return fastest_in_turns({name: partial(epoch, *run) for name, run in runs.items()}, rounds)
