@@ -60,8 +60,11 @@ def compiled(model, lr):
     return model
 
 
-def tflite_bytes(model, representative=None) -> bytes:
+def tflite_bytes(model, representative=None, per_channel=True) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if not per_channel:  # one scale per tensor, as keras_compress exports shared weights
+        converter._experimental_disable_per_channel = True
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if representative is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
@@ -76,7 +79,10 @@ def main():
     parser.add_argument("--model", required=True, choices=["lenet_300_100", "lenet5", *BUILDERS])
     levels_help = 'JSON: layer name -> final sparsity; "*": every Conv/Dense layer'
     parser.add_argument("--levels", required=True, help=levels_help)
-    int8_help = "also convert the pruned and clustered model to full int8"
+    int8_help = (
+        "also convert the pruned and clustered model to full int8, with scales per "
+        "channel and per tensor"
+    )
     parser.add_argument("--int8-pipeline", action="store_true", help=int8_help)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--prune-end", type=int, default=3, help="epochs of the pruning ramp")
@@ -153,10 +159,11 @@ def main():
         epochs={"train": args.epochs, "prune": args.prune_epochs, "finetune": args.finetune},
     )
     if args.int8_pipeline:
-        int8_final = tflite_bytes(final, representative)
-        result.update(pipeline_int8_accuracy=tflite_accuracy(int8_final, xt, yt),
-                      pipeline_int8_tflite_bytes=len(int8_final),
-                      pipeline_int8_gzip_bytes=len(gzip.compress(int8_final, 9)))  # fmt: skip
+        for key, per_channel in (("pipeline_int8", True), ("pipeline_int8_per_tensor", False)):
+            int8_final = tflite_bytes(final, representative, per_channel)
+            result.update({f"{key}_accuracy": tflite_accuracy(int8_final, xt, yt),
+                           f"{key}_tflite_bytes": len(int8_final),
+                           f"{key}_gzip_bytes": len(gzip.compress(int8_final, 9))})  # fmt: skip
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

@@ -78,3 +78,43 @@ def test_shared_values_reach_the_tflite_only_when_folded_first(tmp_path, tf):
         kernels[label] = [r["distinct"] for r in report.tensors if len(r["shape"]) > 1]
     assert max(kernels["folded"]) <= 8
     assert max(kernels["unfolded"]) > 8  # the converter folded BatchNorm into shared kernels
+
+
+@pytest.mark.slow
+def test_per_tensor_int8_keeps_shared_values_and_codes_smaller(tmp_path, tf):
+    model = _bn_net()
+    _randomize_statistics(model)
+    shared = kc.strip(kc.share_weights(kc.core.fold_batchnorm(model), bits=4))
+    x = np.random.default_rng(3).normal(size=(64, 12, 12, 3)).astype("float32")
+    results = {}
+    for per_channel in (True, False):
+        prefix = tmp_path / f"per_channel_{per_channel}"
+        report = kc.export(shared, prefix, "int8", lambda: (x[i : i + 1] for i in range(64)),
+                           per_channel=per_channel)  # fmt: skip
+        model_bytes = prefix.with_suffix(".tflite").read_bytes()
+        skeleton, side = (prefix.with_suffix(s).read_bytes() for s in (".skeleton", ".kcz"))
+        assert kc.deploy.sidecar.join(skeleton, side) == model_bytes
+        rows = [r for r in report.tensors if r["dtype"] == "int8" and len(r["shape"]) > 1]
+        assert len(rows) == 7  # conv, dw, sep's two, relu_conv, fc, out
+        interpreter = kc.deploy.litert.interpreter(model_bytes)
+        details = {
+            t["name"]: t["quantization_parameters"] for t in interpreter.get_tensor_details()
+        }
+        # (Per tensor, the converter still writes a Dense kernel's one scale once per row.)
+        scales = {r["tensor"]: np.unique(details[r["tensor"]]["scales"]).size for r in rows}
+        distinct = [r["distinct"] for r in rows]
+        outputs = kc.deploy.litert.run(model_bytes, x[:16])[0]
+        results[per_channel] = (report.totals["deployable_bytes"], scales, max(distinct), outputs)
+    (channel_bytes, channel_scales, channel_distinct, channel_out) = results[True]
+    (tensor_bytes, tensor_scales, tensor_distinct, tensor_out) = results[False]
+    assert max(channel_scales.values()) > 1 and set(tensor_scales.values()) == {1}
+    assert channel_distinct > 17 >= tensor_distinct  # 16 shared values (and zero) per kernel
+    assert tensor_bytes < channel_bytes
+    # The same function: the outputs (int8, one scale) differ by a few quantization steps.
+    spread = np.ptp(channel_out.astype(np.int32))
+    assert np.abs(tensor_out.astype(np.int32) - channel_out.astype(np.int32)).mean() < 0.1 * spread
+
+
+def test_per_tensor_scales_need_int8(tf):
+    with pytest.raises(ValueError, match="per_channel=False.*int8"):
+        kc.deploy.convert(_bn_net(), "float32", per_channel=False)

@@ -31,12 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("prefix", help="output prefix, e.g. out/lenet5")
     exp.add_argument("--int8", metavar="CALIBRATION.npy", help="full-integer int8 export, "
                      "calibrated on the input samples in this .npy file")  # fmt: skip
+    exp.add_argument("--per-tensor", action="store_true", help="with --int8: one scale per "
+                     "tensor, not per channel (smaller after weight sharing)")  # fmt: skip
     exp.add_argument("--coding", choices=sidecar.CODINGS, default="auto",
                      help="sidecar coding: huffman (format v3, every decoder), arithmetic "
                      "(v4, smaller) or auto (arithmetic on the first 3 M elements)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
+            if args.per_tensor and not args.int8:
+                raise ValueError("--per-tensor chooses int8 scales: it needs --int8")
             import keras
             import numpy as np
 
@@ -47,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.int8:
                 samples = np.load(args.int8).astype("float32")
                 kwargs |= {"quantization": "int8",
-                          "representative_data": lambda: ([s[None]] for s in samples)}  # fmt: skip
+                          "representative_data": lambda: ([s[None]] for s in samples),
+                          "per_channel": not args.per_tensor}  # fmt: skip
             print(export(model, args.prefix, **kwargs).markdown())
         elif args.command == "decode":
             model = sidecar.join(Path(args.skeleton).read_bytes(), Path(args.sidecar).read_bytes())

@@ -32,6 +32,7 @@ def convert(
     representative_data: Callable[[], Iterable] | None = None,
     batch_size: int | None = None,
     sparse: bool = False,
+    per_channel: bool = True,
 ) -> bytes:
     """Convert a (wrapped or plain) Keras model to ``.tflite`` bytes with Keras's LiteRT export.
 
@@ -49,6 +50,12 @@ def convert(
             ``EXPERIMENTAL_SPARSITY``): 1x4 and 1x16 blocks of a Dense kernel run on LiteRT's
             sparse fully-connected kernels, faster and smaller without gzip; other sparsity
             is stored compressed but densified at run time. See docs/pruning.md.
+        per_channel: for ``"int8"``: one scale per output channel of each kernel (TFLite's
+            default). ``False``: one scale per tensor (the converter's
+            ``_experimental_disable_per_channel`` options), for weight-shared models: a kernel's
+            ``2**bits`` shared values then stay ``2**bits`` int8 values in the whole tensor
+            instead of that many per channel, and its scales cost one float, not one per
+            channel. Without sharing, per-tensor scales cost accuracy on BatchNorm networks.
 
     Returns:
         The ``.tflite`` bytes.
@@ -69,8 +76,13 @@ def convert(
         raise ValueError("int8 export needs representative_data (a callable yielding inputs)")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    if not per_channel and quantization != "int8":
+        raise ValueError("per_channel=False chooses int8 scales: it needs quantization='int8'")
     plain = _plain(model)
     options = _converter_options(quantization, representative_data)
+    if not per_channel:  # TensorFlow has no public switch; Dense kernels have their own
+        options["_experimental_disable_per_channel"] = True
+        options["_experimental_disable_per_channel_quantization_for_dense_layers"] = True
     if sparse:
         options["optimizations"] = [*options.get("optimizations", []),
                                     tf.lite.Optimize.EXPERIMENTAL_SPARSITY]  # fmt: skip

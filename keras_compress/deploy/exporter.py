@@ -120,6 +120,7 @@ def export(
     window_bits: int | None = 15,
     sparse: bool = False,
     coding: str = "auto",
+    per_channel: bool = True,
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -147,6 +148,9 @@ def export(
             ``"arithmetic"`` (context-adaptive binary arithmetic coding tried on every tensor,
             the smaller kept; version 4) or ``"auto"`` (arithmetic on the first 3 million
             elements, Huffman after: the Python coder takes seconds per million elements).
+        per_channel: int8 scales per output channel (``True``, TFLite's default) or per
+            tensor (``False``): after weight sharing per-tensor scales keep each kernel at
+            ``2**bits`` values, which codes smaller (see ``convert`` and docs/export.md).
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -160,7 +164,7 @@ def export(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    model_bytes = convert(model, quantization, representative_data, batch_size, sparse)
+    model_bytes = convert(model, quantization, representative_data, batch_size, sparse, per_channel)
     cuts = sidecar_cuts(model_bytes)
     skeleton, side, entries = sidecar.split(
         model_bytes, cuts, window_bits=window_bits, coding=coding
@@ -176,6 +180,7 @@ def export(
         "deployable_bytes": len(skeleton) + len(side),
         "ratio": len(model_bytes) / (len(skeleton) + len(side)),
         "quantization": quantization,
+        "per_channel": per_channel if quantization == "int8" else None,
     }
     report = ExportReport(model.name, rows, totals)
     contents = {
