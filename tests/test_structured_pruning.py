@@ -54,6 +54,39 @@ def test_two_of_four_keeps_at_most_two_in_every_run_and_never_revives(toy_data):
     assert n_of_m_mask(w, mask, 2, 4, 0.5).ravel().tolist() == [False, True, True, False]
 
 
+def _small_cnn():
+    return keras.Sequential([
+        keras.Input((12, 12, 3)), keras.layers.Conv2D(16, 3, activation="relu", name="c1"),
+        keras.layers.Conv2D(32, 3, activation="relu", name="c2"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="fc")])  # fmt: skip
+
+
+def test_kernel_level_pruning_keeps_or_drops_whole_spatial_kernels_and_codes_smaller():
+    x = np.random.default_rng(0).normal(size=(128, 12, 12, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 4, 128)
+    coded = {}
+    for structure in ("kernels", None):
+        keras.utils.set_random_seed(0)
+        model, _ = _pruned(_small_cnn(), x, y, target=0.75, structure=structure)
+        kernel = np.asarray(model.get_layer("pruned_c2").compressed_variables[0].numpy())
+        alive = (kernel != 0).sum(axis=(0, 1))  # (3, 3, 16, 32): per (input, output) pair
+        if structure:
+            assert np.all((alive == 0) | (alive == 9))
+            assert (alive == 0).mean() == pytest.approx(0.75, abs=1 / alive.size)
+        else:
+            assert 0 < ((alive > 0) & (alive < 9)).mean()
+        assert (kernel == 0).mean() == pytest.approx(0.75, abs=0.01)
+        # As the .tflite stores it, (outputs, h, w, inputs), shared to 16 values.
+        tflite = np.transpose(kernel, (3, 0, 1, 2))
+        levels = np.quantile(np.abs(tflite[tflite != 0]), np.linspace(0, 1, 8))
+        shared = np.sign(tflite) * levels[np.abs(np.abs(tflite)[..., None] - levels).argmin(-1)]
+        encoding, payload = kc.deploy.sidecar.encode_tensor(
+            shared.astype("<f4").tobytes(), 4, shape=tflite.shape, arithmetic=True
+        )
+        coded[structure] = len(payload)
+    assert coded["kernels"] < 0.8 * coded[None]
+
+
 def test_structure_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown pruning structure 'diagonal'"):
         kc.MagnitudePruning(0.5, structure="diagonal")

@@ -131,7 +131,8 @@ class MagnitudePruning(keras.callbacks.Callback):
             ``keras_compress.pruning.structure``): ``"1x4"``/``"1x16"`` blocks of consecutive
             inputs (LiteRT's sparse fully-connected kernels), ``"2:4"`` (N:M; ``target``
             defaults to ``1 - N/M``), ``"channels"``/``"channels_l2"`` (whole filters by
-            L1/L2 norm; then ``remove_pruned_channels``). ``None``: each weight on its own.
+            L1/L2 norm; then ``remove_pruned_channels``), ``"kernels"`` (each input-output
+            pair's spatial kernel: smaller to code). ``None``: each weight on its own.
             Levels count groups. Not with ``"std"``, ``saliency`` or ``load_balance``.
 
     Raises:

@@ -17,6 +17,11 @@ Each spec names its pattern on the last two axes of a kernel, ``(..., inputs, ou
 * ``"channels"`` / ``"channels_l2"``: whole output channels (filters, units), ranked by the L1
   (L2) norm of their weights (Li et al. 2017, arXiv:1608.08710); ``remove_pruned_channels``
   then removes them by surgery, which is what makes the model faster.
+* ``"kernels"``: each 2-D kernel of a convolution (all spatial positions of one input and one
+  output channel), the "kernel-level" granularity of Mao et al. 2017 (arXiv:1705.08922). It
+  runs no faster, but a kept or pruned kernel's 9 weights (3x3) cost one decision, not nine,
+  to code: the sidecar's arithmetic coder predicts each from the one above it. On a Dense
+  kernel every weight is its own group.
 
 A group's score is the mean magnitude of its members (root mean square for ``channels_l2``),
 so groups of different sizes (edge blocks, layers of different fan-in under
@@ -31,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 STRUCTURE_HELP = (
-    "'RxC' blocks such as '1x4' or '1x16', 'N:M' such as '2:4', 'channels', 'channels_l2'"
+    "'RxC' blocks such as '1x4' or '1x16', 'N:M' such as '2:4', 'channels', 'channels_l2', "
+    "'kernels'"
 )
 
 
@@ -40,7 +46,7 @@ class Structure:
     """A partition of kernels into groups pruned together (see the module docstring).
 
     Attributes:
-        kind: ``"block"``, ``"n_of_m"`` or ``"channels"``.
+        kind: ``"block"``, ``"n_of_m"``, ``"channels"`` or ``"kernels"``.
         outputs, inputs: block extent along the output and input axes (``"block"``).
         n, m: keep at most ``n`` of each ``m`` consecutive inputs (``"n_of_m"``).
         norm: ``"l1"`` or ``"l2"`` (``"channels"``).
@@ -74,6 +80,9 @@ class Structure:
         if self.kind == "channels":
             ids = np.broadcast_to(o, (lead, n_in, n_out))
             return ids.reshape(shape).copy(), n_out
+        if self.kind == "kernels":
+            ids = np.broadcast_to(i * n_out + o, (lead, n_in, n_out))
+            return ids.reshape(shape).copy(), n_in * n_out
         rows = -(-n_in // self.inputs)  # ceil: a last, shorter block at the edge
         cols = -(-n_out // self.outputs)
         ids = (p * rows + i // self.inputs) * cols + o // self.outputs
@@ -97,6 +106,8 @@ def parse_structure(spec: str | None) -> Structure | None:
     text = str(spec).strip().lower()
     if text in ("channels", "channels_l1", "channels_l2"):
         return Structure("channels", norm="l2" if text.endswith("l2") else "l1")
+    if text == "kernels":
+        return Structure("kernels")
     block = re.fullmatch(r"(\d+)x(\d+)", text)
     if block:
         outputs, inputs = int(block.group(1)), int(block.group(2))
