@@ -61,30 +61,37 @@ def _small_cnn():
         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="fc")])  # fmt: skip
 
 
-def test_kernel_level_pruning_keeps_or_drops_whole_spatial_kernels_and_codes_smaller():
+@pytest.mark.parametrize("structure", ["kernels", None])
+def test_kernel_level_pruning_keeps_or_drops_whole_spatial_kernels(structure):
     x = np.random.default_rng(0).normal(size=(128, 12, 12, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 4, 128)
+    model, _ = _pruned(_small_cnn(), x, y, target=0.75, structure=structure)
+    kernel = np.asarray(model.get_layer("pruned_c2").compressed_variables[0].numpy())
+    alive = (kernel != 0).sum(axis=(0, 1))  # (3, 3, 16, 32): per (input, output) pair
+    if structure:
+        assert np.all((alive == 0) | (alive == 9))
+        assert (alive == 0).mean() == pytest.approx(0.75, abs=1 / alive.size)
+    else:
+        assert 0 < ((alive > 0) & (alive < 9)).mean()
+    assert (kernel == 0).mean() == pytest.approx(0.75, abs=0.01)
+
+
+def test_whole_kernels_code_smaller_than_scattered_zeros(tf):
+    rng = np.random.default_rng(0)
+    # A (outputs, h, w, inputs) kernel as the .tflite stores it, 16 shared values, 75% zeros:
+    # pruned in whole 3x3 kernels, or weight by weight.
+    values = rng.choice(np.linspace(-1, 1, 16).astype("<f4"), size=(32, 3, 3, 16))
+    kernels = (rng.permutation(32 * 16) < 128).reshape(32, 1, 1, 16)
+    weights = (rng.permutation(values.size) < 9 * 128).reshape(values.shape)
     coded = {}
-    for structure in ("kernels", None):
-        keras.utils.set_random_seed(0)
-        model, _ = _pruned(_small_cnn(), x, y, target=0.75, structure=structure)
-        kernel = np.asarray(model.get_layer("pruned_c2").compressed_variables[0].numpy())
-        alive = (kernel != 0).sum(axis=(0, 1))  # (3, 3, 16, 32): per (input, output) pair
-        if structure:
-            assert np.all((alive == 0) | (alive == 9))
-            assert (alive == 0).mean() == pytest.approx(0.75, abs=1 / alive.size)
-        else:
-            assert 0 < ((alive > 0) & (alive < 9)).mean()
-        assert (kernel == 0).mean() == pytest.approx(0.75, abs=0.01)
-        # As the .tflite stores it, (outputs, h, w, inputs), shared to 16 values.
-        tflite = np.transpose(kernel, (3, 0, 1, 2))
-        levels = np.quantile(np.abs(tflite[tflite != 0]), np.linspace(0, 1, 8))
-        shared = np.sign(tflite) * levels[np.abs(np.abs(tflite)[..., None] - levels).argmin(-1)]
-        encoding, payload = kc.deploy.sidecar.encode_tensor(
-            shared.astype("<f4").tobytes(), 4, shape=tflite.shape, arithmetic=True
-        )
-        coded[structure] = len(payload)
-    assert coded["kernels"] < 0.8 * coded[None]
+    for name, keep in [("kernels", np.broadcast_to(kernels, values.shape)), ("weights", weights)]:
+        data = np.where(keep, values, np.float32(0)).tobytes()
+        encoding, payload = kc.deploy.sidecar.encode_tensor(data, 4, shape=values.shape,
+                                                            arithmetic=True)  # fmt: skip
+        assert encoding == kc.deploy.sidecar.ARITHMETIC_CODED
+        coded[name] = len(payload)
+    # Values cost the same; the positions: about one decision per kernel instead of per weight.
+    assert coded["kernels"] < 0.8 * coded["weights"]
 
 
 def test_structure_errors_name_the_problem():
