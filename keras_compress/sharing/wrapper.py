@@ -28,6 +28,21 @@ def _cluster_sums(codes, values, size: int):
     return ops.segment_sum(values, codes, num_segments=size + 1)[:size]
 
 
+def _take_flat(x, positions):
+    """``ops.take(x, positions)``: the entries of ``x`` (flattened) at 1-D ``positions``.
+
+    On PyTorch ``torch.index_select``: Keras's ``take`` there goes through a general
+    ``torch.take`` with index conversion, 65-75 us for the 18,816 non-zeros of a pruned
+    784x300 kernel against 12-21 us (one CPU thread), about 6% of a fine-tuning step of
+    LeNet-300-100.
+    """
+    if keras.backend.backend() != "torch":
+        return ops.take(x, positions)
+    import torch
+
+    return torch.index_select(torch.reshape(x, (-1,)), 0, positions)
+
+
 def _lookup(centroids, indices, nonzero, positions=None):
     """``where(nonzero, centroids[indices], 0)``, the centroids' gradient by one ``bincount``.
 
@@ -42,7 +57,7 @@ def _lookup(centroids, indices, nonzero, positions=None):
     """
     size = ops.shape(centroids)[0]
     if positions is not None:
-        live = ops.take(indices, positions)  # the non-zeros' codes (take flattens)
+        live = _take_flat(indices, positions)  # the non-zeros' codes
         slots = ops.expand_dims(positions, 1)
         count = math.prod(ops.shape(indices))  # static: ops.size is a tensor op on PyTorch
 
@@ -50,10 +65,10 @@ def _lookup(centroids, indices, nonzero, positions=None):
         def sparse(c):
             def grad(*args, upstream=None):
                 upstream = args[0] if upstream is None else upstream
-                return _cluster_sums(live, ops.take(upstream, positions), size)
+                return _cluster_sums(live, _take_flat(upstream, positions), size)
 
             # scatter_update into zeros, not scatter: Keras's PyTorch scatter is a Python loop.
-            flat = ops.scatter_update(ops.zeros((count,), c.dtype), slots, ops.take(c, live))
+            flat = ops.scatter_update(ops.zeros((count,), c.dtype), slots, _take_flat(c, live))
             return ops.reshape(flat, ops.shape(indices)), grad
 
         return sparse(ops.copy(centroids))
