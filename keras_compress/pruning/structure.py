@@ -20,8 +20,9 @@ Each spec names its pattern on the last two axes of a kernel, ``(..., inputs, ou
 * ``"kernels"``: each 2-D kernel of a convolution (all spatial positions of one input and one
   output channel), the "kernel-level" granularity of Mao et al. 2017 (arXiv:1705.08922). It
   runs no faster, but a kept or pruned kernel's 9 weights (3x3) cost one decision, not nine,
-  to code: the sidecar's arithmetic coder predicts each from the one above it. On a Dense
-  kernel every weight is its own group.
+  to code: the sidecar's arithmetic coder predicts each from its neighbour at the previous
+  spatial position. On a Dense (or 1x1) kernel every weight is its own group; a depthwise
+  kernel's groups are its whole channels.
 
 A group's score is the mean magnitude of its members (root mean square for ``channels_l2``),
 so groups of different sizes (edge blocks, layers of different fan-in under
