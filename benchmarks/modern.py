@@ -251,8 +251,9 @@ def share_bits(model):
     6 bits 80.83%, 130,739 B; at 8 bits 81.04%, 152,070 B; unshared 81.07%. 6 bits keeps the
     ratio above 12x.
     """
-    depthwise = any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in model.layers)
-    return {keras.layers.DepthwiseConv2D: 6, "conv": BITS, "dense": BITS} if depthwise else BITS
+    if has_depthwise(model):
+        return {keras.layers.DepthwiseConv2D: 6, "conv": BITS, "dense": BITS}
+    return BITS
 
 
 def int8_per_channel(model) -> bool:
@@ -266,6 +267,11 @@ def int8_per_channel(model) -> bool:
     kernels: each channel's folded BatchNorm scale is its own, and one scale for all of them
     leaves the small channels few int8 steps.
     """
+    return has_depthwise(model)
+
+
+def has_depthwise(model) -> bool:
+    """Whether the model has depthwise kernels, whose channels each carry a folded scale."""
     return any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in model.layers)
 
 
