@@ -206,3 +206,26 @@ def test_report_codes_come_close_to_the_entropy_bound(tmp_path):
     assert row["stored"] == "sidecar" and row["entropy_bytes"] == pytest.approx(bound, abs=0.1)
     assert bound < row["bytes_after"] < 1.1 * bound + 300, (row, bound)
     assert f"| {round(bound)} |" in (tmp_path / "m.report.md").read_text()
+
+
+@pytest.mark.slow  # two int8 conversions: 6 s
+def test_int8_calibration_lists_follow_the_models_input_order():
+    # The converter orders a signature's inputs by name ("extra" before "image"), not as the
+    # model does: a list in the model's order must still reach the right inputs.
+    image, extra = keras.Input((12, 12, 3), name="image"), keras.Input((4,), name="extra")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(image))
+    model = keras.Model(
+        [image, extra], keras.layers.Dense(3)(keras.layers.Concatenate()([pooled, extra]))
+    )
+    rng = np.random.default_rng(0)
+    x = [rng.random((8, 12, 12, 3), dtype=np.float32), rng.random((8, 4), dtype=np.float32)]
+    model_bytes = kc.deploy.convert(
+        model, "int8", lambda: ([x[0][i : i + 1], x[1][i : i + 1]] for i in range(8))
+    )
+    details = kc.deploy.litert.interpreter(model_bytes).get_signature_runner().get_input_details()
+    assert {k: tuple(v["shape"][1:]) for k, v in details.items()} == {
+        "image": (12, 12, 3),
+        "extra": (4,),
+    }
+    with pytest.raises(ValueError, match=r"1 arrays for the model's 2 inputs \(image, extra\)"):
+        kc.deploy.convert(model, "int8", lambda: ([x[0][i : i + 1]] for i in range(8)))

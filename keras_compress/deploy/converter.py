@@ -42,7 +42,7 @@ def convert(
         quantization: ``"float32"``, or ``"int8"`` for full-integer quantization (inputs,
             outputs and weights int8; what TensorFlow Lite Micro runs).
         representative_data: for ``"int8"``: a callable returning an iterable of input
-            batches: lists of arrays, as ``TFLiteConverter.representative_dataset`` wants,
+            batches: lists of arrays in the model's input order (or ``{input name: array}``),
             or, for a one-input model, the arrays themselves.
         batch_size: a fixed batch size for the inputs (``None``: as the model says, usually
             unknown; RNN models that need a static shape fall back to 1 with a warning).
@@ -79,7 +79,8 @@ def convert(
     if not per_channel and quantization != "int8":
         raise ValueError("per_channel=False chooses int8 scales: it needs quantization='int8'")
     plain = _plain(model)
-    options = _converter_options(quantization, representative_data)
+    names = [t.name for t in plain.inputs] if is_functional(plain) else []
+    options = _converter_options(quantization, representative_data, names)
     if not per_channel:  # TensorFlow has no public switch; Dense kernels have their own
         options["_experimental_disable_per_channel"] = True
         options["_experimental_disable_per_channel_quantization_for_dense_layers"] = True
@@ -123,25 +124,39 @@ def _plain(model: keras.Model) -> keras.Model:
     return model
 
 
-def _converter_options(quantization: str, representative_data) -> dict:
+def _converter_options(quantization: str, representative_data, input_names=()) -> dict:
     """``TFLiteConverter`` settings, as Keras's LiteRT export takes them."""
     if quantization == "float32":
         return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     return {
         "optimizations": [tf.lite.Optimize.DEFAULT],
-        "representative_dataset": _as_input_lists(representative_data),
+        "representative_dataset": _as_input_lists(representative_data, input_names),
         "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         "inference_input_type": tf.int8,
         "inference_output_type": tf.int8,
     }
 
 
-def _as_input_lists(representative_data: Callable[[], Iterable]) -> Callable[[], Iterable]:
-    """Accept bare arrays too: the converter wants each item as a list of the model's inputs."""
+def _as_input_lists(representative_data: Callable[[], Iterable], input_names=()):
+    """Accept bare arrays too, and a list in the model's input order for several inputs.
+
+    The converter wants each item as a list of the model's inputs, but matches a list to the
+    signature's inputs in *their* order (by name, not the model's); several inputs are
+    therefore passed by name (``input_names``: the model's inputs, in order).
+    """
 
     def items():
         for item in representative_data():
-            yield item if isinstance(item, (list, tuple, dict)) else [item]
+            if not isinstance(item, (list, tuple, dict)):
+                item = [item]
+            if len(input_names) > 1 and isinstance(item, (list, tuple)):
+                if len(item) != len(input_names):
+                    raise ValueError(
+                        f"representative_data gave {len(item)} arrays for the model's "
+                        f"{len(input_names)} inputs ({', '.join(input_names)})"
+                    )
+                item = dict(zip(input_names, item))
+            yield item
 
     return items
 
