@@ -41,6 +41,9 @@ def test_save_load_mid_pruning_then_fit_continues(toy_data, tmp_path):
     loaded = keras.models.load_model(path)
     loaded_step, loaded_masks = _state(loaded)
     assert loaded_step == 16
+    # make_prunable lets only the first wrapper count steps; the flag survives the save.
+    counting = [w.counts_steps for w in kc.pruning_wrappers(loaded)]
+    assert counting == [True] + [False] * (len(counting) - 1)
     for a, b in zip(masks, loaded_masks):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))

@@ -21,7 +21,7 @@ from keras_compress.pruning.schedules import (
     PruningSchedule,
 )
 from keras_compress.pruning.structure import group_scores, n_of_m_mask, parse_structure
-from keras_compress.pruning.wrapper import PruningWrapper
+from keras_compress.pruning.wrapper import PruningWrapper, step_counter
 
 SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
 
@@ -336,7 +336,7 @@ class MagnitudePruning(keras.callbacks.Callback):
     def _step(self) -> int:
         """The model's training step counter, read after a sync (see ``_sync``)."""
         self._sync()
-        return int(ops.convert_to_numpy(self._wrappers[0].step))
+        return int(ops.convert_to_numpy(step_counter(self._wrappers).step))
 
     def _sync(self) -> None:
         """Bring the model's variables up to date before reading or writing them.

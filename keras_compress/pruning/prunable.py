@@ -75,7 +75,12 @@ def make_prunable(
     def transform(layer: keras.layers.Layer):
         if layer not in picked:
             return None
-        wrapper = PruningWrapper(fresh_copy(layer), weights=weights, name=f"pruned_{layer.name}")
+        wrapper = PruningWrapper(
+            fresh_copy(layer),
+            weights=weights,
+            counts_steps=layer is picked[0],  # one counter per model (see PruningWrapper)
+            name=f"pruned_{layer.name}",
+        )
         return wrapper, lambda: wrapper.layer.set_weights(layer.get_weights())
 
     new_model = rewrite_model(model, transform)
