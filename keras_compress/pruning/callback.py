@@ -21,7 +21,7 @@ from keras_compress.pruning.schedules import (
     PruningSchedule,
 )
 from keras_compress.pruning.structure import group_scores, n_of_m_mask, parse_structure
-from keras_compress.pruning.wrapper import PruningWrapper, step_counter
+from keras_compress.pruning.wrapper import PruningWrapper, constraint_masks, step_counter
 
 SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
 
@@ -79,10 +79,10 @@ class _WeightClass:
         whatever its momentum, so only JAX (where the constraint cannot read the mask) needs
         the slots zeroed: elsewhere that would copy every slot to the host and back for nothing.
         """
-        jax = keras.backend.backend() == "jax"
+        zero_slots = not constraint_masks()
         for (variable, mask_var), mask in zip(self.members, masks):
             mask_var.assign(mask)
-            slots = optimizer_slots(optimizer, variable).values() if jax else ()
+            slots = optimizer_slots(optimizer, variable).values() if zero_slots else ()
             for target in [variable, *slots]:
                 value = ops.convert_to_numpy(target)
                 target.assign(np.where(mask, value, 0).astype(value.dtype))

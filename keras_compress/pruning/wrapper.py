@@ -12,6 +12,20 @@ from keras_compress.core.graph import readable
 from keras_compress.core.wrapper import CompressionWrapper
 
 
+def constraint_masks() -> bool:
+    """Whether the mask constraint keeps pruned weights at +0.0 in this backend's train step.
+
+    True on TensorFlow and PyTorch. JAX's optimizer step sees only trainable and optimizer
+    variables, so there the constraint cannot read the mask: the wrapper masks its forward
+    pass and the callback zeroes the optimizer's slots instead (see ``PruningWrapper``).
+
+    Example:
+        >>> constraint_masks() == (keras.backend.backend() != "jax")
+        True
+    """
+    return keras.backend.backend() != "jax"
+
+
 class _MaskConstraint(keras.constraints.Constraint):
     """Keeps pruned weights at exactly +0.0 after every optimizer step.
 
@@ -124,7 +138,7 @@ class PruningWrapper(CompressionWrapper):
         """Run the wrapped layer; in training, count the step."""
         if training and self.counts_steps:
             self.step.assign_add(1)
-        if keras.backend.backend() != "jax":  # the constraint keeps pruned weights at +0.0
+        if constraint_masks():
             return self._call_layer(inputs, args, training, mask, kwargs)
         masked = [
             (v, ops.where(m.value, v.value, ops.zeros((), v.dtype)))
