@@ -146,6 +146,31 @@ def test_pruning_while_distilling_from_the_unpruned_model(distributed, request):
     assert agreement(pruned) > agreement(oneshot) + 0.25
 
 
+def test_our_distiller_keeps_the_students_regularizers():
+    """Keras's Distiller drops ``student.losses``; ``kc.distillation.Distiller`` adds them."""
+    teacher = dense_model(3)
+    x = RNG.normal(size=(256, 6)).astype("float32")
+    y = np.argmax(keras.ops.convert_to_numpy(teacher(x)), axis=1)
+    crossentropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    norms, losses = {}, {}
+    for name, kind in (
+        ("keras", keras.distillation.Distiller),
+        ("ours", kc.distillation.Distiller),
+    ):
+        student = dense_model(4)
+        for layer in student.layers:
+            layer.kernel.regularizer = keras.regularizers.L2(0.5)
+        distiller = kind(teacher, student, hinton(2.0), student_loss_weight=0.5)
+        distiller.compile(keras.optimizers.Adam(1e-2), crossentropy)
+        penalty = sum(float(v) for v in student.losses)
+        losses[name] = distiller.evaluate(x, y, verbose=0, return_dict=True)["loss"], penalty
+        distiller.fit(x, y, batch_size=64, epochs=5, verbose=0)
+        norms[name] = sum(float(np.sum(w**2)) for w in student.get_weights()[::2])
+    assert losses["keras"][1] > 1.0  # the penalty is large, Keras's loss does not see it
+    assert losses["ours"][0] == pytest.approx(losses["keras"][0] + losses["ours"][1], rel=1e-4)
+    assert norms["ours"] < 0.5 * norms["keras"]
+
+
 def test_configs_round_trip_and_ensembles_save(tmp_path):
     loss = NoisyTeacher(temperature=2.5, noise_std=0.3, probability=0.25, seed=9)
     again = NoisyTeacher.from_config(loss.get_config())

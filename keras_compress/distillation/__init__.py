@@ -15,6 +15,9 @@ what Keras lacks, as the extension points Keras offers:
   teachers and regularising the student.
 * ``ensemble_teacher``: several teachers as one teacher model for the ``Distiller``: the
   weighted average of their softened distributions, or one teacher drawn per batch.
+* ``Distiller``: Keras's, plus the student's regularization losses, which Keras 3.15's
+  ``Distiller.compute_loss`` leaves out (a ``kernel_regularizer`` or ``kc.rate_regularize``
+  on the student would otherwise do nothing while distilling).
 
 Pruning while distilling: the student may be a ``make_prunable`` model; ``MagnitudePruning``
 finds its wrappers inside the ``Distiller``. With a frozen copy of the unpruned model as the
@@ -24,13 +27,14 @@ distribution (``benchmarks/nmt.py`` retrains an 80% pruned translation model thi
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
     student = kc.make_prunable(model)
-    distiller = keras.distillation.Distiller(teacher, student, hinton(1.0))
+    distiller = kc.distillation.Distiller(teacher, student, hinton(1.0))
     distiller.compile("adam", loss)
     distiller.fit(x, y, callbacks=[kc.MagnitudePruning(0.8, "polynomial")])
     pruned = kc.strip(student)
 """
 
+from keras_compress.distillation.distiller import Distiller
 from keras_compress.distillation.losses import NoisyTeacher, hinton
 from keras_compress.distillation.teachers import MODES, TeacherCombination, ensemble_teacher
 
-__all__ = ["MODES", "NoisyTeacher", "TeacherCombination", "ensemble_teacher", "hinton"]
+__all__ = ["MODES", "Distiller", "NoisyTeacher", "TeacherCombination", "ensemble_teacher", "hinton"]

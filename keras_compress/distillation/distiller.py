@@ -1,0 +1,33 @@
+"""``keras.distillation.Distiller`` with the student's own losses (regularizers, ``add_loss``)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_compress")
+class Distiller(keras.distillation.Distiller):
+    """``keras.distillation.Distiller`` whose loss also has the student's regularization losses.
+
+    Keras 3.15's ``Distiller.compute_loss`` returns the label and distillation terms only: it
+    replaces ``Model.compute_loss``, which is where ``model.losses`` (``kernel_regularizer``,
+    ``add_loss``, and so ``kc.rate_regularize``) join the loss. A regularized student trained
+    in it silently trains without its regularizers. This subclass adds them back, as
+    ``Model.compute_loss`` does; everything else is Keras's. The teacher is frozen, so its
+    regularizers (on no trainable weight) are not counted.
+
+    Example:
+        >>> import keras_compress as kc
+        >>> teacher = kc.examples.lenet_300_100()
+        >>> student = kc.rate_regularize(kc.examples.lenet_300_100(), lam=0.01, bits=3)
+        >>> distiller = Distiller(teacher, student, kc.distillation.hinton(4.0))
+        >>> len(distiller.losses)  # the student's three rate terms
+        3
+    """
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras's distillation loss plus ``self.losses`` (the student's, the teacher is frozen)."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        extra = [self._aggregate_additional_loss(term) for term in self.losses]
+        return ops.add(loss, ops.sum(ops.stack(extra))) if extra else loss
