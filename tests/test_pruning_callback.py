@@ -157,6 +157,11 @@ def test_bad_arguments_fail_before_training(toy_data):
     plain = _compiled(mlp())
     with pytest.raises(ValueError, match="no PruningWrapper"):
         plain.fit(x, y, epochs=1, verbose=0, callbacks=[kc.MagnitudePruning(0.5)])
+    # wrappers built by hand, none counting steps: the schedule could never advance
+    wrappers = [kc.PruningWrapper(keras.layers.Dense(n), counts_steps=False) for n in (8, 2)]
+    silent = keras.Sequential([keras.Input((12,)), *wrappers])
+    with pytest.raises(ValueError, match="counts training steps"):
+        _compiled(silent).fit(x, y, epochs=1, verbose=0, callbacks=[kc.MagnitudePruning(0.5)])
 
 
 def test_make_prunable_selection_and_errors():

@@ -318,6 +318,7 @@ class MagnitudePruning(keras.callbacks.Callback):
                 f"model {self.model.name!r} has no PruningWrapper layers: wrap it with "
                 "keras_compress.make_prunable(model) before compiling and fitting"
             )
+        step_counter(self._wrappers)  # a clear error now if no wrapper counts steps
         if not self._classes:
             self._resolve_schedule()
             self._build_classes()

@@ -160,7 +160,10 @@ class PruningWrapper(CompressionWrapper):
 
 
 def step_counter(wrappers: Sequence[PruningWrapper]) -> PruningWrapper:
-    """The wrapper whose step counter is the model's: the first that counts (else the first).
+    """The wrapper whose step counter is the model's: the first with ``counts_steps``.
+
+    Raises:
+        ValueError: no wrapper counts steps (a schedule read from it would never advance).
 
     Example:
         >>> import keras_compress as kc
@@ -168,4 +171,11 @@ def step_counter(wrappers: Sequence[PruningWrapper]) -> PruningWrapper:
         >>> step_counter(kc.pruning_wrappers(model)).name
         'pruned_fc1'
     """
-    return next((w for w in wrappers if w.counts_steps), wrappers[0])
+    counter = next((w for w in wrappers if w.counts_steps), None)
+    if counter is None:
+        raise ValueError(
+            f"none of the PruningWrappers {[w.name for w in wrappers]} counts training steps, so "
+            "a pruning schedule would never advance: build one with counts_steps=True "
+            "(make_prunable sets it on the first wrapper it makes)"
+        )
+    return counter
