@@ -67,3 +67,37 @@ def prune_to_han_levels(
     callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
     pruned.fit(x, y, batch_size=BATCH, epochs=3 + retrain, verbose=0, callbacks=[callback])
     return pruned
+
+
+def prune_gradually(
+    model: keras.Model,
+    name: str,
+    x,
+    y,
+    epochs: int = 5,
+    ramp: int = 3,
+    lam: float = 0.0,
+    bits: dict | None = None,
+) -> keras.Model:
+    """Gradual pruning to Han et al.'s levels, optionally training for the rate from step 0.
+
+    The schedule is tensorflow-model-optimization's (``tfmot_baseline.py``): from the first
+    step the sparsity rises polynomially to each layer's level over ``ramp`` epochs, the
+    masks are updated every 10 steps, and training goes on to ``epochs`` with the level held.
+    With ``lam`` > 0, ``kc.rate_regularize(lam, bits)`` adds the estimated coded size to the
+    loss in every one of those steps, so the weights that survive pruning settle on the grid
+    the sharing step uses. Measured on LeNet-300-100 (``benchmarks/README.md``): better than
+    adding the rate term only after Han's rounds, at fewer bytes.
+    """
+    steps = int(np.ceil(len(x) / BATCH))
+    levels = HAN_LEVELS[name]
+    pruned = kc.make_prunable(model)
+    if lam:
+        kc.rate_regularize(pruned, lam, bits=bits)
+    callback = kc.MagnitudePruning(
+        max(levels.values()), begin_step=0, end_step=ramp * steps, frequency=10,
+        layer_targets=levels,
+    )  # fmt: skip
+    compiled(pruned, PRUNE_LR).fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0,
+                                   callbacks=[callback])  # fmt: skip
+    return pruned
