@@ -14,8 +14,8 @@ class Distiller(keras.distillation.Distiller):
     replaces ``Model.compute_loss``, which is where ``model.losses`` (``kernel_regularizer``,
     ``add_loss``, and so ``kc.rate_regularize``) join the loss. A regularized student trained
     in it silently trains without its regularizers. This subclass adds them back, as
-    ``Model.compute_loss`` does; everything else is Keras's. The teacher is frozen, so its
-    regularizers (on no trainable weight) are not counted.
+    ``Model.compute_loss`` does (each cast to the loss's dtype); everything else is Keras's.
+    The teacher is frozen, so its regularizers (on no trainable weight) are not counted.
 
     Example:
         >>> import keras_compress as kc
@@ -29,5 +29,6 @@ class Distiller(keras.distillation.Distiller):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras's distillation loss plus ``self.losses`` (the student's, the teacher is frozen)."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training)
-        extra = [self._aggregate_additional_loss(term) for term in self.losses]
+        loss = ops.convert_to_tensor(loss)
+        extra = [ops.cast(term, loss.dtype) for term in self.losses]
         return ops.add(loss, ops.sum(ops.stack(extra))) if extra else loss
