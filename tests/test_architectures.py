@@ -41,6 +41,15 @@ def _bidirectional_gru():
     return keras.Model(tokens, L.Dense(3, name="out")(x), name="bigru")
 
 
+def _sequential_bilstm():
+    # A Sequential model has no `model.input` in Keras 3.15 (only `inputs`): export read it.
+    layers = [keras.Input((12,), dtype="int32"), L.Embedding(200, 16),
+              L.Bidirectional(L.LSTM(16, return_sequences=True), name="bilstm"),
+              L.TimeDistributed(L.Dense(24, "relu"), name="td"),
+              L.GlobalAveragePooling1D(), L.Dense(3)]  # fmt: skip
+    return keras.Sequential(layers, name="seq_bilstm")
+
+
 def _time_distributed():
     td = L.TimeDistributed(L.Dense(48, "relu"), name="td")
     return keras.Sequential([keras.Input((6, 40)), td, L.Flatten(), L.Dense(3)], name="td_dense")
@@ -114,6 +123,7 @@ ARCHITECTURES = {
     "lstm_seq2seq": (_seq2seq, False),
     "bidirectional_gru": (_bidirectional_gru, False),
     "time_distributed_dense": (_time_distributed, False),
+    "sequential_bilstm": (_sequential_bilstm, False),
     "multi_input": (_multi_input, False),
     "nested": (_nested, False),
     # The converter folds the constant sigmoid(gate) column scale into w, as it folds BatchNorm.

@@ -23,6 +23,21 @@ def is_functional(model: keras.Model) -> bool:
     return hasattr(model, "_operations") and hasattr(model, "_nodes_by_depth")
 
 
+def model_input(model: keras.Model):
+    """The structure of a functional or Sequential model's symbolic inputs (``model.input``).
+
+    Keras 3.15's ``Sequential`` has ``inputs`` (a list) but no ``input``: reading it raises
+    "has never been called" even on a built model, so a Sequential gives its one input here.
+
+    Example:
+        >>> model_input(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])).shape
+        (None, 3)
+    """
+    if isinstance(model, keras.Sequential):
+        return model.inputs[0]
+    return model.input
+
+
 def producer_name(tensor) -> str:
     """The name of the layer (or operation) whose output ``tensor`` is.
 

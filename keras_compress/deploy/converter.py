@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_compress.core.graph import is_functional
+from keras_compress.core.graph import is_functional, model_input
 from keras_compress.core.rewrite import fresh_copy, iter_layers
 from keras_compress.core.wrapper import is_wrapper, strip
 
@@ -170,7 +170,7 @@ def _export(model: keras.Model, options: dict, batch_size: int | None) -> bytes:
         # builds it; the names keep the signature's inputs named after the model's Inputs.
         signature = [keras.tree.map_structure(
             lambda t: tf.TensorSpec((batch_size, *t.shape[1:]), t.dtype, name=t.name),
-            model.input,
+            model_input(model),
         )]  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"
@@ -187,7 +187,7 @@ def _fixed_batch_helps(model: keras.Model) -> bool:
 
 
 def _unknown_lengths(model: keras.Model) -> bool:
-    return any(None in tuple(t.shape)[1:] for t in keras.tree.flatten(model.input))
+    return any(None in tuple(t.shape)[1:] for t in keras.tree.flatten(model_input(model)))
 
 
 def _hint(model: keras.Model) -> str:
