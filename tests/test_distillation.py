@@ -1,6 +1,7 @@
 """Distillation: Hinton's loss against numpy, the noisy teacher, several teachers, fit, pruning."""
 
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -169,6 +170,33 @@ def test_our_distiller_keeps_the_students_regularizers():
     assert losses["keras"][1] > 1.0  # the penalty is large, Keras's loss does not see it
     assert losses["ours"][0] == pytest.approx(losses["keras"][0] + losses["ours"][1], rel=1e-4)
     assert norms["ours"] < 0.5 * norms["keras"]
+
+
+def test_a_saved_distiller_loads_compiled_and_resumes(tmp_path):
+    """Keras's Distiller reloads uncompiled (a warning, the optimizer state gone); ours does not."""
+    x = RNG.normal(size=(64, 6)).astype("float32")
+    y = RNG.integers(0, 3, 64)
+    student = kc.make_prunable(dense_model(5))
+    distiller = kc.distillation.Distiller(dense_model(6), student, hinton(2.0))
+    crossentropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    distiller.compile(keras.optimizers.Adam(1e-2), crossentropy, metrics=["accuracy"])
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                  callbacks=[kc.MagnitudePruning(0.5, "constant")])  # fmt: skip
+    distiller.save(tmp_path / "distiller.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras's "compile() was not called" warning
+        loaded = keras.models.load_model(tmp_path / "distiller.keras")
+    assert type(loaded) is kc.distillation.Distiller and loaded.compiled
+    assert int(loaded.optimizer.iterations) == 4
+    for saved, restored in zip(distiller.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(saved),
+                                      keras.ops.convert_to_numpy(restored))  # fmt: skip
+    want = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    got = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert got == pytest.approx(want, rel=1e-6) and "accuracy" in got
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0,
+               callbacks=[kc.MagnitudePruning(0.5, "constant")])  # fmt: skip
+    assert int(loaded.optimizer.iterations) == 8
 
 
 def test_configs_round_trip_and_ensembles_save(tmp_path):
