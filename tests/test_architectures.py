@@ -50,6 +50,18 @@ def _sequential_bilstm():
     return keras.Sequential(layers, name="seq_bilstm")
 
 
+def _transformer():
+    tokens = keras.Input((16,), dtype="int32", name="tokens")
+    x = L.Embedding(200, 32, name="embed")(tokens)
+    x = L.LayerNormalization()(
+        x + L.MultiHeadAttention(4, 8, name="mha")(x, x, use_causal_mask=True)
+    )
+    x = L.LayerNormalization()(x + L.Dense(32, name="ff2")(L.Dense(64, "gelu", name="ff1")(x)))
+    return keras.Model(
+        tokens, L.Dense(3, name="out")(L.GlobalAveragePooling1D()(x)), name="transformer"
+    )
+
+
 def _time_distributed():
     td = L.TimeDistributed(L.Dense(48, "relu"), name="td")
     return keras.Sequential([keras.Input((6, 40)), td, L.Flatten(), L.Dense(3)], name="td_dense")
@@ -124,6 +136,7 @@ ARCHITECTURES = {
     "bidirectional_gru": (_bidirectional_gru, False),
     "time_distributed_dense": (_time_distributed, False),
     "sequential_bilstm": (_sequential_bilstm, False),
+    "transformer": (_transformer, False),
     "multi_input": (_multi_input, False),
     "nested": (_nested, False),
     # The converter folds the constant sigmoid(gate) column scale into w, as it folds BatchNorm.

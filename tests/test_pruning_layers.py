@@ -15,7 +15,16 @@ def _seq(input_shape, *layers):
     return keras.Sequential([keras.Input(input_shape), *layers, L.Flatten(), L.Dense(2)])
 
 
+def _attention():
+    # Query and value of different lengths: the wrapper must build the layer from both shapes.
+    inputs = keras.Input((6, 8))
+    value = L.Conv1D(8, 2, name="values")(inputs)
+    x = L.MultiHeadAttention(2, 4, name="mha")(inputs, value)
+    return keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
+
+
 CASES = {
+    "multi_head_attention": _attention,
     "conv1d": lambda: _seq((10, 3), L.Conv1D(8, 3)),
     "conv2d": lambda: _seq((8, 8, 3), L.Conv2D(8, 3)),
     "conv3d": lambda: _seq((5, 5, 5, 2), L.Conv3D(4, 3)),

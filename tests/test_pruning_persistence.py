@@ -124,3 +124,23 @@ def test_strip_gives_a_plain_model_that_loads_without_keras_compress(toy_data, t
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got["zeros"] == pytest.approx(kc.sparsity(model)["fc1/kernel"])
     np.testing.assert_allclose(got["out"], plain.predict(x, verbose=0), atol=1e-5)
+
+
+def test_attention_wrappers_save_and_load(toy_data, tmp_path):
+    """MultiHeadAttention builds from two shapes; wrapped, it must rebuild from the saved file."""
+    x, y = toy_data
+    tokens = keras.Input(x.shape[1:])
+    sequence = keras.layers.Reshape((4, -1))(tokens)
+    attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(sequence, sequence)
+    logits = keras.layers.Dense(int(y.max()) + 1)(keras.layers.Flatten()(attended))
+    model = _compiled(kc.make_prunable(keras.Model(tokens, logits)))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[_callback()])
+    shared = kc.share_weights(model, bits=2)
+    for stage, wrapped in (("pruned", model), ("shared", shared)):
+        path = tmp_path / f"{stage}.keras"
+        wrapped.save(path)
+        loaded = keras.models.load_model(path)
+        np.testing.assert_array_equal(wrapped.predict(x, verbose=0), loaded.predict(x, verbose=0))
+    assert {k for k in kc.sparsity(model) if k.startswith("mha/")} == {
+        f"mha/{part}/kernel" for part in ("query", "key", "value", "attention_output")
+    }

@@ -37,6 +37,30 @@ class CompressionWrapper(keras.layers.Wrapper):
         self.weight_names = list(weights) if weights is not None else None
         self.supports_masking = layer.supports_masking
 
+    def __call__(self, *args, **kwargs):
+        """Keras's ``__call__``, after building a layer that needs several input shapes.
+
+        Keras builds a wrapper from its first input's shape alone; a layer whose ``build``
+        takes several (MultiHeadAttention: query and value) is built by one call of its own.
+        """
+        if not self.built and not self.layer.built and _needs_several_shapes(self.layer):
+            accepted = inspect.signature(self.layer.call).parameters
+            self.layer(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+        return super().__call__(*args, **kwargs)
+
+    def get_build_config(self) -> dict | None:
+        """Keras's build config, plus the wrapped layer's where it is built from several shapes."""
+        config = super().get_build_config()
+        if config is not None and _needs_several_shapes(self.layer) and self.layer.built:
+            config["layer"] = self.layer.get_build_config()
+        return config
+
+    def build_from_config(self, config: dict) -> None:
+        """Build the wrapped layer from its own config first where it has one (see above)."""
+        if "layer" in config and not self.layer.built:
+            self.layer.build_from_config(config["layer"])
+        super().build_from_config(config)
+
     def _build_layer(self, input_shape) -> list[keras.Variable]:
         """Build the wrapped layer; return the variables to compress (error if none)."""
         if not self.layer.built:
@@ -117,6 +141,13 @@ class CompressionWrapper(keras.layers.Wrapper):
     def get_config(self) -> dict:
         """Serializable config: the wrapped layer and the compressed weight names."""
         return {**super().get_config(), "weights": self.weight_names}
+
+
+def _needs_several_shapes(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer.build`` takes more than one required shape (MultiHeadAttention's does)."""
+    parameters = inspect.signature(layer.build).parameters.values()
+    required = [p for p in parameters if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return len(required) > 1
 
 
 def is_wrapper(layer: keras.layers.Layer) -> bool:
