@@ -135,26 +135,35 @@ def run_model(name, dataset, cfg, work: Path, nncodec: str) -> list[dict]:
             row = rate_row(name, float_weights, lam, seed, dataset, cfg, work, nncodec)
             print(row, flush=True)
             rows.append(row)
-    baseline = tfmot_baseline(name, float_weights, dataset, cfg, work, PRUNE_LR)
-    if baseline:
-        rows.append({"model": name, "row": TFMOT_ROW, "accuracy": baseline["pipeline_accuracy"],
+    for seed in range(cfg["seeds"]):  # the peer over the same seeds: both sides' means compared
+        baseline = tfmot_baseline(name, float_weights, dataset, cfg, work, PRUNE_LR, seed)
+        if not baseline:
+            break
+        rows.append({"model": name, "row": TFMOT_ROW, "seed": seed,
+                     "accuracy": baseline["pipeline_accuracy"],
                      "deployable_bytes": baseline["pipeline_gzip_bytes"],
                      "ratio": float_bytes / baseline["pipeline_gzip_bytes"]})  # fmt: skip
-        rows.append({"model": name, "row": "TFLite post-training int8",
-                     "accuracy": baseline["int8_accuracy"],
-                     "deployable_bytes": baseline["int8_tflite_bytes"],
-                     "ratio": float_bytes / baseline["int8_tflite_bytes"]})  # fmt: skip
+        if seed == 0:  # post-training quantization of the float model: no seed to vary
+            rows.append({"model": name, "row": "TFLite post-training int8",
+                         "accuracy": baseline["int8_accuracy"],
+                         "deployable_bytes": baseline["int8_tflite_bytes"],
+                         "ratio": float_bytes / baseline["int8_tflite_bytes"]})  # fmt: skip
     return rows
 
 
 def by_lam(rows) -> list[dict]:
-    """One point per ``lam``: accuracy and bytes averaged over its seeds, with their spread."""
+    """One point per ``lam``: accuracy and bytes averaged over its seeds, with their spread.
+
+    Rows without a ``lam`` (the peer's seeds) give one point with ``lam`` None.
+    """
     points = []
-    for lam in sorted({r["lam"] for r in rows}):
-        same = [r for r in rows if r["lam"] == lam]
+    lams = {r.get("lam") for r in rows}
+    for lam in sorted(lams - {None}) + ([None] if None in lams else []):
+        same = [r for r in rows if r.get("lam") == lam]
         accuracy = [r["accuracy"] for r in same]
         means = {key: float(np.mean([r[key] for r in same]))
-                 for key in ("deployable_bytes", "huffman_deployable_bytes", "ratio")}  # fmt: skip
+                 for key in ("deployable_bytes", "huffman_deployable_bytes", "ratio")
+                 if key in same[0]}  # fmt: skip
         points.append({"lam": lam, "seeds": len(same), "accuracy": float(np.mean(accuracy)),
                        "accuracy_min": min(accuracy), "accuracy_max": max(accuracy),
                        **means})  # fmt: skip
@@ -162,7 +171,7 @@ def by_lam(rows) -> list[dict]:
 
 
 def goals_for(name, rows) -> list[dict]:
-    """Goals on the seed means of each ``lam`` (the peer is deterministic from the float start)."""
+    """Goals on seed means: of each ``lam``, and of the peer over the same seeds."""
     mine = [r for r in rows if r["model"] == name]
     ours = [r for r in mine if r["row"].startswith("ours")]
     points = by_lam(ours)
@@ -174,8 +183,9 @@ def goals_for(name, rows) -> list[dict]:
     bound = sum(r["arithmetic_entropy_bound_bytes"] for r in ours)
     goals.append(results_io.goal(f"{name}_arithmetic_over_entropy_bound",
                                  coded / bound if bound else float("inf"), "<=", 0.9))  # fmt: skip
-    tfmot = next((r for r in mine if r["row"] == TFMOT_ROW), None)
-    if tfmot is not None:
+    peer = by_lam([r for r in mine if r["row"] == TFMOT_ROW])
+    if peer:
+        tfmot = peer[0]
         equal = [p["deployable_bytes"] for p in points if p["accuracy"] >= tfmot["accuracy"]]
         smallest = min(equal, default=float("inf"))
         goals.append(results_io.goal(f"{name}_bytes_over_tfmot_equal_accuracy",
@@ -203,9 +213,13 @@ def plot(rows, path: Path) -> None:
                     capsize=2, label="ours, arithmetic (lam sweep: rate-aware)")  # fmt: skip
         for p in ours:
             ax.annotate(f"{p['lam']:g}", (p["deployable_bytes"], p["accuracy"]), fontsize=8)
-        for r in mine:
-            if not r["row"].startswith("ours") and r["row"] != "float":
-                ax.plot(r["deployable_bytes"], r["accuracy"], "^", label=r["row"])
+        for row in dict.fromkeys(r["row"] for r in mine):
+            if row.startswith("ours") or row == "float":
+                continue
+            (p,) = by_lam([r for r in mine if r["row"] == row])
+            ax.errorbar(p["deployable_bytes"], p["accuracy"], fmt="^", capsize=2, label=row,
+                        yerr=[[p["accuracy"] - p["accuracy_min"]],
+                              [p["accuracy_max"] - p["accuracy"]]])  # fmt: skip
         flt = next(r for r in mine if r["row"] == "float")
         ax.axhline(flt["accuracy"] - 0.005, color="gray", lw=0.8, ls=":",
                    label="float accuracy - 0.5 point")  # fmt: skip
@@ -234,7 +248,8 @@ def write(rows, args, dataset, cfg, nncodec: str) -> None:
         "smaller); huffman_deployable_bytes: the same `.tflite`, Huffman codes only. "
         "arithmetic_bytes against arithmetic_entropy_bound_bytes: the arithmetic-coded "
         "tensors against their element-wise entropy bound. tensorflow-model-optimization: "
-        "same float weights, levels and epochs, 8 clusters, gzip -9. NNCodec (MPEG NNR's "
+        "same float weights, levels and epochs, 8 clusters, gzip -9, over the same seeds "
+        "(its shuffling and k-means++ initialisation). NNCodec (MPEG NNR's "
         f"reference coder, {nncodec}): the same shared weight tensors in its codebook mode "
         "with row skipping (nncodec_bytes against our coded_weight_bytes; it quantizes, so "
         "its largest error and the Keras accuracy with its weights are given).\n\n"
@@ -258,11 +273,17 @@ def write(rows, args, dataset, cfg, nncodec: str) -> None:
                 "sparsity",
             ],
         )  # fmt: skip
-        + "\n\nSeed means per lam (the goals use them):\n\n"
+        + "\n\nSeed means per lam, and the peer's over the same seeds; the goals use them:\n\n"
         + "\n\n".join(
             f"{model}:\n\n"
             + results_io.table(
-                by_lam([r for r in rows if r["model"] == model and r["row"].startswith("ours")]),
+                by_lam([r for r in rows if r["model"] == model and r["row"].startswith("ours")])
+                + [
+                    {**p, "lam": "tfmot"}
+                    for p in by_lam(
+                        [r for r in rows if r["model"] == model and r["row"] == TFMOT_ROW]
+                    )
+                ],
                 [
                     "lam",
                     "seeds",

@@ -130,11 +130,14 @@ def ensure_tfmot_python() -> str | None:
     return str(python)
 
 
-def run_tfmot_baseline(name, float_weights, dataset, work: Path, args: list[str]) -> dict:
+def run_tfmot_baseline(
+    name, float_weights, dataset, work: Path, args: list[str], seed: int = 0
+) -> dict:
     """``tfmot_baseline.py`` in its own process from ``float_weights``: its JSON, or {}.
 
-    ``args`` are the script's options besides ``--data``, ``--model``, ``--weights`` and
-    ``--out``. Raises ``subprocess.CalledProcessError`` if the script fails.
+    ``args`` are the script's options besides ``--data``, ``--model``, ``--weights``,
+    ``--seed`` (the shuffling and k-means++ seed) and ``--out``. Raises
+    ``subprocess.CalledProcessError`` if the script fails.
     """
     python = ensure_tfmot_python()
     if python is None:
@@ -142,20 +145,22 @@ def run_tfmot_baseline(name, float_weights, dataset, work: Path, args: list[str]
     (x, y), (xt, yt) = dataset
     np.savez(work / "data.npz", x=x, y=y, x_test=xt, y_test=yt)
     np.savez(work / f"float_{name}.npz", *float_weights)
-    out = work / f"tfmot_{name}.json"
+    out = work / f"tfmot_{name}_{seed}.json"
     cmd = [python, str(HERE / "tfmot_baseline.py"), "--data", str(work / "data.npz"),
            "--model", name, "--weights", str(work / f"float_{name}.npz"), "--out", str(out),
-           *args]  # fmt: skip
+           "--seed", str(seed), *args]  # fmt: skip
     subprocess.run(cmd, check=True, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
     return json.loads(out.read_text())
 
 
-def tfmot_baseline(name, float_weights, dataset, cfg, work: Path, prune_lr: float) -> dict:
+def tfmot_baseline(
+    name, float_weights, dataset, cfg, work: Path, prune_lr: float, seed: int = 0
+) -> dict:
     """tensorflow-model-optimization's pipeline from the same trained float weights."""
     args = ["--levels", json.dumps(HAN_LEVELS[name]), "--epochs", str(cfg["epochs"]),
             "--prune-epochs", str(3 + cfg["retrain"]), "--finetune", str(cfg["finetune"]),
             "--prune-lr", str(prune_lr)]  # fmt: skip
-    return run_tfmot_baseline(name, float_weights, dataset, work, args)
+    return run_tfmot_baseline(name, float_weights, dataset, work, args, seed)
 
 
 def shared_row(pruned, bits, label, quantizer, hessian, dataset, cfg, work: Path) -> dict:

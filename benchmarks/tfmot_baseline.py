@@ -92,12 +92,13 @@ def main():
     parser.add_argument("--prune-lr", type=float, default=5e-4, help="Adam's rate while pruning")
     parser.add_argument("--finetune", type=int, default=2)
     parser.add_argument("--clusters", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="shuffling and k-means++ seed")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     d = np.load(args.data)
     x, y, xt, yt = d["x"], d["y"], d["x_test"], d["y_test"]
     levels = json.loads(args.levels)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(args.seed)
 
     model = compiled(build(args.model), 1e-3)
     if args.weights:
