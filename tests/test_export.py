@@ -229,3 +229,26 @@ def test_int8_calibration_lists_follow_the_models_input_order():
     }
     with pytest.raises(ValueError, match=r"1 arrays for the model's 2 inputs \(image, extra\)"):
         kc.deploy.convert(model, "int8", lambda: ([x[0][i : i + 1]] for i in range(8)))
+
+
+def test_a_mixed_precision_model_exports_computing_in_float32(toy_data, tmp_path):
+    """Keras's LiteRT export fails on bfloat16 MatMuls; ours converts the float32 computation."""
+    x, y = toy_data
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kc.make_prunable(mlp())
+        model.compile("adam", LOSS)
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[kc.MagnitudePruning(0.8, end_step=8)])
+        shared = kc.share_weights(model, bits={"fc.*": 3})
+        assert kc.strip(shared).layers[-1].compute_dtype == "bfloat16"
+        report = kc.export(shared, tmp_path / "mixed")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    reference = mlp()  # the same model in float32, with the trained weights
+    reference.set_weights(kc.strip(shared).get_weights())
+    tflite = (tmp_path / "mixed.tflite").read_bytes()
+    np.testing.assert_allclose(
+        _run(tflite, x[:20]), reference.predict(x[:20], verbose=0), rtol=1e-4, atol=1e-5
+    )
+    kernels = [r for r in report.tensors if r["stored"] == "sidecar"]
+    assert len(kernels) == 3 and all(r["distinct"] <= 8 for r in kernels)

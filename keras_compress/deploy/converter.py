@@ -113,7 +113,7 @@ def convert(
 def _plain(model: keras.Model) -> keras.Model:
     """The model without keras_compress wrappers (a subclassed model must have none)."""
     if is_functional(model):
-        return strip(model)
+        return _in_float32(strip(model))
     wrapped = [layer.name for layer in iter_layers(model) if is_wrapper(layer)]
     if wrapped:
         raise ValueError(
@@ -122,6 +122,38 @@ def _plain(model: keras.Model) -> keras.Model:
             "Sequential or functional version, or assign kc.strip's plain layers yourself."
         )
     return model
+
+
+def _in_float32(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32 where it has a mixed-precision dtype policy.
+
+    TFLite's builtin kernels compute in float32: a model trained under
+    ``keras.mixed_precision`` ("mixed_float16", "mixed_bfloat16") converts to TensorFlow ops
+    (MatMul in bfloat16) that LiteRT's builtins cannot run, and Keras's own export fails on it.
+    Its variables are float32 already, so it is rebuilt from its config with float32 policies
+    and given its weights: the same model, computed at full precision.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    if not _float32_policies(config):
+        return model
+    classes = {type(layer).__name__: type(layer) for layer in iter_layers(model)}
+    with keras.saving.custom_object_scope({**classes, type(model).__name__: type(model)}):
+        copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(config) -> bool:
+    """Replace every mixed-precision ``DTypePolicy`` in a serialized config; whether any was."""
+    changed = False
+    for value in config.values() if isinstance(config, dict) else config:
+        if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+            if value["config"]["name"].startswith("mixed_"):
+                value["config"] = {**value["config"], "name": "float32"}
+                changed = True
+        elif isinstance(value, dict | list):
+            changed = _float32_policies(value) or changed
+    return changed
 
 
 def _converter_options(quantization: str, representative_data, input_names=()) -> dict:
