@@ -71,3 +71,30 @@ def test_block_structure_under_mirrored_strategy(toy_data, mirrored):
         runs = masks[0][: masks[0].shape[0] // 4 * 4].reshape(-1, 4, masks[0].shape[1]).sum(1)
         assert np.all((runs == 0) | (runs == 4))
         assert (runs == 0).mean() == pytest.approx(0.5, abs=0.1)
+
+
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
+def test_attention_under_mirrored_strategy_matches_one_device(mirrored, tf):
+    """MultiHeadAttention's wrappers build from two shapes: also per replica, the same masks."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(128, 6, 8)).astype("float32"), rng.integers(0, 2, 128)
+
+    def trained(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            tokens = keras.Input((6, 8))
+            attended = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens)
+            logits = keras.layers.Dense(2)(keras.layers.Flatten()(attended))
+            model = kc.make_prunable(keras.Model(tokens, logits))
+            model.compile(keras.optimizers.SGD(0.05),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False,
+                  callbacks=[kc.MagnitudePruning(0.7, end_step=6, frequency=2)])  # fmt: skip
+        return [_replica_values(m) for w in kc.pruning_wrappers(model) for m in w.masks]
+
+    one, two = trained(tf.distribute.get_strategy()), trained(mirrored)
+    assert len(one) == 5  # query, key, value, output projections and the Dense
+    for single, replicas in zip(one, two):
+        np.testing.assert_array_equal(replicas[0], replicas[1])
+        np.testing.assert_array_equal(single[0], replicas[0])
+        assert (~single[0]).mean() == pytest.approx(0.7, abs=0.05)
