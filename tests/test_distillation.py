@@ -172,6 +172,7 @@ def test_our_distiller_keeps_the_students_regularizers():
     assert norms["ours"] < 0.5 * norms["keras"]
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_a_saved_distiller_loads_compiled_and_resumes(tmp_path):
     """Keras's Distiller reloads uncompiled (a warning, the optimizer state gone); ours does not."""
     x = RNG.normal(size=(64, 6)).astype("float32")

@@ -231,6 +231,7 @@ def test_int8_calibration_lists_follow_the_models_input_order():
         kc.deploy.convert(model, "int8", lambda: ([x[0][i : i + 1]] for i in range(8)))
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_a_mixed_precision_model_exports_computing_in_float32(toy_data, tmp_path):
     """Keras's LiteRT export fails on bfloat16 MatMuls; ours converts the float32 computation."""
     x, y = toy_data

@@ -56,7 +56,11 @@ def _data(model):
     return x, rng.integers(0, 2, size=64)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(
+    "case",
+    [c if c != "multi_head_attention" else pytest.param(c, marks=pytest.mark.slow)
+     for c in sorted(CASES)],  # attention: 4-5 s, kept out of the quick subset
+)  # fmt: skip
 def test_every_weight_matrix_reaches_its_sparsity(case):
     model = kc.make_prunable(CASES[case]())
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

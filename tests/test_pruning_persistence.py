@@ -126,6 +126,7 @@ def test_strip_gives_a_plain_model_that_loads_without_keras_compress(toy_data, t
     np.testing.assert_allclose(got["out"], plain.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_attention_wrappers_save_and_load(toy_data, tmp_path):
     """MultiHeadAttention builds from two shapes; wrapped, it must rebuild from the saved file."""
     x, y = toy_data
