@@ -44,6 +44,8 @@ CASES = {
     "time_distributed": lambda: _seq((6, 4), L.TimeDistributed(L.Dense(8))),
 }
 
+SLOW_CASES = {"multi_head_attention", "bidirectional"}  # 4-5 s each: out of the quick subset
+
 
 def _data(model):
     shape = model.inputs[0].shape[1:]
@@ -58,8 +60,8 @@ def _data(model):
 
 @pytest.mark.parametrize(
     "case",
-    [c if c != "multi_head_attention" else pytest.param(c, marks=pytest.mark.slow)
-     for c in sorted(CASES)],  # attention: 4-5 s, kept out of the quick subset
+    [c if c not in SLOW_CASES else pytest.param(c, marks=pytest.mark.slow)
+     for c in sorted(CASES)],
 )  # fmt: skip
 def test_every_weight_matrix_reaches_its_sparsity(case):
     model = kc.make_prunable(CASES[case]())
