@@ -5,10 +5,10 @@ each, for each ``lam`` and three seeds: gradual pruning to Han et al.'s per-laye
 tensorflow-model-optimization's schedule (``fashion.prune_gradually``) with
 ``kc.rate_regularize`` (``lam`` x the estimated coded kilobytes added to the loss; 0 is the
 plain pipeline) from the first step, ``kc.prune_to_grid``, k-means sharing, centroid
-fine-tuning and export. The goals use each ``lam``'s seed means (the peer is deterministic
-from the float start; ours varies by about +-0.15 points with the seed). Each row is measured
-three ways: Huffman codes only (sidecar format 3), ``kc.export``'s default (arithmetic coding
-where smaller, format 4), and the arithmetic-coded weights against their element-wise
+fine-tuning and export. The goals compare each ``lam``'s seed means with the peer's mean over
+the same seeds (its own spread reaches 0.43 points on LeNet-5; ours about +-0.15). Each row is
+measured three ways: Huffman codes only (sidecar format 3), ``kc.export``'s default (arithmetic
+coding where smaller, format 4), and the arithmetic-coded weights against their element-wise
 entropy bound. Peers from the same float weights with the same pruning and fine-tuning epochs:
 tensorflow-model-optimization's prune + cluster + gzip (``tfmot_baseline.py`` in its own
 virtual environment, as ``table1.py`` runs it) and TFLite's post-training int8; NNCodec, the
@@ -20,7 +20,7 @@ tensorflow-model-optimization's bytes at equal or better accuracy; LeNet-300-100
 LeNet-5 >= 100x the float ``.tflite`` within 0.5 points of the float model; arithmetic-coded
 weights <= 0.9x their element-wise entropy bound.
 
-    python benchmarks/rate.py            # about 75 minutes on 2 cores
+    python benchmarks/rate.py            # about 100 minutes on 2 cores
     python benchmarks/rate.py --quick    # subset smoke run
 """
 
