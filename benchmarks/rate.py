@@ -136,7 +136,8 @@ def run_model(name, dataset, cfg, work: Path, nncodec: str) -> list[dict]:
             print(row, flush=True)
             rows.append(row)
     for seed in range(cfg["seeds"]):  # the peer over the same seeds: both sides' means compared
-        baseline = tfmot_baseline(name, float_weights, dataset, cfg, work, PRUNE_LR, seed)
+        baseline = tfmot_baseline(name, float_weights, dataset, cfg, work, PRUNE_LR, seed,
+                                  float_rows=seed == 0)  # fmt: skip
         if not baseline:
             break
         rows.append({"model": name, "row": TFMOT_ROW, "seed": seed,

@@ -154,12 +154,23 @@ def run_tfmot_baseline(
 
 
 def tfmot_baseline(
-    name, float_weights, dataset, cfg, work: Path, prune_lr: float, seed: int = 0
+    name,
+    float_weights,
+    dataset,
+    cfg,
+    work: Path,
+    prune_lr: float,
+    seed: int = 0,
+    float_rows: bool = True,
 ) -> dict:
-    """tensorflow-model-optimization's pipeline from the same trained float weights."""
+    """tensorflow-model-optimization's pipeline from the same trained float weights.
+
+    ``float_rows=False`` skips the float model's own ``.tflite`` and post-training int8 (its
+    ``float_*`` and ``int8_*`` keys), which do not depend on ``seed``.
+    """
     args = ["--levels", json.dumps(HAN_LEVELS[name]), "--epochs", str(cfg["epochs"]),
             "--prune-epochs", str(3 + cfg["retrain"]), "--finetune", str(cfg["finetune"]),
-            "--prune-lr", str(prune_lr)]  # fmt: skip
+            "--prune-lr", str(prune_lr), *([] if float_rows else ["--skip-float"])]  # fmt: skip
     return run_tfmot_baseline(name, float_weights, dataset, work, args, seed)
 
 
