@@ -108,6 +108,15 @@ def test_int8_export_round_trips(compressed, toy_data, tmp_path):
         == tflite
     )
     assert any(r["dtype"] == "int8" and r["stored"] == "sidecar" for r in report.tensors)
+    # run() quantizes float inputs with the input's scale and dequantizes the outputs: the
+    # int8 model then agrees with Keras to within its quantization error.
+    want = compressed.predict(x[:64], verbose=0)
+    got = kc.deploy.litert.run(tflite, x[:64])[0]
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - want)) < 0.1 * np.max(np.abs(want))
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
+    raw = kc.deploy.litert.run(tflite, x[:64], dequantize=False)[0]
+    assert raw.dtype == np.int8 and len(np.unique(raw)) > 2
 
 
 @keras.saving.register_keras_serializable(package="tests")

@@ -30,8 +30,15 @@ def run(
     model: bytes,
     inputs: np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray],
     num_threads: int | None = None,
+    dequantize: bool = True,
 ) -> list[np.ndarray]:
     """The model's outputs on a batch of inputs, through its serving signature.
+
+    A full-integer model (``kc.export(..., quantization="int8")``) takes and returns int8
+    tensors: float inputs are quantized with each input's own scale and zero point (rounded,
+    clipped to the type's range), and its outputs come back dequantized to float32, so that
+    they compare with the Keras model's. Integer inputs are passed as they are (token ids, or
+    inputs already quantized).
 
     Args:
         model: ``.tflite`` bytes (``kc.export`` writes them through Keras's LiteRT export,
@@ -39,6 +46,8 @@ def run(
         inputs: one array (a single-input model), arrays in the signature's input order, or
             ``{input name: array}``; the first axis is the batch.
         num_threads: LiteRT's CPU threads (``None``: its default).
+        dequantize: return a quantized output as float32 (``(q - zero_point) * scale``);
+            ``False``: as the interpreter gives it.
 
     Returns:
         The outputs in signature order (``output_0``, ``output_1``, ...), batch first. A model
@@ -63,10 +72,27 @@ def run(
     if sorted(feed) != names:
         got = sorted(feed) if isinstance(inputs, Mapping) else f"{len(arrays)} array(s)"
         raise ValueError(f"the model's signature takes inputs {names}; got {got}")
-    feed = {k: v.astype(details[k]["dtype"], copy=False) for k, v in feed.items()}
+    feed = {k: _quantized(v, details[k]) for k, v in feed.items()}
     batch = len(next(iter(feed.values())))
     fixed = all(d["shape_signature"][0] == 1 for d in details.values()) and batch != 1
     rows = [{k: v[i : i + 1] for k, v in feed.items()} for i in range(batch)] if fixed else [feed]
     results = [runner(**row) for row in rows]
     order = sorted(results[0], key=lambda name: (len(name), name))  # output_2 before output_10
-    return [np.concatenate([r[name] for r in results]) for name in order]
+    outputs = {name: np.concatenate([r[name] for r in results]) for name in order}
+    if dequantize:
+        out_details = runner.get_output_details()
+        for name, value in outputs.items():
+            scale, zero = out_details[name]["quantization"]
+            if scale and np.issubdtype(value.dtype, np.integer):
+                outputs[name] = ((value.astype(np.float32) - zero) * scale).astype(np.float32)
+    return list(outputs.values())
+
+
+def _quantized(value: np.ndarray, detail: dict) -> np.ndarray:
+    """``value`` in the input's type: float into a quantized input goes through its scale."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail["quantization"]
+    if scale and np.issubdtype(dtype, np.integer) and np.issubdtype(value.dtype, np.floating):
+        info = np.iinfo(dtype)
+        return np.clip(np.round(value / scale + zero), info.min, info.max).astype(dtype)
+    return value.astype(dtype, copy=False)
