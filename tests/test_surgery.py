@@ -193,3 +193,23 @@ def test_subclasses_of_dense_are_trimmed_like_dense():
     x = random_inputs(model)
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+def test_transposed_convolution_loses_filters_and_input_channels():
+    # Its kernel is (h, w, filters, inputs): the other way round from Conv2D's.
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((5, 5, 3)), L.Conv2D(5, 3, activation="relu", name="c1"),
+                              L.Conv2DTranspose(4, 3, strides=2, activation="relu", name="t"),
+                              L.GlobalMaxPooling2D(), L.Dense(2, name="out")])  # fmt: skip
+    small = keras.Sequential([keras.Input((5, 5, 3)), L.Conv2D(3, 3, activation="relu"),
+                              L.Conv2DTranspose(3, 3, strides=2, activation="relu"),
+                              L.GlobalMaxPooling2D(), L.Dense(2)])  # fmt: skip
+    (k1, b1), (kt, bt), (k3, b3) = [model.get_layer(n).get_weights() for n in ("c1", "t", "out")]
+    c_kept, t_kept = np.array([0, 2, 4]), np.array([0, 1, 3])
+    small.set_weights([k1[..., c_kept], b1[c_kept], kt[:, :, t_kept][..., c_kept], bt[t_kept],
+                       k3[t_kept], b3])  # fmt: skip
+    trimmed = remove_units(model, {"c1": [1, 3], "t": [2]})
+    assert trimmed.get_layer("t").kernel.shape == (3, 3, 3, 3)
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), small.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip

@@ -9,6 +9,7 @@ in one place to adapt when Keras changes.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 
 def is_functional(model: keras.Model) -> bool:
@@ -110,7 +111,14 @@ WIDTH_KEYS = {
     keras.layers.Conv3D: "filters",
     keras.layers.SeparableConv1D: "filters",
     keras.layers.SeparableConv2D: "filters",
+    keras.layers.Conv1DTranspose: "filters",
+    keras.layers.Conv2DTranspose: "filters",
+    keras.layers.Conv3DTranspose: "filters",
 }
+#: Layers whose kernel is stored ``(..., outputs, inputs)``, the other way round from Dense's.
+TRANSPOSED_CONVS = (
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose
+)  # fmt: skip
 
 
 def width_key(layer: keras.layers.Layer) -> str | None:
@@ -124,6 +132,21 @@ def width_key(layer: keras.layers.Layer) -> str | None:
         if isinstance(layer, cls):
             return key
     return None
+
+
+def in_out_view(layer: keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
+    """``layer``'s kernel (or a mask of it) with inputs on axis -2 and outputs on axis -1.
+
+    Dense and convolution kernels are stored so; a transposed convolution's kernel is
+    ``(..., filters, input channels)``, so its last two axes are swapped (a view). The swap is
+    its own inverse: the same call maps a result computed on the view back.
+
+    Example:
+        >>> layer = keras.layers.Conv2DTranspose(8, 3)
+        >>> in_out_view(layer, np.zeros((3, 3, 8, 4))).shape
+        (3, 3, 4, 8)
+    """
+    return np.swapaxes(kernel, -1, -2) if isinstance(layer, TRANSPOSED_CONVS) else kernel
 
 
 def stateless_scope() -> keras.StatelessScope | None:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_compress.core.graph import in_out_view
 from keras_compress.core.selectors import LayerSelector, selects, selects_any
 from keras_compress.core.weights import optimizer_slots
 from keras_compress.core.wrapper import weight_key
@@ -388,7 +389,11 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     def _update_structured(self, level: float) -> None:
         """Rank groups (blocks, channels) like weights, or apply N:M within each run."""
-        members = [c.read_members() for c in self._classes]
+        # Structures speak of a kernel's inputs and outputs: a transposed convolution's kernel
+        # is viewed with them in Dense's order, and its masks mapped back below.
+        members = [[(in_out_view(layer, w), in_out_view(layer, m))
+                    for (w, m), layer in zip(c.read_members(), c.member_layers)]
+                   for c in self._classes]  # fmt: skip
         if self.structure.kind == "n_of_m":
             s = self.structure
             new = [[n_of_m_mask(w, m, s.n, s.m, level) for w, m in ms] for ms in members]
@@ -406,6 +411,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         total = kept_count = 0
         for c, ms, masks in zip(self._classes, members, new):
             if any(not np.array_equal(m, n) for (_, m), n in zip(ms, masks)):
+                masks = [in_out_view(layer, n) for n, layer in zip(masks, c.member_layers)]
                 c.write_members(masks, self.model.optimizer)
             total += sum(n.size for n in masks)
             kept_count += sum(int(np.count_nonzero(n)) for n in masks)

@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_compress.core.graph import (
     WIDTH_KEYS,
+    in_out_view,
     inbound_names,
     inbound_tensors,
     producer_name,
@@ -143,7 +144,7 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
         if width_key(layer) is None or not layer.weights:
             continue
         kernel = layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel
-        kernel = np.asarray(keras.ops.convert_to_numpy(kernel))
+        kernel = in_out_view(layer, np.asarray(keras.ops.convert_to_numpy(kernel)))
         norms = np.abs(kernel.reshape(-1, kernel.shape[-1])).sum(axis=0)
         dead = np.flatnonzero(norms == 0)
         if norms.size - dead.size < min_keep:  # keep the min_keep largest norms
@@ -328,8 +329,8 @@ def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
         return [depthwise, pointwise, *(take(b, out_kept, 0) for b in bias)]
     if width_key(layer) is not None:  # Dense and Conv: kernel (..., in, out), bias (out,)
         kernel, *bias = weights
-        kernel = take(take(kernel, in_kept, -2), out_kept, -1)
-        return [kernel, *(take(b, out_kept, 0) for b in bias)]
+        kernel = take(take(in_out_view(layer, kernel), in_kept, -2), out_kept, -1)
+        return [in_out_view(layer, kernel), *(take(b, out_kept, 0) for b in bias)]
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         kernel, *bias = weights
         out = _expand(in_kept, layer.depth_multiplier)
