@@ -12,7 +12,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_compress.core.graph import consumer_names, inbound_names, is_functional, output_names
+from keras_compress.core.graph import (
+    TRANSPOSED_CONVS,
+    consumer_names,
+    in_out_view,
+    inbound_names,
+    is_functional,
+    output_names,
+)
 from keras_compress.core.rewrite import rewrite_model
 from keras_compress.core.wrapper import strip
 
@@ -20,7 +27,7 @@ from keras_compress.core.wrapper import strip
 FOLDABLE = (
     keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
     keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, *TRANSPOSED_CONVS,
 )  # fmt: skip
 
 
@@ -28,8 +35,8 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with each foldable BatchNormalization folded into the layer before it.
 
     A BatchNormalization folds when it normalizes the last axis of the output of a Conv,
-    DepthwiseConv, SeparableConv or Dense layer without activation whose output nothing else
-    reads; that layer gains the folded kernel and bias (``use_bias=True``) and the
+    ConvTranspose, DepthwiseConv, SeparableConv or Dense layer without activation whose output
+    nothing else reads; that layer gains the folded kernel and bias (``use_bias=True``) and the
     BatchNormalization becomes an ``Identity`` of the same name. Others are left as they are.
     In inference the copy computes what ``model`` computes (up to float rounding); trained
     further, it no longer normalizes batches. keras_compress wrappers are stripped first.
@@ -99,8 +106,8 @@ def _folded_weights(layer: keras.layers.Layer, bn: keras.layers.BatchNormalizati
     if isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
         # output channel c * multiplier + m comes from kernel[..., c, m]
         folded = kernel * scale.reshape(kernel.shape[-2:])
-    else:  # Conv, Dense, and SeparableConv's pointwise kernel: output channels last
-        folded = kernel * scale
+    else:  # output channels last (a transposed convolution's once viewed in Dense's order)
+        folded = in_out_view(layer, in_out_view(layer, kernel) * scale)
     new_bias = (bias - mean) * scale + beta
     head = weights[: len(weights) - (2 if layer.use_bias else 1)]  # a depthwise kernel, if any
     return [*head, folded.astype(kernel.dtype), new_bias.astype(kernel.dtype)]
