@@ -154,10 +154,12 @@ def test_bad_requests_name_the_layer():
         remove_units(model, {"fc1": range(5)})
     with pytest.raises(SurgeryError, match="has 5 units; cannot remove \\[5\\]"):
         remove_units(model, {"fc1": [5]})
-    recurrent = keras.Sequential([keras.Input((4, 3)), L.Dense(6, name="proj"),
-                                  L.LSTM(2, name="lstm"), L.Dense(2)])  # fmt: skip
-    with pytest.raises(SurgeryError, match="'lstm' \\(LSTM\\) cannot drop input channels"):
-        remove_units(recurrent, {"proj": [1]})
+    # Dropping channels would change what a LayerNormalization computes for the others.
+    normed = keras.Sequential([keras.Input((4, 3)), L.Dense(6, name="proj"),
+                               L.LayerNormalization(name="ln"), L.Dense(2)])  # fmt: skip
+    with pytest.raises(SurgeryError, match="'ln' \\(LayerNormalization\\) cannot drop input"):
+        remove_units(normed, {"proj": [1]})
+    recurrent = keras.Sequential([keras.Input((4, 3)), L.LSTM(2, name="lstm"), L.Dense(2)])
     with pytest.raises(SurgeryError, match="'lstm' \\(LSTM\\) has no units or filters"):
         remove_units(recurrent, {"lstm": [1]})
 
@@ -213,3 +215,29 @@ def test_transposed_convolution_loses_filters_and_input_channels():
     x = random_inputs(model)
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), small.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "recurrent",
+    [lambda: L.LSTM(6), lambda: L.GRU(6),
+     lambda: L.Bidirectional(L.LSTM(5, return_sequences=True))],
+    ids=["lstm", "gru", "bidirectional_lstm"],
+)  # fmt: skip
+def test_recurrent_layers_lose_input_rows_and_keep_their_units(recurrent):
+    keras.utils.set_random_seed(10)
+    inputs = keras.Input((5, 4))
+    hidden = L.Dense(8, activation="relu", name="fc")(inputs)
+    layer = recurrent()
+    model = keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(layer(hidden))))
+    trimmed = remove_units(model, {"fc": [1, 6]})
+    kernels = [w for w in trimmed.get_layer(layer.name).weights if w.path.endswith("/kernel")]
+    assert kernels and all(w.shape[0] == 6 for w in kernels)  # every direction's input kernel
+    # Removing a ReLU unit is zeroing its kernel column and bias (its output is then 0).
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    kernel, bias = masked.get_layer("fc").get_weights()
+    kernel[:, [1, 6]], bias[[1, 6]] = 0, 0
+    masked.get_layer("fc").set_weights([kernel, bias])
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip

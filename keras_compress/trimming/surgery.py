@@ -95,7 +95,7 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         if layer.name not in plan:
             return None
         in_kept, out_kept = plan[layer.name]
-        config = layer.get_config()
+        config = _without_build_configs(layer.get_config())
         key = width_key(layer)
         if key is not None and out_kept is not None:
             config[key] = int(out_kept.size)
@@ -277,6 +277,10 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         return removed_out
     if isinstance(layer, keras.layers.InputLayer) or not changed:
         return None
+    if _recurrent(layer):
+        if any(k is not None for k in in_kept[1:]):
+            raise SurgeryError(f"layer {name!r} ({kind}): its initial states cannot lose units")
+        return None  # the input kernel loses rows; the units and outputs stay
     if isinstance(layer, PASS_THROUGH):
         return in_kept[0]
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -305,9 +309,30 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         return first
     raise SurgeryError(
         f"layer {name!r} ({kind}) cannot drop input channels: remove_units supports "
-        "Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization, pooling, Flatten, "
-        "Concatenate, Add-like merges and weightless pass-through layers"
+        "Dense, Conv, ConvTranspose, SeparableConv, DepthwiseConv, BatchNormalization, LSTM, "
+        "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges and "
+        "weightless pass-through layers"
     )
+
+
+def _without_build_configs(config):
+    """``config`` without the input shapes nested layers were built for (Bidirectional's).
+
+    A wrapper's config holds its inner layers serialized with their ``build_config``, and
+    ``from_config`` builds them at those shapes; the new layer must build at its new width.
+    """
+    if isinstance(config, dict):
+        return {k: _without_build_configs(v) for k, v in config.items() if k != "build_config"}
+    if isinstance(config, list):
+        return [_without_build_configs(v) for v in config]
+    return config
+
+
+def _recurrent(layer) -> bool:
+    """An LSTM, GRU or SimpleRNN (or a Bidirectional of them): its input kernel is 2-D."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        layer = layer.forward_layer
+    return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN))
 
 
 def _expand(kept: np.ndarray | None, multiplier: int) -> np.ndarray | None:
@@ -337,4 +362,7 @@ def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
         return [take(kernel, in_kept, -2), *(take(b, out, 0) for b in bias)]
     if isinstance(layer, keras.layers.BatchNormalization):
         return [take(w, in_kept, 0) for w in weights]
+    if _recurrent(layer):  # the input kernels (in, gates * units) lose rows (both directions)
+        return [take(w, in_kept, 0) if v.path.endswith("/kernel") and "recurrent" not in v.path
+                else w for w, v in zip(weights, layer.weights)]  # fmt: skip
     raise SurgeryError(f"layer {layer.name!r} ({type(layer).__name__}) has weights it cannot slice")
