@@ -28,6 +28,7 @@ from keras_compress.core.graph import (
     width_key,
 )
 from keras_compress.core.rewrite import rewrite_model
+from keras_compress.core.weights import variable_name
 from keras_compress.core.wrapper import strip
 
 #: Layers without weights that pass channels through unchanged (last axis).
@@ -363,6 +364,6 @@ def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
     if isinstance(layer, keras.layers.BatchNormalization):
         return [take(w, in_kept, 0) for w in weights]
     if _recurrent(layer):  # the input kernels (in, gates * units) lose rows (both directions)
-        return [take(w, in_kept, 0) if v.path.endswith("/kernel") and "recurrent" not in v.path
-                else w for w, v in zip(weights, layer.weights)]  # fmt: skip
+        return [take(w, in_kept, 0) if variable_name(v) == "kernel" else w
+                for w, v in zip(weights, layer.weights)]  # fmt: skip
     raise SurgeryError(f"layer {layer.name!r} ({type(layer).__name__}) has weights it cannot slice")
