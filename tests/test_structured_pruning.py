@@ -149,6 +149,7 @@ def test_channel_pruning_then_surgery_gives_the_same_outputs_and_fewer_units(toy
                                kc.strip(wrapped).predict(x, verbose=0), atol=1e-5)  # fmt: skip
 
 
+@pytest.mark.slow  # 2 s: out of the quick subset
 def test_channel_pruning_of_a_transposed_convolution_prunes_its_filters():
     # Its kernel is (h, w, filters, inputs): the filters, not the inputs, must go.
     x = np.random.default_rng(0).random((32, 5, 5, 4), dtype=np.float32)
