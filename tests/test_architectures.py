@@ -108,6 +108,17 @@ def _custom_layer():
     return keras.Model(inputs, L.Dense(3, name="out")(L.ReLU()(x)), name="custom_layer")
 
 
+def _unet():
+    # Encoder-decoder: a transposed convolution upsamples, a skip connection concatenates,
+    # one label per pixel.
+    inputs = keras.Input((16, 16, 3))
+    skip = L.Conv2D(8, 3, padding="same", activation="relu", name="enc")(inputs)
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(L.MaxPooling2D(2)(skip))
+    x = L.Conv2DTranspose(8, 2, strides=2, activation="relu", name="up")(x)
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(L.Concatenate()([x, skip]))
+    return keras.Model(inputs, L.Conv2D(4, 1, name="out")(x), name="unet")
+
+
 def _mobilenet_v2():
     return keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=4)
 
@@ -141,6 +152,7 @@ ARCHITECTURES = {
     "nested": (_nested, False),
     # The converter folds the constant sigmoid(gate) column scale into w, as it folds BatchNorm.
     "custom_layer": (_custom_layer, True),
+    "unet": (_unet, False),
     "mobilenet_v2": (_mobilenet_v2, True),
     "mobilenet_v3_small": (_mobilenet_v3_small, True),
 }
