@@ -212,6 +212,11 @@ def test_bad_input_is_rejected(toy_data):
             ValueError, match="'conv' selects no layer; the model has: fc1, fc2, out$"
         ):
             kc.share_weights(m, bits={"conv": 4, "dense": 3})
+    kernel, bias = model.get_layer("fc2").get_weights()
+    kernel[0, :2] = [np.nan, np.inf]  # a diverged model
+    model.get_layer("fc2").set_weights([kernel, bias])
+    with pytest.raises(ValueError, match="fc2/kernel holds 2 NaN or infinite value"):
+        kc.share_weights(model, bits=3)
 
 
 def test_a_tensor_with_fewer_values_than_clusters_keeps_them_exactly(toy_data):

@@ -119,7 +119,7 @@ def share_weights(
 
     Raises:
         ValueError: bits outside 1..16, unknown quantizer or init, a missing Hessian, a key of
-            ``bits`` that selects no layer, or nothing selected.
+            ``bits`` that selects no layer, nothing selected, or a NaN or infinite weight.
 
     Example:
         >>> import keras_compress as kc
@@ -167,6 +167,10 @@ def share_weights(
             wrapper.layer.set_weights(layer.get_weights())
             for i, (variable, w) in enumerate(zip(wrapper.compressed_variables, values)):
                 name = weight_key(wrapper, variable)
+                bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
+                if bad:
+                    raise ValueError(f"{name} holds {bad} NaN or infinite value(s): they cannot "
+                                     "be clustered (did training diverge?)")  # fmt: skip
                 nonzero = w != 0
                 allowed = 2**wrapper.bits - (1 if not nonzero.all() else 0)
                 distinct = np.unique(w[nonzero]).size
