@@ -136,6 +136,17 @@ def test_conversion_error_names_the_layer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # two failed conversions and the per-layer search: 4 s
+def test_a_model_quantized_by_keras_is_refused_with_the_way_out(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="fc"),
+                              keras.layers.Dense(2, name="out")])  # fmt: skip
+    model.quantize("int8")  # int8 kernels and activations: Keras's LiteRT export fails too
+    with pytest.raises(ValueError, match="layers fc, out were quantized by Keras.*"
+                       "quantization='int8'"):  # fmt: skip
+        kc.export(model, tmp_path / "q")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_masked_lstm_exports_at_a_fixed_length_and_the_error_says_so(tmp_path):
     tokens = keras.Input((None,), dtype="int32")

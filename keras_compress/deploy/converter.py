@@ -223,6 +223,15 @@ def _unknown_lengths(model: keras.Model) -> bool:
 
 
 def _hint(model: keras.Model) -> str:
+    quantized = [layer.name for layer in iter_layers(model)
+                 if getattr(layer, "quantization_mode", None)]  # fmt: skip
+    if quantized:
+        return (
+            f"\nHint: layers {', '.join(quantized)} were quantized by Keras "
+            "(model.quantize); their integer kernels and activations are no TFLite builtin "
+            "inputs, and Keras's own LiteRT export fails on them too. Export the float model "
+            "with kc.export(model, path, quantization='int8', representative_data=...)."
+        )
     rnn = any(isinstance(layer, keras.layers.RNN) for layer in iter_layers(model))
     if not (rnn and is_functional(model) and _unknown_lengths(model)):
         return ""
