@@ -197,3 +197,22 @@ def test_gettext_pairs_reads_catalogs_in_any_charset(tmp_path):
     assert {k: sorted(v) for k, v in again.items()} == {k: sorted(v) for k, v in splits.items()}
     with pytest.raises(FileNotFoundError, match="no gettext catalog"):
         gettext_pairs(tmp_path, "fr")
+
+
+def test_load_balance_interleaves_a_transposed_convolutions_filters():
+    # Its kernel is (h, w, filters, inputs): the PEs hold filters, as they hold Dense outputs.
+    rng = np.random.default_rng(2)
+    layers = [keras.layers.Conv2DTranspose(8, 3, name="t"), keras.layers.Flatten(),
+              keras.layers.Dense(2, name="out")]  # fmt: skip
+    model = keras.Sequential([keras.Input((4, 4, 6)), *layers])
+    kernel = model.get_layer("t").get_weights()[0]
+    kernel *= np.where(np.arange(8) % 4 == 0, 5.0, 1.0)[:, None]  # filters 0 and 4 loud
+    model.get_layer("t").set_weights([kernel, model.get_layer("t").get_weights()[1]])
+    wrapped = kc.make_prunable(model, layers=["t"])
+    wrapped.compile("adam", "mse")
+    callback = kc.MagnitudePruning(0.75, "constant", load_balance=4, frequency=1000)
+    wrapped.fit(rng.normal(size=(8, 4, 4, 6)), rng.normal(size=(8, 2)), verbose=0,
+                callbacks=[callback])  # fmt: skip
+    mask = np.asarray(kc.pruning_wrappers(wrapped)[0].masks[0].numpy())  # (3, 3, 8, 6)
+    per_pe = [int(mask[:, :, pe::4].sum()) for pe in range(4)]
+    assert max(per_pe) - min(per_pe) <= 1, per_pe

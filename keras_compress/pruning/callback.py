@@ -45,8 +45,15 @@ class _WeightClass:
         )
 
     def pe_groups(self, num_pe: int) -> np.ndarray:
-        """Each member weight's processing element (ESE's row interleaving), concatenated."""
-        return np.concatenate([pe_groups(v.shape, num_pe).ravel() for v, _ in self.members])
+        """Each member weight's processing element (ESE's row interleaving), concatenated.
+
+        Rows are a kernel's outputs: a transposed convolution's filters, on its axis -2.
+        """
+        groups = []
+        for (variable, _), layer in zip(self.members, self.member_layers):
+            shape = in_out_view(layer, np.empty(variable.shape, bool)).shape
+            groups.append(in_out_view(layer, pe_groups(shape, num_pe)).ravel())
+        return np.concatenate(groups)
 
     def ranking(self, saliency: Mapping[str, np.ndarray]) -> np.ndarray:
         """``sqrt(saliency)`` of the members, concatenated: ranks like the saliency."""
