@@ -51,7 +51,7 @@ class _WeightClass:
         """
         groups = []
         for (variable, _), layer in zip(self.members, self.member_layers):
-            shape = in_out_view(layer, np.empty(variable.shape, bool)).shape
+            shape = in_out_view(layer, np.broadcast_to(False, variable.shape)).shape
             groups.append(in_out_view(layer, pe_groups(shape, num_pe)).ravel())
         return np.concatenate(groups)
 
