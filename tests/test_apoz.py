@@ -123,3 +123,18 @@ def test_a_model_without_relu_says_which_layers_were_considered():
         ValueError, match=r"no unit .* reaches a ReLU.* fc \(Dense\), out \(Dense\)"
     ):
         measure_apoz(model, np.zeros((2, 4), "float32"))
+
+
+def test_time_distributed_layers_have_relu_points():
+    frames = keras.Input((3, 6, 6, 1))
+    h = L.TimeDistributed(L.Conv2D(4, 3, activation="relu"), name="conv")(frames)
+    h = L.TimeDistributed(L.Flatten(), name="flat")(h)
+    h = L.TimeDistributed(L.Dense(5), name="fc")(h)
+    h = L.TimeDistributed(L.ReLU(max_value=6.0), name="relu6")(h)
+    model = keras.Model(frames, L.Dense(2, name="out")(L.GRU(3)(h)))
+    assert list(relu_points(model)) == ["conv", "fc"]
+    x = np.random.default_rng(0).normal(size=(8, 3, 6, 6, 1)).astype("float32")
+    apoz = measure_apoz(model, x)
+    outputs = keras.Model(frames, [model.get_layer("conv").output, model.get_layer("relu6").output])
+    for name, out in zip(("conv", "fc"), outputs.predict(x, verbose=0)):
+        np.testing.assert_allclose(apoz[name], (out == 0).reshape(-1, out.shape[-1]).mean(0))

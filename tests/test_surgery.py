@@ -241,3 +241,36 @@ def test_recurrent_layers_lose_input_rows_and_keep_their_units(recurrent):
     x = random_inputs(model)
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_time_distributed_layers_are_trimmed_as_the_layers_they_wrap():
+    # A CNN-LSTM: per-frame convolution, BatchNorm, pooling, Flatten and Dense, all in
+    # TimeDistributed, then an LSTM reading the frames.
+    keras.utils.set_random_seed(11)
+    frames = keras.Input((3, 8, 8, 1))
+    h = L.TimeDistributed(L.Conv2D(6, 3, activation="relu"), name="conv")(frames)
+    h = L.TimeDistributed(L.BatchNormalization(), name="bn")(h)
+    h = L.TimeDistributed(L.MaxPooling2D(), name="pool")(h)
+    h = L.TimeDistributed(L.Flatten(), name="flat")(h)
+    h = L.TimeDistributed(L.Dense(7, activation="relu"), name="fc")(h)
+    model = keras.Model(frames, L.Dense(3, name="out")(L.LSTM(4, name="lstm")(h)))
+    x = random_inputs(model)
+    scale = np.linspace(0.5, 1.5, 6, dtype="float32")  # gamma and beta; mean 0, variance 1
+    model.get_layer("bn").set_weights([scale, scale, np.zeros(6, "float32"), np.ones(6, "float32")])
+    trimmed = remove_units(model, {"conv": [1, 4], "fc": [0, 5]})
+    assert trimmed.get_layer("conv").layer.filters == 4
+    assert trimmed.get_layer("fc").layer.units == 5
+    assert trimmed.get_layer("fc").get_weights()[0].shape == (3 * 3 * 4, 5)
+    assert trimmed.get_layer("lstm").get_weights()[0].shape[0] == 5
+    # The same as zeroing the removed channels after their ReLU (and the BatchNorm shift).
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    for name, drop in (("conv", [1, 4]), ("fc", [0, 5])):
+        kernel, bias = masked.get_layer(name).get_weights()
+        kernel[..., drop], bias[drop] = 0, 0
+        masked.get_layer(name).set_weights([kernel, bias])
+    gamma, beta, mean, var = masked.get_layer("bn").get_weights()
+    beta[[1, 4]] = 0
+    masked.get_layer("bn").set_weights([gamma, beta, mean, var])
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip

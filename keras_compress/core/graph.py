@@ -134,6 +134,19 @@ def width_key(layer: keras.layers.Layer) -> str | None:
     return None
 
 
+def step_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer ``layer`` applies at each time step if it is a ``TimeDistributed``, else itself.
+
+    A ``TimeDistributed(Dense(8))`` has the Dense's weights, width and activation; graph code
+    asks this for them (its own inputs and outputs carry one more axis, time).
+
+    Example:
+        >>> step_layer(keras.layers.TimeDistributed(keras.layers.Dense(8))).units
+        8
+    """
+    return layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+
+
 def in_out_view(layer: keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
     """``layer``'s kernel (or a mask of it) with inputs on axis -2 and outputs on axis -1.
 

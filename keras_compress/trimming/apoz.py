@@ -14,8 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.graph import inbound_names, output_names
-from keras_compress.trimming.surgery import unit_owner, width_key
+from keras_compress.core.graph import inbound_names, output_names, step_layer, width_key
+from keras_compress.trimming.surgery import unit_owner
 
 RULES = ("std", "fraction", "cutoff")
 
@@ -38,7 +38,8 @@ def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
     outputs = output_names(model)
     points = {}
     for layer in model.layers:
-        if width_key(layer) and _is_relu(getattr(layer, "activation", None)):
+        op = step_layer(layer)  # TimeDistributed(Dense(..., "relu")) too
+        if width_key(op) and _is_relu(getattr(op, "activation", None)):
             owner = layer.name
         elif _is_relu_layer(layer) and len(inbound_names(layer)) == 1:
             owner = unit_owner(layers, inbound_names(layer)[0])
@@ -83,7 +84,7 @@ def measure_apoz(
         points = {name: points[name] for name in layers}
     if not points:
         considered = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
-                      if width_key(layer)]  # fmt: skip
+                      if width_key(step_layer(layer))]  # fmt: skip
         raise ValueError(
             f"no unit of model {model.name!r} reaches a ReLU one to one, so APoZ has nothing to "
             f"measure; Dense/Conv layers considered: {', '.join(considered) or 'none'}. APoZ "
@@ -211,6 +212,7 @@ def _is_relu(activation) -> bool:
 def _is_relu_layer(layer) -> bool:
     # A ReLU layer with a cap (ReLU6: max_value=6) or a threshold still outputs exact zeros;
     # a leaky one (negative_slope > 0) does not, so APoZ does not apply to it.
+    layer = step_layer(layer)
     if isinstance(layer, keras.layers.ReLU):
         return not layer.negative_slope
     return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)

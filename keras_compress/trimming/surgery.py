@@ -25,6 +25,7 @@ from keras_compress.core.graph import (
     inbound_names,
     inbound_tensors,
     producer_name,
+    step_layer,
     width_key,
 )
 from keras_compress.core.rewrite import rewrite_model
@@ -97,9 +98,10 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
             return None
         in_kept, out_kept = plan[layer.name]
         config = _without_build_configs(layer.get_config())
-        key = width_key(layer)
+        key = width_key(step_layer(layer))
         if key is not None and out_kept is not None:
-            config[key] = int(out_kept.size)
+            inner = config["layer"]["config"] if step_layer(layer) is not layer else config
+            inner[key] = int(out_kept.size)
         new = layer.__class__.from_config(config)
 
         def load():
@@ -142,10 +144,11 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     plain = strip(model)
     units = {}
     for layer in plain.layers:
-        if width_key(layer) is None or not layer.weights:
+        op = step_layer(layer)
+        if width_key(op) is None or not layer.weights:
             continue
-        kernel = layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel
-        kernel = in_out_view(layer, np.asarray(keras.ops.convert_to_numpy(kernel)))
+        kernel = op.pointwise_kernel if hasattr(op, "pointwise_kernel") else op.kernel
+        kernel = in_out_view(op, np.asarray(keras.ops.convert_to_numpy(kernel)))
         norms = np.abs(kernel.reshape(-1, kernel.shape[-1])).sum(axis=0)
         dead = np.flatnonzero(norms == 0)
         if norms.size - dead.size < min_keep:  # keep the min_keep largest norms
@@ -188,10 +191,10 @@ def _kept_units(layers: dict, name: str, indices: Iterable[int]) -> np.ndarray |
     if name not in layers:
         raise SurgeryError(f"the model has no layer {name!r}")
     layer = layers[name]
-    if width_key(layer) is None:
+    if width_key(step_layer(layer)) is None:
         raise SurgeryError(
             f"layer {name!r} ({type(layer).__name__}) has no units or filters to remove; "
-            f"supported: {', '.join(t.__name__ for t in WIDTH_KEYS)}"
+            f"supported: {', '.join(t.__name__ for t in WIDTH_KEYS)} (or TimeDistributed of one)"
         )
     width = int(layer.output.shape[-1])
     drop = np.asarray(list(indices), dtype=np.int64).ravel()
@@ -259,9 +262,9 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
     """
     layer = layers.get(name)
     while layer is not None:
-        if width_key(layer) is not None:
+        if width_key(step_layer(layer)) is not None:
             return layer.name
-        one_to_one = isinstance(layer, (*PASS_THROUGH, keras.layers.BatchNormalization))
+        one_to_one = isinstance(step_layer(layer), (*PASS_THROUGH, keras.layers.BatchNormalization))
         if not one_to_one or len(inbound_names(layer)) != 1:
             return None
         layer = layers.get(inbound_names(layer)[0])
@@ -269,11 +272,15 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
 
 
 def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarray | None:
-    """The channels kept at ``layer``'s output, given those kept at its inputs."""
+    """The channels kept at ``layer``'s output, given those kept at its inputs.
+
+    A ``TimeDistributed`` layer propagates as the layer it wraps, on one time step.
+    """
     name, kind = layer.name, type(layer).__name__
+    op = step_layer(layer)
     changed = [k for k in in_kept if k is not None]
-    if width_key(layer) is not None:
-        if (changed or removed_out is not None) and getattr(layer, "groups", 1) != 1:
+    if width_key(op) is not None:
+        if (changed or removed_out is not None) and getattr(op, "groups", 1) != 1:
             raise SurgeryError(f"layer {name!r} ({kind}) is a grouped convolution")
         return removed_out
     if isinstance(layer, keras.layers.InputLayer) or not changed:
@@ -282,19 +289,19 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         if any(k is not None for k in in_kept[1:]):
             raise SurgeryError(f"layer {name!r} ({kind}): its initial states cannot lose units")
         return None  # the input kernel loses rows; the units and outputs stay
-    if isinstance(layer, PASS_THROUGH):
+    if isinstance(op, PASS_THROUGH):
         return in_kept[0]
-    if isinstance(layer, keras.layers.BatchNormalization):
-        if layer.axis not in (-1, len(layer.input.shape) - 1):
-            raise SurgeryError(
-                f"layer {name!r} ({kind}) normalises axis {layer.axis}, not the last"
-            )
+    # the input of one step: TimeDistributed's input without its time axis
+    step_shape = lambda: layer.input.shape[1:] if op is not layer else layer.input.shape  # noqa: E731
+    if isinstance(op, keras.layers.BatchNormalization):
+        if op.axis not in (-1, len(step_shape()) - 1):
+            raise SurgeryError(f"layer {name!r} ({kind}) normalises axis {op.axis}, not the last")
         return in_kept[0]
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return _expand(in_kept[0], layer.depth_multiplier)
-    if isinstance(layer, keras.layers.Flatten):
-        channels = int(layer.input.shape[-1])
-        positions = int(np.prod(layer.input.shape[1:-1]))
+    if isinstance(op, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        return _expand(in_kept[0], op.depth_multiplier)
+    if isinstance(op, keras.layers.Flatten):
+        channels = int(step_shape()[-1])
+        positions = int(np.prod(step_shape()[1:-1]))
         return (np.arange(positions)[:, None] * channels + in_kept[0][None, :]).ravel()
     if isinstance(layer, keras.layers.Concatenate):
         if layer.axis not in (-1, len(layer.output.shape) - 1):
@@ -311,8 +318,8 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
     raise SurgeryError(
         f"layer {name!r} ({kind}) cannot drop input channels: remove_units supports "
         "Dense, Conv, ConvTranspose, SeparableConv, DepthwiseConv, BatchNormalization, LSTM, "
-        "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges and "
-        "weightless pass-through layers"
+        "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges, "
+        "weightless pass-through layers and TimeDistributed of these"
     )
 
 
@@ -347,21 +354,22 @@ def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
     """``layer``'s weights without the removed input and output channels."""
     weights = [np.asarray(w) for w in layer.get_weights()]
     take = lambda w, kept, axis: w if kept is None else np.take(w, kept, axis=axis)  # noqa: E731
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+    op = step_layer(layer)  # a TimeDistributed's weights are those of the layer it wraps
+    if isinstance(op, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         depthwise, pointwise, *bias = weights
         depthwise = take(depthwise, in_kept, -2)
-        inner = _expand(in_kept, layer.depth_multiplier)
+        inner = _expand(in_kept, op.depth_multiplier)
         pointwise = take(take(pointwise, inner, -2), out_kept, -1)
         return [depthwise, pointwise, *(take(b, out_kept, 0) for b in bias)]
-    if width_key(layer) is not None:  # Dense and Conv: kernel (..., in, out), bias (out,)
+    if width_key(op) is not None:  # Dense and Conv: kernel (..., in, out), bias (out,)
         kernel, *bias = weights
-        kernel = take(take(in_out_view(layer, kernel), in_kept, -2), out_kept, -1)
-        return [in_out_view(layer, kernel), *(take(b, out_kept, 0) for b in bias)]
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        kernel = take(take(in_out_view(op, kernel), in_kept, -2), out_kept, -1)
+        return [in_out_view(op, kernel), *(take(b, out_kept, 0) for b in bias)]
+    if isinstance(op, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         kernel, *bias = weights
-        out = _expand(in_kept, layer.depth_multiplier)
+        out = _expand(in_kept, op.depth_multiplier)
         return [take(kernel, in_kept, -2), *(take(b, out, 0) for b in bias)]
-    if isinstance(layer, keras.layers.BatchNormalization):
+    if isinstance(op, keras.layers.BatchNormalization):
         return [take(w, in_kept, 0) for w in weights]
     if _recurrent(layer):  # the input kernels (in, gates * units) lose rows (both directions)
         return [take(w, in_kept, 0) if variable_name(v) == "kernel" else w
