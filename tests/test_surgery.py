@@ -274,3 +274,40 @@ def test_time_distributed_layers_are_trimmed_as_the_layers_they_wrap():
     masked.get_layer("bn").set_weights([gamma, beta, mean, var])
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [12, None], ids=["fixed_width", "variable_width"])
+def test_crnn_reshape_merging_channels_into_the_features_is_trimmed(width):
+    # An OCR-style CRNN: convolution over the image, columns become time steps, each column's
+    # rows x channels become the features of a bidirectional LSTM.
+    keras.utils.set_random_seed(12)
+    image = keras.Input((16, width, 1))
+    h = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(image)
+    h = L.Permute((2, 1, 3), name="columns")(L.MaxPooling2D(name="pool")(h))  # (W/2, 8, 8)
+    h = L.Reshape((-1, 8 * 8), name="features")(h)
+    h = L.Bidirectional(L.LSTM(6, return_sequences=True), name="bilstm")(h)
+    model = keras.Model(image, L.Dense(5, name="out")(h))
+    trimmed = remove_units(model, {"conv": [2, 5]})
+    assert trimmed.get_layer("features").target_shape == (-1, 8 * 6)
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    kernel, bias = masked.get_layer("conv").get_weights()
+    kernel[..., [2, 5]], bias[[2, 5]] = 0, 0
+    masked.get_layer("conv").set_weights([kernel, bias])
+    x = np.random.default_rng(1).random((4, 16, 12, 1)).astype("float32")
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "after, message",
+    [(lambda: L.Reshape((16, 2, 3), name="odd"), "'odd' \\(Reshape\\) reshapes \\(4, 4, 6\\)"),
+     (lambda: L.Permute((3, 1, 2), name="perm"), "'perm' \\(Permute\\) moves the channel axis")],
+    ids=["reshape", "permute"],
+)  # fmt: skip
+def test_reshapes_that_lose_track_of_channels_are_refused_by_name(after, message):
+    inputs = keras.Input((4, 4, 3))
+    hidden = after()(L.Conv2D(6, 1, name="conv")(inputs))
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(hidden)))
+    with pytest.raises(SurgeryError, match=message):
+        remove_units(model, {"conv": [0]})

@@ -97,15 +97,21 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         if layer.name not in plan:
             return None
         in_kept, out_kept = plan[layer.name]
+        op = step_layer(layer)
         config = _without_build_configs(layer.get_config())
-        key = width_key(step_layer(layer))
+        inner = config["layer"]["config"] if op is not layer else config
+        key = width_key(op)
         if key is not None and out_kept is not None:
-            inner = config["layer"]["config"] if step_layer(layer) is not layer else config
             inner[key] = int(out_kept.size)
+        if isinstance(op, keras.layers.Reshape):  # its last axis holds the channels
+            in_shape, out_shape = _step_shapes(layer)
+            last = out_shape[-1] // in_shape[-1] * in_kept.size
+            inner["target_shape"] = [*inner["target_shape"][:-1], last]  # -1 stays -1
         new = layer.__class__.from_config(config)
 
         def load():
-            new.set_weights(_sliced_weights(layer, in_kept, out_kept))
+            if layer.weights:
+                new.set_weights(_sliced_weights(layer, in_kept, out_kept))
 
         return new, load
 
@@ -213,7 +219,8 @@ def _plan(model: keras.Model, removed: dict) -> dict:
         in_kept = [kept_out.get(name) for name in inbound_names(layer)]
         kept_out[layer.name] = _propagate(layer, in_kept, removed.get(layer.name))
         first = in_kept[0] if in_kept else None
-        if layer.weights and (first is not None or layer.name in removed):
+        resized = layer.weights or isinstance(step_layer(layer), keras.layers.Reshape)
+        if resized and (first is not None or layer.name in removed):
             plan[layer.name] = (first, removed.get(layer.name))
     for tensor in model.outputs:
         name = producer_name(tensor)
@@ -291,17 +298,28 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         return None  # the input kernel loses rows; the units and outputs stay
     if isinstance(op, PASS_THROUGH):
         return in_kept[0]
-    # the input of one step: TimeDistributed's input without its time axis
-    step_shape = lambda: layer.input.shape[1:] if op is not layer else layer.input.shape  # noqa: E731
+    if isinstance(op, keras.layers.Permute):
+        if op.dims[-1] != len(op.dims):
+            raise SurgeryError(f"layer {name!r} ({kind}) moves the channel axis {op.dims}")
+        return in_kept[0]
     if isinstance(op, keras.layers.BatchNormalization):
-        if op.axis not in (-1, len(step_shape()) - 1):
+        if op.axis not in (-1, len(_step_shapes(layer)[0])):
             raise SurgeryError(f"layer {name!r} ({kind}) normalises axis {op.axis}, not the last")
         return in_kept[0]
     if isinstance(op, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         return _expand(in_kept[0], op.depth_multiplier)
-    if isinstance(op, keras.layers.Flatten):
-        channels = int(step_shape()[-1])
-        positions = int(np.prod(step_shape()[1:-1]))
+    if isinstance(op, (keras.layers.Flatten, keras.layers.Reshape)):
+        # A Flatten, or a Reshape that only merges trailing axes into the last (a CRNN's
+        # (H, W, C) -> (H, W * C) before its LSTM), puts channel c of merged position p at
+        # p * C + c.
+        in_shape, out_shape = _step_shapes(layer)
+        first = _first_merged_axis(op, in_shape, out_shape)
+        if first is None:
+            raise SurgeryError(
+                f"layer {name!r} ({kind}) reshapes {in_shape} to {out_shape}: only merging "
+                "trailing axes into the channel axis keeps channels traceable"
+            )
+        channels, positions = in_shape[-1], int(np.prod(in_shape[first:-1]))
         return (np.arange(positions)[:, None] * channels + in_kept[0][None, :]).ravel()
     if isinstance(layer, keras.layers.Concatenate):
         if layer.axis not in (-1, len(layer.output.shape) - 1):
@@ -321,6 +339,26 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges, "
         "weightless pass-through layers and TimeDistributed of these"
     )
+
+
+def _first_merged_axis(op, in_shape: tuple, out_shape: tuple) -> int | None:
+    """The first input axis that a Flatten or Reshape merges into its output's last axis.
+
+    ``None`` unless it merges only trailing axes, of known sizes, channels last.
+    """
+    if isinstance(op, keras.layers.Flatten):
+        return 0
+    for first in range(len(in_shape)):
+        merged = in_shape[first:]
+        if None not in merged and out_shape == (*in_shape[:first], int(np.prod(merged))):
+            return first
+    return None
+
+
+def _step_shapes(layer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``layer``'s input and output shapes for one example (one time step in TimeDistributed)."""
+    lead = 2 if step_layer(layer) is not layer else 1
+    return tuple(layer.input.shape[lead:]), tuple(layer.output.shape[lead:])
 
 
 def _without_build_configs(config):
