@@ -307,6 +307,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="subset smoke run")
     parser.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5"])
+    keep_help = "keep the rows of models not run now from the last results file"
+    parser.add_argument("--keep", action="store_true", help=keep_help)
     args = parser.parse_args()
     dataset = data(args.quick)
     cfg = {"epochs": 8, "retrain": 2, "finetune": 2, "lams": 5, "seeds": 3}
@@ -316,6 +318,9 @@ def main():
     print("NNCodec:", nncodec)
     work = Path(tempfile.mkdtemp())
     rows = []
+    saved = results_io.RESULTS / ("rate_quick.json" if args.quick else "rate.json")
+    if args.keep and saved.exists():
+        rows = [r for r in json.loads(saved.read_text())["rows"] if r["model"] not in args.models]
     for name in args.models:  # results are written after each model
         rows += run_model(name, dataset, cfg, work, nncodec)
         write(rows, args, dataset, cfg, nncodec)
