@@ -150,22 +150,26 @@ def test_channel_pruning_then_surgery_gives_the_same_outputs_and_fewer_units(toy
 
 
 @pytest.mark.slow  # 2 s: out of the quick subset
-def test_channel_pruning_of_a_transposed_convolution_prunes_its_filters():
-    # Its kernel is (h, w, filters, inputs): the filters, not the inputs, must go.
-    x = np.random.default_rng(0).random((32, 5, 5, 4), dtype=np.float32)
+@pytest.mark.parametrize("time_distributed", [False, True], ids=["plain", "time_distributed"])
+def test_channel_pruning_of_a_transposed_convolution_prunes_its_filters(time_distributed):
+    # Its kernel is (h, w, filters, inputs): the filters, not the inputs, must go; also when
+    # a TimeDistributed applies it to each frame.
+    frames = (3,) if time_distributed else ()
+    x = np.random.default_rng(0).random((32, *frames, 5, 5, 4), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 2, 32)
-    layers = [keras.layers.Conv2DTranspose(8, 3, use_bias=False, name="t"),
+    up = keras.layers.Conv2DTranspose(8, 3, use_bias=False, name="up" if frames else "t")
+    layers = [keras.layers.TimeDistributed(up, name="t") if time_distributed else up,
               keras.layers.Flatten(), keras.layers.Dense(2, name="out")]  # fmt: skip
-    model = keras.Sequential([keras.Input((5, 5, 4)), *layers])
+    model = keras.Sequential([keras.Input(x.shape[1:]), *layers])
     wrapped = kc.make_prunable(model, layers=["t"])
     wrapped.compile("adam", LOSS)
     callback = kc.MagnitudePruning(0.5, end_step=4, frequency=2, structure="channels")
     wrapped.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
-    kernel = np.asarray(kc.strip(wrapped).get_layer("t").kernel)
+    kernel = np.asarray(kc.strip(wrapped).get_layer("t").get_weights()[0])
     dead = [f for f in range(8) if not kernel[:, :, f, :].any()]
     assert len(dead) == 4 and all(kernel[..., i].any() for i in range(4))
     small = kc.remove_pruned_channels(wrapped)
-    assert small.get_layer("t").filters == 4
+    assert kc.core.graph.step_layer(small.get_layer("t")).filters == 4
     np.testing.assert_allclose(small.predict(x, verbose=0),
                                kc.strip(wrapped).predict(x, verbose=0), atol=1e-5)  # fmt: skip
 

@@ -159,7 +159,8 @@ def in_out_view(layer: keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
         >>> in_out_view(layer, np.zeros((3, 3, 8, 4))).shape
         (3, 3, 4, 8)
     """
-    return np.swapaxes(kernel, -1, -2) if isinstance(layer, TRANSPOSED_CONVS) else kernel
+    transposed = isinstance(step_layer(layer), TRANSPOSED_CONVS)  # TimeDistributed's too
+    return np.swapaxes(kernel, -1, -2) if transposed else kernel
 
 
 def stateless_scope() -> keras.StatelessScope | None:
