@@ -52,6 +52,29 @@ def test_folding_is_exact_and_removes_every_foldable_batchnorm():
     assert model.get_layer("conv_bn").__class__ is L.BatchNormalization  # input untouched
 
 
+def test_time_distributed_batchnorm_folds_into_the_time_distributed_layer_before_it():
+    # A CNN-LSTM: per-frame convolutions, each followed by a BatchNorm (TimeDistributed or
+    # plain over the last axis, the same per-channel transform).
+    frames = keras.Input((3, 8, 8, 2))
+    x = L.TimeDistributed(L.Conv2D(6, 3, use_bias=False), name="conv")(frames)
+    x = L.TimeDistributed(L.ReLU())(L.TimeDistributed(L.BatchNormalization(), name="bn")(x))
+    x = L.TimeDistributed(L.Conv2DTranspose(4, 3), name="up")(x)
+    x = L.BatchNormalization(name="up_bn")(x)
+    x = L.TimeDistributed(L.GlobalAveragePooling2D())(x)
+    model = keras.Model(frames, L.Dense(2)(L.LSTM(3)(x)))
+    rng = np.random.default_rng(2)
+    for name in ("bn", "up_bn"):
+        layer = model.get_layer(name)
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    folded = kc.core.fold_batchnorm(model)
+    assert isinstance(folded.get_layer("bn"), L.Identity)
+    assert isinstance(folded.get_layer("up_bn"), L.Identity)
+    assert folded.get_layer("conv").layer.use_bias
+    x = rng.normal(size=(4, 3, 8, 8, 2)).astype("float32")
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_pruned_zeros_survive_folding():
     model = _bn_net()

@@ -19,6 +19,7 @@ from keras_compress.core.graph import (
     inbound_names,
     is_functional,
     output_names,
+    step_layer,
 )
 from keras_compress.core.rewrite import rewrite_model
 from keras_compress.core.wrapper import strip
@@ -57,31 +58,38 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     plan = _plan(plain)  # producer name -> its BatchNormalization
 
     def transform(layer):
-        if isinstance(layer, keras.layers.BatchNormalization) and layer in plan.values():
+        if any(layer is bn for bn in plan.values()):
             return keras.layers.Identity(name=layer.name), lambda: None
         bn = plan.get(layer.name)
         if bn is None:
             return None
-        new = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
-        return new, lambda: new.set_weights(_folded_weights(layer, bn))
+        config = layer.get_config()
+        inner = config["layer"]["config"] if step_layer(layer) is not layer else config
+        inner["use_bias"] = True
+        new = layer.__class__.from_config(config)
+        return new, lambda: new.set_weights(_folded_weights(step_layer(layer), step_layer(bn)))
 
     return rewrite_model(plain, transform)
 
 
-def _plan(model: keras.Model) -> dict[str, keras.layers.BatchNormalization]:
+def _plan(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """Producer name -> the BatchNormalization (or TimeDistributed of one) folded into it."""
     plan = {}
     for graph in [model, *(m for m in _submodels(model))]:
         layers = {layer.name: layer for layer in graph.layers}
         outputs = output_names(graph)
         for bn in graph.layers:
-            if not isinstance(bn, keras.layers.BatchNormalization):
+            op = step_layer(bn)  # a TimeDistributed's axis counts without the time axis
+            if not isinstance(op, keras.layers.BatchNormalization):
                 continue
             producers = inbound_names(bn)
             producer = layers.get(producers[0]) if len(producers) == 1 else None
+            rank = len(bn.input.shape) - (op is not bn)
             if (
-                isinstance(producer, FOLDABLE)
-                and bn.axis in (-1, len(bn.input.shape) - 1)
-                and getattr(producer, "activation", None) in (None, keras.activations.linear)
+                isinstance(step_layer(producer), FOLDABLE)
+                and op.axis in (-1, rank - 1)
+                and getattr(step_layer(producer), "activation", None)
+                in (None, keras.activations.linear)
                 and consumer_names(producer) == [bn.name]
                 and producer.name not in outputs
             ):
@@ -114,7 +122,7 @@ def _folded_weights(layer: keras.layers.Layer, bn: keras.layers.BatchNormalizati
 
 
 def _bn_parameters(bn: keras.layers.BatchNormalization):
-    channels = int(bn.input.shape[-1])
+    channels = int(bn.moving_mean.shape[-1])
     gamma = np.asarray(bn.gamma) if bn.scale else np.ones(channels, "float32")
     beta = np.asarray(bn.beta) if bn.center else np.zeros(channels, "float32")
     return gamma, beta, np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)
