@@ -146,7 +146,7 @@ def test_trimmed_model_saves_and_loads(tmp_path):
 
 def test_bad_requests_name_the_layer():
     model = mlp()
-    with pytest.raises(SurgeryError, match="model's output 'out'"):
+    with pytest.raises(SurgeryError, match="output 'out' of model"):
         remove_units(model, {"out": [0]})
     with pytest.raises(SurgeryError, match="no layer 'fc9'"):
         remove_units(model, {"fc9": [0]})
@@ -311,3 +311,31 @@ def test_reshapes_that_lose_track_of_channels_are_refused_by_name(after, message
     model = keras.Model(inputs, L.Dense(2)(L.Flatten()(hidden)))
     with pytest.raises(SurgeryError, match=message):
         remove_units(model, {"conv": [0]})
+
+
+def test_units_inside_a_nested_model_are_trimmed_within_it():
+    # A two-input model whose image branch is a nested Sequential backbone.
+    keras.utils.set_random_seed(13)
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(6, 3, activation="relu",
+                                 name="conv_a"), L.Conv2D(5, 3, name="conv_b"),
+                                 L.GlobalAveragePooling2D()], name="backbone")  # fmt: skip
+    image, extra = keras.Input((8, 8, 3)), keras.Input((4,))
+    h = L.Concatenate()([backbone(image), L.Dense(7, activation="relu", name="side")(extra)])
+    model = keras.Model([image, extra], L.Dense(2, name="out")(L.Dense(9, name="fc")(h)))
+    trimmed = remove_units(model, {"conv_a": [1, 4], "side": [0]})
+    assert trimmed.get_layer("backbone").get_layer("conv_a").filters == 4
+    assert trimmed.get_layer("backbone").get_layer("conv_b").kernel.shape[2] == 4
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    for graph, name, drop in ((masked.get_layer("backbone"), "conv_a", [1, 4]),
+                              (masked, "side", [0])):  # fmt: skip
+        kernel, bias = graph.get_layer(name).get_weights()
+        kernel[..., drop], bias[drop] = 0, 0
+        graph.get_layer(name).set_weights([kernel, bias])
+    rng = np.random.default_rng(2)
+    x = [rng.random((8, 8, 8, 3), dtype=np.float32), rng.random((8, 4), dtype=np.float32)]
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    # The backbone's output feeds the outer model: it keeps its width.
+    with pytest.raises(SurgeryError, match="output 'global_average_pooling2d' of model 'backbo"):
+        remove_units(model, {"conv_b": [0]})

@@ -17,11 +17,10 @@ from keras_compress.core.graph import (
     consumer_names,
     in_out_view,
     inbound_names,
-    is_functional,
     output_names,
     step_layer,
 )
-from keras_compress.core.rewrite import rewrite_model
+from keras_compress.core.rewrite import iter_models, rewrite_model
 from keras_compress.core.wrapper import strip
 
 #: Layers a following BatchNormalization folds into, with their output-channel layout.
@@ -75,7 +74,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 def _plan(model: keras.Model) -> dict[str, keras.layers.Layer]:
     """Producer name -> the BatchNormalization (or TimeDistributed of one) folded into it."""
     plan = {}
-    for graph in [model, *(m for m in _submodels(model))]:
+    for graph in [model, *iter_models(model)]:
         layers = {layer.name: layer for layer in graph.layers}
         outputs = output_names(graph)
         for bn in graph.layers:
@@ -95,13 +94,6 @@ def _plan(model: keras.Model) -> dict[str, keras.layers.Layer]:
             ):
                 plan[producer.name] = bn
     return plan
-
-
-def _submodels(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and is_functional(layer):
-            yield layer
-            yield from _submodels(layer)
 
 
 def _folded_weights(layer: keras.layers.Layer, bn: keras.layers.BatchNormalization) -> list:

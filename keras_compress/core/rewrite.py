@@ -101,3 +101,18 @@ def iter_layers(model: keras.Model):
             yield from iter_layers(layer)
         else:
             yield layer
+
+
+def iter_models(model: keras.Model):
+    """Yield every Sequential or functional model nested in ``model``, at any depth.
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="inner")
+        >>> outer = keras.Sequential([keras.Input((3,)), inner])
+        >>> [m.name for m in iter_models(outer)]
+        ['inner']
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and is_functional(layer):
+            yield layer
+            yield from iter_models(layer)

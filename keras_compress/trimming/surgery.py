@@ -28,7 +28,7 @@ from keras_compress.core.graph import (
     step_layer,
     width_key,
 )
-from keras_compress.core.rewrite import rewrite_model
+from keras_compress.core.rewrite import iter_layers, iter_models, rewrite_model
 from keras_compress.core.weights import variable_name
 from keras_compress.core.wrapper import strip
 
@@ -91,12 +91,12 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         >>> remove_units(model, {"fc1": [0]}).count_params()  # (4*2 + 2) + (2*2 + 2)
         16
     """
-    plan = channel_plan(model, units)
+    plan = _nested_plan(model, units)
 
     def transform(layer):
-        if layer.name not in plan:
+        if id(layer) not in plan:
             return None
-        in_kept, out_kept = plan[layer.name]
+        in_kept, out_kept = plan[id(layer)]
         op = step_layer(layer)
         config = _without_build_configs(layer.get_config())
         inner = config["layer"]["config"] if op is not layer else config
@@ -149,7 +149,7 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     """
     plain = strip(model)
     units = {}
-    for layer in plain.layers:
+    for layer in iter_layers(plain):  # nested models' layers too
         op = step_layer(layer)
         if width_key(op) is None or not layer.weights:
             continue
@@ -185,6 +185,34 @@ def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict
         except _MergeConflict as conflict:
             _settle(layers, kept, conflict)
     raise SurgeryError("residual merges could not be settled")  # pragma: no cover
+
+
+def _nested_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict:
+    """``channel_plan`` of ``model`` and of each model nested in it, keyed by layer identity.
+
+    Each name of ``units`` is looked up among the layers of every graph; a unit inside a
+    nested model is planned within that model, whose outputs must not change (so the graphs
+    around it keep their shapes).
+    """
+    graphs = [model, *(m for m in iter_models(model))]
+    homes: dict[str, list[keras.Model]] = {}
+    for graph in graphs:
+        for layer in graph.layers:
+            if layer.name in units:
+                homes.setdefault(layer.name, []).append(graph)
+    for name, found in homes.items():
+        if len(found) > 1:
+            raise SurgeryError(
+                f"layer name {name!r} is in several models ({', '.join(g.name for g in found)}): "
+                "trim the nested model itself (remove_units(model.get_layer(...), ...))"
+            )
+    plan = {}
+    for graph in graphs:
+        mine = {n: i for n, i in units.items() if homes.get(n, [model])[0] is graph}
+        if graph is model or mine:
+            for name, kept in channel_plan(graph, mine).items():
+                plan[id(graph.get_layer(name))] = kept
+    return plan
 
 
 class _MergeConflict(Exception):
@@ -226,8 +254,9 @@ def _plan(model: keras.Model, removed: dict) -> dict:
         name = producer_name(tensor)
         if kept_out.get(name) is not None:
             raise SurgeryError(
-                f"removing units would change the model's output {name!r}: never trim the "
-                "output layer or what flows unchanged into it"
+                f"removing units would change the output {name!r} of model {model.name!r}: "
+                "never trim an output layer or what flows unchanged into it (nor, in a nested "
+                "model, the outputs the outer model reads)"
             )
     return plan
 
