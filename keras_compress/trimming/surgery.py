@@ -70,7 +70,9 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
     Args:
         model: a built Sequential or functional model (not changed).
         units: layer name -> indices of its output units (Dense) or filters (Conv1D/2D/3D,
-            SeparableConv1D/2D) to remove; negative indices count from the end.
+            SeparableConv1D/2D, ConvTranspose, or any of these in ``TimeDistributed``) to
+            remove; negative indices count from the end. A layer of a model nested in
+            ``model`` is named as any other and trimmed inside it.
 
     Returns:
         The smaller model, uncompiled. On any input it computes what ``model`` computes when
