@@ -36,8 +36,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
     A BatchNormalization folds when it normalizes the last axis of the output of a Conv,
     ConvTranspose, DepthwiseConv, SeparableConv or Dense layer without activation whose output
-    nothing else reads; that layer gains the folded kernel and bias (``use_bias=True``) and the
-    BatchNormalization becomes an ``Identity`` of the same name. Others are left as they are.
+    nothing else reads (either of them may be in ``TimeDistributed``); that layer gains the
+    folded kernel and bias (``use_bias=True``) and the BatchNormalization becomes an
+    ``Identity`` of the same name. Others are left as they are.
     In inference the copy computes what ``model`` computes (up to float rounding); trained
     further, it no longer normalizes batches. keras_compress wrappers are stripped first.
 
