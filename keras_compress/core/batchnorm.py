@@ -63,11 +63,10 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         bn = plan.get(layer.name)
         if bn is None:
             return None
-        config = layer.get_config()
-        inner = config["layer"]["config"] if step_layer(layer) is not layer else config
-        inner["use_bias"] = True
+        op, config = step_layer(layer), layer.get_config()
+        (config["layer"]["config"] if op is not layer else config)["use_bias"] = True
         new = layer.__class__.from_config(config)
-        return new, lambda: new.set_weights(_folded_weights(step_layer(layer), step_layer(bn)))
+        return new, lambda: new.set_weights(_folded_weights(op, step_layer(bn)))
 
     return rewrite_model(plain, transform)
 

@@ -196,7 +196,7 @@ def _nested_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict
     nested model is planned within that model, whose outputs must not change (so the graphs
     around it keep their shapes).
     """
-    graphs = [model, *(m for m in iter_models(model))]
+    graphs = [model, *iter_models(model)]
     homes: dict[str, list[keras.Model]] = {}
     for graph in graphs:
         for layer in graph.layers:
