@@ -11,7 +11,7 @@ from helpers import build_c, synthetic_model_bytes
 import keras_compress as kc
 
 
-@pytest.fixture(scope="module", params=["-O1", "-Os"])
+@pytest.fixture(scope="module", params=[pytest.param("-O1", marks=pytest.mark.slow), "-Os"])
 def cli_asan(tmp_path_factory, request):
     flags = ["-g", request.param, "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
              "-DKCZ_WINDOW_BITS=15"]  # fmt: skip

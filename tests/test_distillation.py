@@ -147,6 +147,7 @@ def test_pruning_while_distilling_from_the_unpruned_model(distributed, request):
     assert agreement(pruned) > agreement(oneshot) + 0.25
 
 
+@pytest.mark.slow
 def test_our_distiller_keeps_the_students_regularizers():
     """Keras's Distiller drops ``student.losses``; ``kc.distillation.Distiller`` adds them."""
     teacher = dense_model(3)

@@ -21,6 +21,9 @@ import emulate  # noqa: E402
 if emulate.missing_tools():
     pytest.skip(emulate.missing_tools(), allow_module_level=True)
 
+# Emulation and its LeNet-5 fixture take about 20 s: the full suite runs them, not the quick one.
+pytestmark = pytest.mark.slow
+
 # The microcontroller build: 8-bit codebooks at most; the skeleton's DEFLATE window (the -Os
 # default, 1 KB) or none (raw skeleton: the smallest RAM).
 MCU = ("KCZ_MAX_CODEBOOK=256",)
@@ -69,7 +72,6 @@ def test_m4_decodes_arithmetic_coding_and_deflate_skeleton(lenet5, tmp_path):
     assert firmware.sections[".kcz_model"] >= skeleton.stat().st_size + side.stat().st_size
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "opt, defines, split, pad, strict",
     [

@@ -44,7 +44,10 @@ CASES = {
     "time_distributed": lambda: _seq((6, 4), L.TimeDistributed(L.Dense(8))),
 }
 
-SLOW_CASES = {"multi_head_attention", "bidirectional"}  # 4-5 s each: out of the quick subset
+# Out of the quick subset (2-5 s each): it keeps the 1-D, 2-D and depthwise convolutions and
+# the embedding + LSTM case.
+SLOW_CASES = {"multi_head_attention", "bidirectional", "gru", "simple_rnn", "time_distributed",
+              "separable", "conv3d"}  # fmt: skip
 
 
 def _data(model):

@@ -66,7 +66,9 @@ def test_fine_tuning_lowers_the_loss_on_a_fixed_batch(toy_data):
     assert shared.evaluate(x, y, verbose=0) < before
 
 
-@pytest.mark.parametrize("rule,prune", [("sum", None), ("mean", None), ("sum", 0.6)])
+@pytest.mark.parametrize(
+    "rule,prune", [("sum", None), ("mean", None), pytest.param("sum", 0.6, marks=pytest.mark.slow)]
+)
 def test_centroid_gradient_is_the_sum_or_mean_of_member_gradients(tf, toy_data, rule, prune):
     x, y = toy_data
     shared = kc.share_weights(_trained(toy_data, prune), bits=3, gradient=rule)
@@ -115,6 +117,7 @@ def test_lookup_gradient_is_the_same_with_or_without_positions(tf):
     np.testing.assert_allclose(grads[1], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_assign_clusters_rejects_another_nonzero_count(toy_data):
     wrapper = _sharing(kc.share_weights(_trained(toy_data, 0.5), bits=2))[0]
     shape = wrapper.indices[0].shape
@@ -160,6 +163,7 @@ def test_mirrored_strategy_keeps_replicas_identical(toy_data, mirrored):
     assert max(_distinct(shared).values()) <= 8
 
 
+@pytest.mark.slow
 def test_embedding_and_lstm_kernels_are_shared():
     rng = np.random.default_rng(0)
     x = rng.integers(1, 50, size=(64, 7)).astype("int32")
@@ -179,7 +183,10 @@ def test_embedding_and_lstm_kernels_are_shared():
     assert distinct["out/kernel"] <= 16
 
 
-@pytest.mark.parametrize("quantizer", ["hessian_kmeans", "uniform", "ecsq"])
+@pytest.mark.parametrize(
+    "quantizer",
+    [pytest.param(q, marks=pytest.mark.slow) for q in ("hessian_kmeans", "uniform")] + ["ecsq"],
+)
 def test_other_quantizers_share_weights(toy_data, quantizer):
     x, y = toy_data
     model = _trained(toy_data)
@@ -219,6 +226,7 @@ def test_bad_input_is_rejected(toy_data):
         kc.share_weights(model, bits=3)
 
 
+@pytest.mark.slow
 def test_a_tensor_with_fewer_values_than_clusters_keeps_them_exactly(toy_data):
     model = _trained(toy_data)
     out = model.get_layer("out")

@@ -28,7 +28,9 @@ def _runs(kernel, size):
     return k[:, :whole].reshape(k.shape[0], whole // size, size, k.shape[-1])
 
 
-@pytest.mark.parametrize("spec, inputs", [("1x4", 4), ("1x16", 16)])
+@pytest.mark.parametrize(
+    "spec, inputs", [pytest.param("1x4", 4, marks=pytest.mark.slow), ("1x16", 16)]
+)
 def test_blocks_of_consecutive_inputs_are_pruned_whole(toy_data, spec, inputs):
     x, y = toy_data
     model, _ = _pruned(mlp(), x, y, target=0.75, structure=spec)
@@ -61,7 +63,7 @@ def _small_cnn():
         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="fc")])  # fmt: skip
 
 
-@pytest.mark.parametrize("structure", ["kernels", None])
+@pytest.mark.parametrize("structure", ["kernels", pytest.param(None, marks=pytest.mark.slow)])
 def test_kernel_level_pruning_keeps_or_drops_whole_spatial_kernels(structure):
     x = np.random.default_rng(0).normal(size=(128, 12, 12, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 4, 128)
@@ -117,6 +119,7 @@ def test_structure_errors_name_the_problem():
                   callbacks=[kc.MagnitudePruning(0.5, structure="channels")])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_structure_survives_save_load_and_config(toy_data, tmp_path):
     x, y = toy_data
     model, callback = _pruned(mlp(), x, y, epochs=1, target=0.5, structure="1x4")

@@ -276,7 +276,11 @@ def test_time_distributed_layers_are_trimmed_as_the_layers_they_wrap():
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
-@pytest.mark.parametrize("width", [12, None], ids=["fixed_width", "variable_width"])
+@pytest.mark.parametrize(
+    "width",
+    [12, pytest.param(None, marks=pytest.mark.slow)],
+    ids=["fixed_width", "variable_width"],
+)
 def test_crnn_reshape_merging_channels_into_the_features_is_trimmed(width):
     # An OCR-style CRNN: convolution over the image, columns become time steps, each column's
     # rows x channels become the features of a bidirectional LSTM.

@@ -18,6 +18,12 @@ runtime = pytest.importorskip(
 )
 
 
+@pytest.mark.parametrize(
+    "cli",
+    ["-O2", *(pytest.param(f, marks=pytest.mark.slow)
+              for f in ("-Os -DKCZ_WINDOW_BITS=15", "-O2 -DKCZ_LUT_BITS=0"))],
+    indirect=True,
+)  # fmt: skip
 def test_int8_model_decoded_by_c_runs_in_tflm(cli, toy_data, tmp_path):
     x, y = toy_data
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -33,7 +33,7 @@ def _bidirectional():
 @pytest.mark.parametrize(
     ("build", "expected"),
     [
-        (_time_distributed, {"td/fc/kernel", "out/kernel"}),
+        pytest.param(_time_distributed, {"td/fc/kernel", "out/kernel"}, marks=pytest.mark.slow),
         pytest.param(
             _bidirectional,
             {
