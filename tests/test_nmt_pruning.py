@@ -11,6 +11,8 @@ import pytest
 import keras_compress as kc
 from keras_compress.examples.datasets import gettext_pairs
 from keras_compress.examples.translation import (
+    BOS,
+    EOS,
     PAD,
     Vocabulary,
     arrays,
@@ -18,6 +20,7 @@ from keras_compress.examples.translation import (
     masked_loss,
     short_pairs,
     tokenize,
+    translate,
     translation_model,
 )
 from keras_compress.pruning.masks import load_imbalance, pe_groups
@@ -165,6 +168,25 @@ def test_dropout_acts_in_training_only_and_survives_pruning_wrappers(toy):
     plain = kc.strip(wrapped)
     assert plain.get_layer("encoder_1").dropout == 0.5
     assert kc.sparsity(plain)["total"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.backends
+def test_greedy_decoding_equals_decoding_each_prefix_alone(toy):
+    """``translate`` feeds the prefix padded to the full length (one shape to compile)."""
+    model, (x, _, _) = toy
+    plain = kc.strip(model)
+    source = x[:24]
+    got = translate(plain, source, LENGTH)
+    want = np.zeros((len(source), LENGTH), "int32")
+    want[:, 0] = BOS
+    for t in range(LENGTH - 1):  # the oracle: the prefix alone, as long as it is
+        logits = plain.predict([source, want[:, : t + 1]], verbose=0)
+        want[:, t + 1] = np.argmax(logits[:, t], axis=-1)
+    want = want[:, 1:]
+    assert len(np.unique(want)) > 3  # the random model says different things
+    for row, expected in zip(got, want):
+        end = int(np.argmax(expected == EOS)) + 1 if (expected == EOS).any() else len(expected)
+        np.testing.assert_array_equal(row[:end], expected[:end])
 
 
 def test_bleu_scores_the_kept_pairs_against_raw_references():

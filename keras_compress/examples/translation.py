@@ -157,11 +157,16 @@ def masked_loss(y_true, logits):
 
 
 def translate(model: keras.Model, source: np.ndarray, length: int, batch: int = 256) -> np.ndarray:
-    """Greedy decoding: ``length`` steps, each re-running the model on the prefix so far."""
+    """Greedy decoding: ``length`` steps, each re-running the model on the prefix so far.
+
+    The prefix is fed padded to ``length`` (the padding is masked, and position ``t`` sees
+    only positions up to ``t``), so every step has one input shape: backends that compile per
+    shape (JAX, PyTorch) compile once, not once per step.
+    """
     out = np.zeros((len(source), length), "int32")
     out[:, 0] = BOS
     for t in range(length - 1):
-        logits = model.predict([source, out[:, : t + 1]], batch_size=batch, verbose=0)
+        logits = model.predict([source, out], batch_size=batch, verbose=0)
         out[:, t + 1] = np.argmax(logits[:, t], axis=-1)
         done = np.any(out[:, 1 : t + 2] == EOS, axis=1)
         if done.all():
