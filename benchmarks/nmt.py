@@ -29,6 +29,11 @@ in ``--work`` so an interrupted run continues where it stopped (same arguments).
     python benchmarks/nmt.py               # about 2 hours on 2 cores
     python benchmarks/nmt.py --quick       # subset smoke run
     python benchmarks/nmt.py --units 256   # a wider model: results/nmt_d96_u256.*
+
+``--labels-only`` runs only the seeds' unpruned, control, 80% and 90% models on the labels
+(no distillation, ESE, timing or export; results ``nmt..._labels.*``): it needs no TensorFlow,
+so it runs under Keras on JAX or PyTorch, e.g. on a GPU machine, with the catalogs copied
+there (``--locale``).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from timing import EpochTimer, interleaved_times
 
 import keras_compress as kc
 from keras_compress.distillation import hinton
-from keras_compress.examples.datasets import gettext_pairs
+from keras_compress.examples.datasets import DEFAULT_LOCALE_PATH, gettext_pairs
 from keras_compress.examples.translation import (
     arrays,
     bleu,
@@ -223,9 +228,9 @@ def blind(level: float, end_step: int | None = None) -> kc.MagnitudePruning:
 class Corpus:
     """The data every task uses: built the same way in each process."""
 
-    def __init__(self, quick: bool, embed: int, units: int):
+    def __init__(self, quick: bool, embed: int, units: int, locale: Path):
         self.embed, self.units = embed, units
-        self.splits, self.used = gettext_pairs()
+        self.splits, self.used = gettext_pairs(locale)
         self.length, vocab = 20, 6000
         train = self.splits["train"][:2000] if quick else self.splits["train"]
         data = prepare(train, self.splits["test"], self.length, vocab)
@@ -263,10 +268,11 @@ def _threads(args) -> int:
 
 def _worker_corpus(args) -> Corpus:
     """A task's start in its worker process: its share of the cores, then the data."""
-    import tensorflow as tf
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(_threads(args))
-    return Corpus(args.quick, args.embed, args.units)
+        tf.config.threading.set_intra_op_parallelism_threads(_threads(args))
+    return Corpus(args.quick, args.embed, args.units, args.locale)
 
 
 def base_task(seed: int, args, work: Path) -> dict:
@@ -405,9 +411,16 @@ def cached(work: Path, name: str, task, *task_args):
     return result
 
 
-def run_tasks(args, work: Path) -> tuple[dict, dict, dict, dict]:
-    """All tasks over ``args.jobs`` processes: seeds first, then ESE, the timing alone last."""
+def run_tasks(args, work: Path) -> tuple[dict, dict, dict | None, dict | None]:
+    """All tasks over ``args.jobs`` processes: seeds first, then ESE, the timing alone last.
+
+    With ``--labels-only`` only the seeds' unpruned, control, 80% and 90% models (no ESE,
+    timing or distillation: ``None`` for the first two).
+    """
     seeds = SEEDS[:2] if args.quick else SEEDS
+    tasks = [("labels_90", labels_90_task)]
+    if not args.labels_only:
+        tasks.append(("distilled", distilled_task))
     context = get_context("spawn")  # TensorFlow must not be forked
     with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
         bases = {s: pool.submit(cached, work, f"base_{s}", base_task, s, args, work)
@@ -416,13 +429,14 @@ def run_tasks(args, work: Path) -> tuple[dict, dict, dict, dict]:
         for s in seeds:
             bases[s].result()  # the other runs start from this seed's unpruned model
             more[s] = [pool.submit(cached, work, f"{name}_{s}", task, s, args, work)
-                       for name, task in (("labels_90", labels_90_task),
-                                          ("distilled", distilled_task))]  # fmt: skip
-            if s == 0:
+                       for name, task in tasks]  # fmt: skip
+            if s == 0 and not args.labels_only:
                 ese = pool.submit(cached, work, "ese", ese_task, args, work)
         results = ({s: f.result() for s, f in bases.items()},
                    {s: [f.result() for f in fs] for s, fs in more.items()},
-                   ese.result())  # fmt: skip
+                   ese and ese.result())  # fmt: skip
+        if args.labels_only:
+            return (*results, None)
         # Alone on the machine, now that the others are done.
         timing = pool.submit(cached, work, "timing", timing_task, args, work).result()
         return (*results, timing)
@@ -457,6 +471,11 @@ def main():
                         help="LSTM width (See et al.'s: 1000)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes")  # fmt: skip
+    parser.add_argument("--labels-only", action="store_true",
+                        help="only the seeds' control, 80%% and 90%% on the labels (no ESE, "
+                        "timing, distillation or export): runs without TensorFlow")  # fmt: skip
+    parser.add_argument("--locale", type=Path, default=Path(DEFAULT_LOCALE_PATH),
+                        help="the folder of the gettext catalogs")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None,
                         help="keeps each task's result; an interrupted run continues")  # fmt: skip
     args = parser.parse_args()
@@ -470,7 +489,7 @@ def main():
     print(f"task results in {work}", flush=True)
     started = time.time()
     bases, more, ese_result, timing = run_tasks(args, work)
-    corpus = Corpus(args.quick, args.embed, args.units)
+    corpus = Corpus(args.quick, args.embed, args.units, args.locale)
     per_seed, runs, significance = [], {}, {}
     for s in bases:
         rows = bases[s]["rows"] + [r for m in more[s] for r in m["rows"]]
@@ -484,18 +503,7 @@ def main():
     def mean_row(experiment: str, level: float) -> dict:
         return next(r for r in means if r["experiment"] == experiment and r["pruned"] == level)
 
-    def epoch_ratio(label: str) -> float:
-        """Mean over seeds of (median epoch time of ``label``) / (median control epoch)."""
-        return float(np.mean([np.median(r[label]["epoch_seconds"])
-                              / np.median(r["control"]["epoch_seconds"])
-                              for r in runs.values()]))  # fmt: skip
-
     r80, r90 = mean_row("retrained, labels only", 0.8), mean_row("retrained, labels only", 0.9)
-    timed = timing["seconds"]
-    ratio_recipe = timed["80% labels"] / timed["control"]
-    ratio_distilled = timed["80% distilled"] / timed["control"]
-    median_recipe, median_distilled = epoch_ratio("80% labels"), epoch_ratio("80% distilled")
-    ese = ese_result["ese"]
     goals = [
         results_io.goal("bleu_80pct_class_blind_vs_control", -r80["bleu_vs_control"], "<=", 0.5),
         results_io.goal(
@@ -505,15 +513,13 @@ def main():
         results_io.goal(
             "bleu_valid_90pct_class_blind_vs_control", -r90["bleu_valid_vs_control"], "<=", 1.5
         ),  # fmt: skip
-        results_io.goal("retraining_epoch_ratio_recipe_vs_control", ratio_recipe, "<=", 1.10),
-        results_io.goal("load_imbalance_balanced", ese["load-balanced"]["imbalance"], "<=", 1.05),
     ]
-    rows = ese_result["rows"] + means
-    name = f"nmt{size}" + ("_quick" if args.quick else "")
-    plot([r for r in rows if r["experiment"] == "no retraining"],
-         mean_row("unpruned", 0.0)["bleu"], name)  # fmt: skip
+    name = f"nmt{size}" + ("_labels" if args.labels_only else "") + ("_quick" if args.quick else "")
     splits = corpus.splits
-    markdown = "\n\n".join([
+    recipe = "on the labels alone (the goals' rows)" + ("" if args.labels_only else (
+        f" and distilled from the unpruned model (T = {DISTILL_T}, {DISTILL_WEIGHT} of the loss "
+        "on the labels)"))  # fmt: skip
+    parts = [
         f"Data: {sum(len(v) for v in splits.values()):,} English-German pairs from "
         f"{len(corpus.used)} gettext catalogs "
         f"({', '.join(f'{k} {v}' for k, v in corpus.used.items())}); train "
@@ -527,25 +533,77 @@ def main():
         f"(no pruning; constant rate for the first {CONTROL_HOLD:.0%} of the steps, then cosine "
         f"decay to zero), and the recipe: class-blind pruning ramped over the first {RAMP:.0%} "
         f"of the steps (polynomial schedule, masks recomputed every {FREQUENCY} steps) at a "
-        f"constant rate, on the labels alone (the goals' rows) and distilled from the unpruned "
-        f"model (T = {DISTILL_T}, {DISTILL_WEIGHT} of the loss on the labels). Of the epochs at "
+        f"constant rate, {recipe}. Of the epochs at "
         f"full sparsity (from epoch {first_full_sparsity_epoch(args.retrain)}), the one with "
         f"the lowest validation loss is kept. Means over the seeds, spreads (std), and the mean "
         f"difference to the control of the same seed (vs_control). Wall time "
         f"{(time.time() - started) / 60:.1f} min ({args.jobs} tasks at a time; tasks kept from an "
         f"earlier start count as 0).",
-        results_io.table(means, ["experiment", "scheme", "pruned", "seeds", "bleu", "bleu_std",
-                                 "bleu_vs_control", "bleu_valid", "bleu_valid_std",
-                                 "bleu_valid_vs_control"]),  # fmt: skip
-        "Per seed:\n\n" + results_io.table(per_seed, ["seed", "experiment", "scheme", "pruned",
-                                                      "bleu", "bleu_valid"]),  # fmt: skip
+        results_io.table(
+            means,
+            [
+                "experiment",
+                "scheme",
+                "pruned",
+                "seeds",
+                "bleu",
+                "bleu_std",
+                "bleu_vs_control",
+                "bleu_valid",
+                "bleu_valid_std",
+                "bleu_valid_vs_control",
+            ],
+        ),  # fmt: skip
+        "Per seed:\n\n"
+        + results_io.table(
+            per_seed, ["seed", "experiment", "scheme", "pruned", "bleu", "bleu_valid"]
+        ),  # fmt: skip
         noise_paragraph(significance, len(corpus.test_pairs)),
+    ]
+    extra = {"per_seed": per_seed, "runs": runs, "paired_bootstrap": significance}
+    rows = means
+    if timing is not None:
+        goals += timing_goal(timing, runs, args, parts, extra)
+    if ese_result is not None:
+        goals += ese_goal(ese_result, args, parts, extra)
+        rows = ese_result["rows"] + means
+        plot([r for r in rows if r["experiment"] == "no retraining"],
+             mean_row("unpruned", 0.0)["bleu"], name)  # fmt: skip
+        parts.append(f"![BLEU vs pruned]({name}.png)")
+    results_io.write(name, goals, rows, "\n\n".join(parts), **extra)
+
+
+def timing_goal(timing: dict, runs: dict, args, parts: list[str], extra: dict) -> list[dict]:
+    """The epoch-time goal; its paragraph and record entries added to ``parts``/``extra``."""
+
+    def epoch_ratio(label: str) -> float:
+        """Mean over seeds of (median epoch time of ``label``) / (median control epoch)."""
+        return float(np.mean([np.median(r[label]["epoch_seconds"])
+                              / np.median(r["control"]["epoch_seconds"])
+                              for r in runs.values()]))  # fmt: skip
+
+    timed = timing["seconds"]
+    ratio_recipe = timed["80% labels"] / timed["control"]
+    ratio_distilled = timed["80% distilled"] / timed["control"]
+    median_recipe, median_distilled = epoch_ratio("80% labels"), epoch_ratio("80% distilled")
+    parts.append(
         f"A retraining epoch during the ramp, timed apart ({timing['steps']} steps of each "
         f"kind in turns, {timing['rounds']} rounds, the fastest of each, {timing['threads']} "
         f"thread(s), nothing else running): the recipe's {ratio_recipe:.2f}x a control epoch, "
         f"distilled {ratio_distilled:.2f}x (the teacher's forward pass). In the runs themselves "
         f"(median epochs, {args.jobs} tasks at a time on the machine): {median_recipe:.2f}x and "
-        f"{median_distilled:.2f}x.",
+        f"{median_distilled:.2f}x."
+    )
+    extra.update(epoch_ratio_distilled=ratio_distilled, timing=timing,
+                 epoch_ratio_median_in_runs={"recipe": median_recipe,
+                                             "distilled": median_distilled})  # fmt: skip
+    return [results_io.goal("retraining_epoch_ratio_recipe_vs_control", ratio_recipe, "<=", 1.10)]
+
+
+def ese_goal(ese_result: dict, args, parts: list[str], extra: dict) -> list[dict]:
+    """ESE's load-balance goal; the no-retraining, ESE and export paragraphs."""
+    ese = ese_result["ese"]
+    parts += [
         results_io.table(ese_result["rows"][: 3 * 10], ["experiment", "scheme", "pruned",
                                                          "bleu"]),  # fmt: skip
         "Per-class sparsity at 80% (no retraining, seed 0's model):\n\n" + results_io.table(
@@ -557,14 +615,10 @@ def main():
         f"vs {ese['load-balanced']['bleu']:.2f}; 12-bit LSTM weights "
         f"({ese['12-bit']['levels']} levels at most): BLEU {ese['12-bit']['bleu']:.2f}.",
         f"Export (the teacher-forcing model, sidecar path): {ese_result['export']}.",
-        f"![BLEU vs pruned]({name}.png)",
-    ])  # fmt: skip
-    results_io.write(name, goals, rows, markdown,
-                     per_seed=per_seed, runs=runs, paired_bootstrap=significance,
-                     sparsity_at_80=ese_result["sparsity_at_80"],
-                     epoch_ratio_distilled=ratio_distilled, timing=timing,
-                     epoch_ratio_median_in_runs={"recipe": median_recipe,
-                                                 "distilled": median_distilled})  # fmt: skip
+    ]  # fmt: skip
+    extra["sparsity_at_80"] = ese_result["sparsity_at_80"]
+    return [results_io.goal("load_imbalance_balanced", ese["load-balanced"]["imbalance"], "<=",
+                            1.05)]  # fmt: skip
 
 
 def noise_paragraph(significance: dict, sentences: int) -> str:

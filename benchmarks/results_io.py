@@ -21,12 +21,32 @@ def machine() -> str:
         mem = f", {kib / 2**20:.0f} GiB"
     except OSError:
         pass
-    import tensorflow as tf
-
     return (
         f"{os.cpu_count()} cores{mem}, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, TensorFlow {tf.__version__}"
+        f"Python {platform.python_version()}, {framework()}"
     )
+
+
+def framework() -> str:
+    """TensorFlow's version, or Keras's backend, its version and its accelerator if any."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return f"TensorFlow {tf.__version__}"
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"Keras {keras.__version__} on JAX {jax.__version__} ({device.device_kind})"
+    if backend == "torch":
+        import torch
+
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        return f"Keras {keras.__version__} on PyTorch {torch.__version__} ({device})"
+    return f"Keras {keras.__version__} on {backend}"
 
 
 def goal(name: str, value: float, op: str, target: float) -> dict:
