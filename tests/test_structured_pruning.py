@@ -152,6 +152,50 @@ def test_channel_pruning_then_surgery_gives_the_same_outputs_and_fewer_units(toy
                                kc.strip(wrapped).predict(x, verbose=0), atol=1e-5)  # fmt: skip
 
 
+def _conv_head(pooled_output: bool) -> keras.Model:
+    """Two convolutions, pooled; a Dense classifier on top unless the pooling is the output."""
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(8, 3, activation="relu", use_bias=False, name="c1")(inputs)
+    h = keras.layers.Conv2D(6, 3, use_bias=False, name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    return keras.Model(inputs, h if pooled_output else keras.layers.Dense(4, name="out")(h))
+
+
+def test_channel_pruning_leaves_the_units_of_output_layers_whole():
+    # Zeroing a classifier's output unit would silence its class: "out" is not pruned.
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 6, 6, 2), dtype=np.float32), rng.integers(0, 4, 64)
+    with pytest.warns(UserWarning, match=r"leaves \['out/kernel'\] unpruned"):
+        wrapped, _ = _pruned(_conv_head(False), x, y, epochs=4, target=0.5, structure="channels")
+    kernels = {w.layer.name: np.asarray(keras.ops.convert_to_numpy(w.layer.kernel))
+               for w in kc.pruning_wrappers(wrapped)}  # fmt: skip
+    zero_channels = {n: int((np.abs(k).reshape(-1, k.shape[-1]).sum(0) == 0).sum())
+                     for n, k in kernels.items()}  # fmt: skip
+    assert zero_channels == {"c1": 4, "c2": 3, "out": 0}
+    small = kc.remove_pruned_channels(wrapped)
+    assert [small.get_layer(n).filters for n in ("c1", "c2")] == [4, 3]
+    assert small.get_layer("out").units == 4
+    # Asked for explicitly, it is an error naming the layer.
+    with pytest.raises(ValueError, match=r"would zero units of \['out'\]"):
+        _pruned(_conv_head(False), x, y, target=0.5, structure="channels",
+                layer_targets={"out": 0.5})  # fmt: skip
+
+
+def test_remove_pruned_channels_keeps_channels_that_flow_into_an_output():
+    # A feature extractor: c2's channels, pooled, are the model's output.
+    model = _conv_head(True)
+    for name, dead in (("c1", [1, 5]), ("c2", [0])):
+        kernel = model.get_layer(name).get_weights()[0]
+        kernel[..., dead] = 0.0
+        model.get_layer(name).set_weights([kernel])
+    with pytest.warns(UserWarning, match=r"keeps the zero channels of c2 \(1\)"):
+        small = kc.remove_pruned_channels(model)
+    assert (small.get_layer("c1").filters, small.get_layer("c2").filters) == (6, 6)
+    x = np.random.default_rng(0).random((4, 6, 6, 2), dtype=np.float32)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)  # fmt: skip
+
+
 @pytest.mark.slow  # 2 s: out of the quick subset
 @pytest.mark.parametrize("time_distributed", [False, True], ids=["plain", "time_distributed"])
 def test_channel_pruning_of_a_transposed_convolution_prunes_its_filters(time_distributed):

@@ -103,6 +103,24 @@ def output_names(model: keras.Model) -> set[str]:
     return {producer_name(t) for t in model.outputs}
 
 
+def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers that produce ``model``'s outputs, looking into nested models' outputs.
+
+    Empty for a model without a graph (subclassed).
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+        >>> x = keras.Input((3,))
+        >>> [layer.name for layer in output_layers(keras.Model(x, inner(x)))]
+        ['out']
+    """
+    found = []
+    for tensor in getattr(model, "outputs", None) or []:
+        layer = tensor._keras_history.operation
+        found += output_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return found
+
+
 #: Layers whose output units can be removed, with the config key of their width.
 WIDTH_KEYS = {
     keras.layers.Dense: "units",

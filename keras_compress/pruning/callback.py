@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.graph import in_out_view
+from keras_compress.core.graph import in_out_view, output_layers
 from keras_compress.core.selectors import LayerSelector, selects, selects_any
 from keras_compress.core.weights import optimizer_slots
 from keras_compress.core.wrapper import weight_key
@@ -303,6 +303,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         unused = [g for g in self.groups if g not in classes]
         if unused:
             raise ValueError(f"groups {unused} match no pruned weight; classes: {list(classes)}")
+        targeted = set()
         for selector, level in self.layer_targets.items():
             hits = [c for c in classes.values() if c.selected_by(selector)]
             if not hits:
@@ -312,11 +313,46 @@ class MagnitudePruning(keras.callbacks.Callback):
                 )
             for c in hits:
                 c.scale = level / self.target if self.target > 0 else 0.0
+                targeted.add(c.name)
+        if self.structure is not None and self.structure.kind == "channels":
+            self._spare_output_channels(classes.values(), targeted)
         self._classes = list(classes.values())
         # Each weight's processing element is fixed by the shapes: worked out once.
         self._pe_groups = (
             [c.pe_groups(self.load_balance) for c in self._classes] if self.load_balance else []
         )
+
+    def _spare_output_channels(self, classes, targeted: set[str]) -> None:
+        """Channel pruning leaves the units of the model's output layers (its classes) whole.
+
+        Zeroing a classifier's output unit silences its class, and no surgery can remove a
+        model's output: such classes are kept at level 0, with a warning (an explicit
+        ``layer_targets`` level for one, or a group mixing one with other layers, is an error).
+        """
+        outputs = {id(layer) for layer in output_layers(self.model)}
+        owner = {id(w.layer): w for w in self._wrappers}
+        spared = []
+        for c in classes:
+            hit = [layer.name for layer in c.member_layers if id(owner[id(layer)]) in outputs]
+            if not hit:
+                continue
+            if c.name in targeted and c.scale == 0:
+                continue  # already left unpruned by the user
+            if len(hit) < len(c.member_layers) or c.name in targeted:
+                raise ValueError(
+                    f"structure 'channels' would zero units of {hit}, outputs of model "
+                    f"{self.model.name!r} (a classifier's classes); leave them unpruned: "
+                    "take them out of `groups` and `layer_targets`, or out of make_prunable("
+                    "model, layers=...)"
+                )
+            c.scale = 0.0
+            spared.append(c.name)
+        if spared:
+            warnings.warn(
+                f"MagnitudePruning(structure='channels') leaves {spared} unpruned: their units "
+                f"are outputs of model {self.model.name!r}, which no surgery may remove",
+                stacklevel=2,
+            )
 
     def on_train_begin(self, logs=None):
         """Find the wrappers, form the weight classes and check the configuration."""

@@ -14,6 +14,7 @@ the last-axis channels it still has, or ``None`` when it has all of them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 
 import keras
@@ -62,6 +63,10 @@ MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
 
 class SurgeryError(ValueError):
     """A layer cannot take part in the requested surgery; the message names it and why."""
+
+
+class _OutputChange(SurgeryError):
+    """The surgery would change the shape of one of the model's outputs."""
 
 
 def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> keras.Model:
@@ -131,7 +136,9 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     BatchNormalization after it, through the activation. The smaller model drops that
     constant, as ``remove_units`` drops the outputs of removed units; fine-tune it briefly
     (a fraction of an epoch usually restores the accuracy). Channels tied by a residual
-    ``Add`` are removed only where every branch pruned them.
+    ``Add`` are removed only where every branch pruned them. Zero channels that are the
+    model's outputs, or flow unchanged into one (a feature extractor's last convolution before
+    its pooling), stay, with a warning.
 
     Args:
         model: a channel-pruned model (wrapped or stripped), not changed.
@@ -163,6 +170,19 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             dead = np.sort(np.argsort(-norms, kind="stable")[min_keep:])
         if dead.size:
             units[layer.name] = dead.tolist()
+    spared = []
+    for name, dead in list(units.items()):
+        try:
+            _nested_plan(plain, {name: dead})
+        except _OutputChange:  # its channels are (or flow unchanged into) a model output
+            spared.append(f"{name} ({len(dead)})")
+            del units[name]
+    if spared:
+        warnings.warn(
+            f"remove_pruned_channels keeps the zero channels of {', '.join(spared)}: they are "
+            f"outputs of model {plain.name!r} or flow unchanged into one",
+            stacklevel=2,
+        )
     return remove_units(plain, units) if units else plain
 
 
@@ -255,7 +275,7 @@ def _plan(model: keras.Model, removed: dict) -> dict:
     for tensor in model.outputs:
         name = producer_name(tensor)
         if kept_out.get(name) is not None:
-            raise SurgeryError(
+            raise _OutputChange(
                 f"removing units would change the output {name!r} of model {model.name!r}: "
                 "never trim an output layer or what flows unchanged into it (nor, in a nested "
                 "model, the outputs the outer model reads)"
