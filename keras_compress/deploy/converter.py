@@ -6,7 +6,8 @@ functional, nested and subclassed models, several inputs and outputs. Two differ
 TFLite builtin operators are allowed (Keras also allows TensorFlow ops through the Flex delegate,
 which neither LiteRT's default interpreter nor TensorFlow Lite Micro runs), and a model whose
 RNN loops need static shapes (``Bidirectional(GRU)`` with an unknown batch size) is converted
-with a batch of 1, with a warning, where Keras would emit Flex ops.
+with a batch of 1 (sequence lengths stay variable), with a warning, where Keras would emit Flex
+ops.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def convert(
             batches: lists of arrays in the model's input order (or ``{input name: array}``),
             or, for a one-input model, the arrays themselves.
         batch_size: a fixed batch size for the inputs (``None``: as the model says, usually
-            unknown; RNN models that need a static shape fall back to 1 with a warning).
+            unknown; RNN models that need a static shape fall back to 1 with a warning, their
+            sequence lengths still variable).
         sparse: store pruned weights sparse-encoded (the converter's
             ``EXPERIMENTAL_SPARSITY``): 1x4 and 1x16 blocks of a Dense kernel run on LiteRT's
             sparse fully-connected kernels, faster and smaller without gzip; other sparsity
@@ -97,9 +99,11 @@ def convert(
         except Exception:  # noqa: BLE001 - report the first failure below
             pass
         else:
+            lengths = " (its sequences keep any length)" if _unknown_lengths(plain) else ""
             warnings.warn(
                 f"model {model.name!r}: its RNN layers convert to TFLite builtins only with a "
-                "static shape, so the .tflite takes a batch of 1 (pass batch_size=... to choose)",
+                f"static batch size, so the .tflite takes a batch of 1{lengths} (pass "
+                "batch_size=... to choose)",
                 stacklevel=2,
             )
             return data
@@ -215,7 +219,7 @@ def _fixed_batch_helps(model: keras.Model) -> bool:
     """TFLite's builtins run a Keras RNN as a loop whose shapes must be static (TF 2.21)."""
     rnn = any(isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional)
               for layer in iter_layers(model))  # fmt: skip
-    return rnn and is_functional(model) and not _unknown_lengths(model)
+    return rnn and is_functional(model)
 
 
 def _unknown_lengths(model: keras.Model) -> bool:
