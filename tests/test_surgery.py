@@ -303,6 +303,62 @@ def test_crnn_reshape_merging_channels_into_the_features_is_trimmed(width):
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
+def test_squeeze_and_excitation_reshape_keeps_the_channels_last():
+    # EfficientNet's block: the excitation is pooled, reshaped (C,) -> (1, 1, C), and scales
+    # the block's channels; the expansion and the excitation lose the same channels.
+    keras.utils.set_random_seed(14)
+    inputs = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 1, activation="relu", name="expand")(inputs)
+    s = L.Reshape((1, 1, -1), name="se_reshape")(L.GlobalAveragePooling2D()(h))
+    s = L.Conv2D(8, 1, activation="sigmoid", name="se_expand")(L.Conv2D(2, 1, name="se")(s))
+    h = L.Reshape((36, 8), name="tokens")(L.Multiply()([h, s]))
+    model = keras.Model(inputs, L.Dense(3, name="out")(h))
+    drop = [1, 4, 5]
+    trimmed = remove_units(model, {"expand": drop, "se_expand": drop})
+    assert trimmed.get_layer("se_reshape").target_shape == (1, 1, 5)
+    assert trimmed.get_layer("tokens").target_shape == (36, 5)
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    kernel, bias = masked.get_layer("expand").get_weights()
+    kernel[..., drop], bias[drop] = 0, 0
+    masked.get_layer("expand").set_weights([kernel, bias])
+    x = np.random.default_rng(2).random((4, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_a_residual_chain_settles_through_depthwise_and_earlier_merges():
+    # s2 = s1 + c with s1 = depthwise(a) + b: c keeps all but channel 1, so a (behind the
+    # depthwise convolution) and b, the owners of s1's channels, lose only channel 1 too.
+    keras.utils.set_random_seed(15)
+    inputs = keras.Input((6, 6, 3))
+    a = L.Conv2D(6, 1, activation="relu", use_bias=False, name="a")(inputs)
+    dw = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(a)
+    s1 = L.Add(name="s1")([dw, L.Conv2D(6, 1, use_bias=False, name="b")(inputs)])
+    s2 = L.Add(name="s2")([s1, L.Conv2D(6, 1, use_bias=False, name="c")(s1)])
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(s2)))
+    trimmed = remove_units(model, {"a": [1, 2], "b": [1, 2], "c": [1]})
+    assert [trimmed.get_layer(n).filters for n in ("a", "b", "c")] == [5, 5, 5]
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    for name in ("a", "b", "c"):
+        (kernel,) = masked.get_layer(name).get_weights()
+        kernel[..., 1] = 0
+        masked.get_layer(name).set_weights([kernel])
+    x = np.random.default_rng(3).random((4, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_keras_ops_calls_that_would_lose_channels_are_refused_by_name():
+    # MobileNetV3's hard sigmoid is written with operators: x + 3.0 is no layer.
+    inputs = keras.Input((4, 4, 3))
+    h = L.Conv2D(6, 1, name="conv")(inputs)
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(L.ReLU(6.0)(h + 3.0))))
+    with pytest.raises(SurgeryError, match=r"operation '\w+' \(Add, a keras.ops call"):
+        remove_units(model, {"conv": [0]})
+
+
 @pytest.mark.parametrize(
     "after, message",
     [(lambda: L.Reshape((16, 2, 3), name="odd"), "'odd' \\(Reshape\\) reshapes \\(4, 4, 6\\)"),

@@ -265,7 +265,10 @@ def _kept_units(layers: dict, name: str, indices: Iterable[int]) -> np.ndarray |
 def _plan(model: keras.Model, removed: dict) -> dict:
     kept_out: dict[str, np.ndarray | None] = {}
     plan = {}
-    for layer in model.layers:
+    for layer in getattr(model, "operations", model.layers):  # keras.ops calls too
+        if not isinstance(layer, keras.layers.Layer):
+            _check_op(layer, kept_out)
+            continue
         in_kept = [kept_out.get(name) for name in inbound_names(layer)]
         kept_out[layer.name] = _propagate(layer, in_kept, removed.get(layer.name))
         first = in_kept[0] if in_kept else None
@@ -283,6 +286,18 @@ def _plan(model: keras.Model, removed: dict) -> dict:
     return plan
 
 
+def _check_op(op, kept_out: dict) -> None:
+    """A keras.ops call in the graph (``x + 3.0``) must see its inputs' channels unchanged."""
+    for node in op._inbound_nodes:  # one op may serve several calls
+        if any(kept_out.get(producer_name(t)) is not None for t in node.input_tensors):
+            raise SurgeryError(
+                f"operation {op.name!r} ({type(op).__name__}, a keras.ops call in the graph, "
+                "such as x + 3.0) would receive fewer channels; the surgery traces layers "
+                "only: write it as a layer (keras.layers.Add, Activation, ...) or trim "
+                "layers whose channels do not reach it"
+            )
+
+
 def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
     """Restrict the removals feeding a merge to the channels every branch removes."""
     width = int(conflict.layer.output.shape[-1])
@@ -293,18 +308,42 @@ def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
     for tensor, drop in zip(inbound_tensors(conflict.layer), dropped):
         if drop == common:
             continue
-        owner = unit_owner(layers, producer_name(tensor))
-        if owner is None:
+        owners = _channel_owners(layers, producer_name(tensor))
+        if owners is None:
             raise SurgeryError(
                 f"layer {conflict.layer.name!r} ({type(conflict.layer).__name__}) merges "
                 "branches that lose different channels, and the removal in one branch cannot "
-                "be traced to a single Dense/Conv layer"
+                "be traced to the Dense/Conv layers whose channels it carries"
             )
         kept = np.setdiff1d(np.arange(width), sorted(common))
-        if kept.size < width:
-            removed[owner] = kept
-        else:
-            removed.pop(owner, None)
+        for owner in owners:
+            if kept.size < width:
+                removed[owner] = kept
+            else:
+                removed.pop(owner, None)
+
+
+def _channel_owners(layers: Mapping[str, keras.layers.Layer], name: str) -> list[str] | None:
+    """The Dense/Conv layers whose channels reach layer ``name``'s output one to one.
+
+    Like ``unit_owner``, and also through depthwise convolutions of depth multiplier 1 and
+    through merges (a residual chain's ``Add`` carries the channels of every branch). ``None``
+    if some channel comes from elsewhere.
+    """
+    layer = layers.get(name)
+    if layer is None:
+        return None
+    op = step_layer(layer)
+    if width_key(op) is not None:
+        return [layer.name]
+    inputs = inbound_names(layer)
+    if isinstance(layer, MERGE_SAME):
+        found = [_channel_owners(layers, n) for n in inputs]
+        return None if None in found else [o for f in found for o in f]
+    one_to_one = isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization)) or (
+        isinstance(op, DEPTHWISE) and op.depth_multiplier == 1
+    )
+    return _channel_owners(layers, inputs[0]) if one_to_one and len(inputs) == 1 else None
 
 
 def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | None:
@@ -327,6 +366,9 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
             return None
         layer = layers.get(inbound_names(layer)[0])
     return None
+
+
+DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
 def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarray | None:
@@ -357,18 +399,23 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         if op.axis not in (-1, len(_step_shapes(layer)[0])):
             raise SurgeryError(f"layer {name!r} ({kind}) normalises axis {op.axis}, not the last")
         return in_kept[0]
-    if isinstance(op, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+    if isinstance(op, DEPTHWISE):
         return _expand(in_kept[0], op.depth_multiplier)
     if isinstance(op, (keras.layers.Flatten, keras.layers.Reshape)):
         # A Flatten, or a Reshape that only merges trailing axes into the last (a CRNN's
         # (H, W, C) -> (H, W * C) before its LSTM), puts channel c of merged position p at
         # p * C + c.
         in_shape, out_shape = _step_shapes(layer)
+        if in_shape[-1] is not None and out_shape[-1] == in_shape[-1]:
+            # The channel axis stays last at its size (a squeeze-and-excitation block's
+            # (C,) -> (1, 1, C), tokens (H, W, C) -> (H * W, C)): a row-major reshape keeps
+            # every element's channel.
+            return in_kept[0]
         first = _first_merged_axis(op, in_shape, out_shape)
         if first is None:
             raise SurgeryError(
-                f"layer {name!r} ({kind}) reshapes {in_shape} to {out_shape}: only merging "
-                "trailing axes into the channel axis keeps channels traceable"
+                f"layer {name!r} ({kind}) reshapes {in_shape} to {out_shape}: only keeping the "
+                "channel axis last, or merging trailing axes into it, keeps channels traceable"
             )
         channels, positions = in_shape[-1], int(np.prod(in_shape[first:-1]))
         return (np.arange(positions)[:, None] * channels + in_kept[0][None, :]).ravel()
