@@ -293,14 +293,8 @@ def test_crnn_reshape_merging_channels_into_the_features_is_trimmed(width):
     model = keras.Model(image, L.Dense(5, name="out")(h))
     trimmed = remove_units(model, {"conv": [2, 5]})
     assert trimmed.get_layer("features").target_shape == (-1, 8 * 6)
-    masked = keras.models.clone_model(model)
-    masked.set_weights(model.get_weights())
-    kernel, bias = masked.get_layer("conv").get_weights()
-    kernel[..., [2, 5]], bias[[2, 5]] = 0, 0
-    masked.get_layer("conv").set_weights([kernel, bias])
     x = np.random.default_rng(1).random((4, 16, 12, 1)).astype("float32")
-    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    _assert_same_outputs(trimmed, _zeroed(model, {"conv": [2, 5]}), x)
 
 
 def test_squeeze_and_excitation_reshape_keeps_the_channels_last():
@@ -317,14 +311,8 @@ def test_squeeze_and_excitation_reshape_keeps_the_channels_last():
     trimmed = remove_units(model, {"expand": drop, "se_expand": drop})
     assert trimmed.get_layer("se_reshape").target_shape == (1, 1, 5)
     assert trimmed.get_layer("tokens").target_shape == (36, 5)
-    masked = keras.models.clone_model(model)
-    masked.set_weights(model.get_weights())
-    kernel, bias = masked.get_layer("expand").get_weights()
-    kernel[..., drop], bias[drop] = 0, 0
-    masked.get_layer("expand").set_weights([kernel, bias])
     x = np.random.default_rng(2).random((4, 6, 6, 3)).astype("float32")
-    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    _assert_same_outputs(trimmed, _zeroed(model, {"expand": drop}), x)
 
 
 def test_a_residual_chain_settles_through_depthwise_and_earlier_merges():
@@ -339,14 +327,25 @@ def test_a_residual_chain_settles_through_depthwise_and_earlier_merges():
     model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(s2)))
     trimmed = remove_units(model, {"a": [1, 2], "b": [1, 2], "c": [1]})
     assert [trimmed.get_layer(n).filters for n in ("a", "b", "c")] == [5, 5, 5]
+    x = np.random.default_rng(3).random((4, 6, 6, 3)).astype("float32")
+    _assert_same_outputs(trimmed, _zeroed(model, {"a": [1], "b": [1], "c": [1]}), x)
+
+
+def _zeroed(model, channels):
+    """A copy of ``model`` whose given output channels have zero kernels (and biases)."""
     masked = keras.models.clone_model(model)
     masked.set_weights(model.get_weights())
-    for name in ("a", "b", "c"):
-        (kernel,) = masked.get_layer(name).get_weights()
-        kernel[..., 1] = 0
-        masked.get_layer(name).set_weights([kernel])
-    x = np.random.default_rng(3).random((4, 6, 6, 3)).astype("float32")
-    np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
+    for name, drop in channels.items():
+        weights = masked.get_layer(name).get_weights()
+        weights[0][..., drop] = 0
+        if len(weights) > 1:
+            weights[1][drop] = 0
+        masked.get_layer(name).set_weights(weights)
+    return masked
+
+
+def _assert_same_outputs(a, b, x):
+    np.testing.assert_allclose(a.predict(x, verbose=0), b.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
