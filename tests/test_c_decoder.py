@@ -61,6 +61,7 @@ def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
     _assert_c_rebuilds(cli, skeleton, side, model, tmp_path)
 
 
+@pytest.mark.slow  # its BatchNorm CNN fixture: 4 s, out of the quick subset
 def test_c_decoder_rebuilds_a_batchnorm_cnn_in_int8(cli, exported_bn, tmp_path):
     """Per-channel int8 kernels arithmetic-coded (format version 4), then the same model
     Huffman-coded (version 3), each with a DEFLATE skeleton."""

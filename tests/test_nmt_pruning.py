@@ -170,6 +170,7 @@ def test_dropout_acts_in_training_only_and_survives_pruning_wrappers(toy):
     assert kc.sparsity(plain)["total"] == pytest.approx(0.5, abs=0.01)
 
 
+@pytest.mark.slow  # 3 s: out of the quick subset
 @pytest.mark.backends
 def test_greedy_decoding_equals_decoding_each_prefix_alone(toy):
     """``translate`` feeds the prefix padded to the full length (one shape to compile)."""

@@ -44,10 +44,10 @@ CASES = {
     "time_distributed": lambda: _seq((6, 4), L.TimeDistributed(L.Dense(8))),
 }
 
-# Out of the quick subset (2-5 s each): it keeps the 1-D, 2-D and depthwise convolutions and
-# the embedding + LSTM case.
+# Out of the quick subset (2-5 s each): it keeps the 1-D, 2-D and depthwise convolutions
+# (test_embedding_mask_reaches_the_lstm_through_the_wrapper prunes an LSTM there).
 SLOW_CASES = {"multi_head_attention", "bidirectional", "gru", "simple_rnn", "time_distributed",
-              "separable", "conv3d"}  # fmt: skip
+              "separable", "conv3d", "embedding_lstm"}  # fmt: skip
 
 
 def _data(model):
