@@ -98,6 +98,9 @@ TIMING_STEPS, TIMING_ROUNDS = 40, 4
 FREQUENCY = 10
 SEEDS = (0, 1, 2)
 LEVELS = (0.8, 0.9)
+MEAN_COLUMNS = ["experiment", "scheme", "pruned", "seeds", "bleu", "bleu_std", "bleu_vs_control",
+                "bleu_valid", "bleu_valid_std", "bleu_valid_vs_control"]  # fmt: skip
+SEED_COLUMNS = ["seed", "experiment", "scheme", "pruned", "bleu", "bleu_valid"]
 BOOTSTRAP = 1000  # paired bootstrap resamples (sacrebleu) of each pruned model vs its control
 # Dropout 0.2 on the non-recurrent connections (as Luong et al.'s models) lowered the
 # validation loss after 20 epochs (2.488 against 2.640) but also validation BLEU (26.90
@@ -539,25 +542,8 @@ def main():
         f"difference to the control of the same seed (vs_control). Wall time "
         f"{(time.time() - started) / 60:.1f} min ({args.jobs} tasks at a time; tasks kept from an "
         f"earlier start count as 0).",
-        results_io.table(
-            means,
-            [
-                "experiment",
-                "scheme",
-                "pruned",
-                "seeds",
-                "bleu",
-                "bleu_std",
-                "bleu_vs_control",
-                "bleu_valid",
-                "bleu_valid_std",
-                "bleu_valid_vs_control",
-            ],
-        ),  # fmt: skip
-        "Per seed:\n\n"
-        + results_io.table(
-            per_seed, ["seed", "experiment", "scheme", "pruned", "bleu", "bleu_valid"]
-        ),  # fmt: skip
+        results_io.table(means, MEAN_COLUMNS),
+        "Per seed:\n\n" + results_io.table(per_seed, SEED_COLUMNS),
         noise_paragraph(significance, len(corpus.test_pairs)),
     ]
     extra = {"per_seed": per_seed, "runs": runs, "paired_bootstrap": significance}

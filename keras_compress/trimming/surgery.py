@@ -59,6 +59,7 @@ PASS_THROUGH = (
 )
 MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
               keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum)  # fmt: skip
+DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
 class SurgeryError(ValueError):
@@ -323,12 +324,15 @@ def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
                 removed.pop(owner, None)
 
 
-def _channel_owners(layers: Mapping[str, keras.layers.Layer], name: str) -> list[str] | None:
+def _channel_owners(
+    layers: Mapping[str, keras.layers.Layer], name: str, through_merges: bool = True
+) -> list[str] | None:
     """The Dense/Conv layers whose channels reach layer ``name``'s output one to one.
 
-    Like ``unit_owner``, and also through depthwise convolutions of depth multiplier 1 and
-    through merges (a residual chain's ``Add`` carries the channels of every branch). ``None``
-    if some channel comes from elsewhere.
+    Walks back through BatchNormalization and weightless channel-wise layers; with
+    ``through_merges`` also through depthwise convolutions of depth multiplier 1 and merges
+    (a residual chain's ``Add`` carries the channels of every branch). ``None`` if some
+    channel comes from elsewhere.
     """
     layer = layers.get(name)
     if layer is None:
@@ -337,13 +341,15 @@ def _channel_owners(layers: Mapping[str, keras.layers.Layer], name: str) -> list
     if width_key(op) is not None:
         return [layer.name]
     inputs = inbound_names(layer)
-    if isinstance(layer, MERGE_SAME):
+    if through_merges and isinstance(layer, MERGE_SAME):
         found = [_channel_owners(layers, n) for n in inputs]
         return None if None in found else [o for f in found for o in f]
     one_to_one = isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization)) or (
-        isinstance(op, DEPTHWISE) and op.depth_multiplier == 1
+        through_merges and isinstance(op, DEPTHWISE) and op.depth_multiplier == 1
     )
-    return _channel_owners(layers, inputs[0]) if one_to_one and len(inputs) == 1 else None
+    if not one_to_one or len(inputs) != 1:
+        return None
+    return _channel_owners(layers, inputs[0], through_merges)
 
 
 def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | None:
@@ -357,18 +363,8 @@ def unit_owner(layers: Mapping[str, keras.layers.Layer], name: str) -> str | Non
         >>> unit_owner({layer.name: layer for layer in model.layers}, "relu")
         'fc'
     """
-    layer = layers.get(name)
-    while layer is not None:
-        if width_key(step_layer(layer)) is not None:
-            return layer.name
-        one_to_one = isinstance(step_layer(layer), (*PASS_THROUGH, keras.layers.BatchNormalization))
-        if not one_to_one or len(inbound_names(layer)) != 1:
-            return None
-        layer = layers.get(inbound_names(layer)[0])
-    return None
-
-
-DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+    owners = _channel_owners(layers, name, through_merges=False)
+    return owners[0] if owners else None
 
 
 def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarray | None:
