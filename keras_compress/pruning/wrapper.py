@@ -48,15 +48,34 @@ class _MaskConstraint(keras.constraints.Constraint):
 
     def __init__(self, mask: keras.Variable, inner: keras.constraints.Constraint | None = None):
         self.mask, self.inner = mask, inner
+        self._float_mask, self._float_mask_key = None, None
 
     def __call__(self, w):
-        """Apply the inner constraint, then zero the pruned entries (``where``, so never -0.0)."""
+        """Apply the inner constraint, then zero the pruned entries (as +0.0, never -0.0)."""
         if self.inner is not None:
             w = self.inner(w)
         w = ops.convert_to_tensor(w)
         if not readable(self.mask):
             return w
+        if keras.backend.backend() == "torch":
+            return self._torch_masked(w)
         return ops.where(self.mask.value, w, ops.zeros((), w.dtype))  # a scalar: no allocation
+
+    def _torch_masked(self, w):
+        """``where(mask, w, +0.0)`` for eager PyTorch, where ``torch.where`` is slow on CPU.
+
+        Selecting with a boolean tensor costs PyTorch's CPU kernels about 20x a multiplication
+        by a float tensor (LeNet-300-100's first kernel: 1.0 ms against 45 us on one thread,
+        12% of its training step), so the mask is kept as a float copy, rebuilt only when the
+        mask changes (an assign advances its tensor's version counter), and multiplied in;
+        adding +0.0 turns the ``-0.0`` of negative pruned weights into +0.0. Pruned entries
+        that are not finite (a diverged step) stay NaN instead of 0.
+        """
+        mask = self.mask.value
+        key = (id(mask), mask._version, w.dtype, w.device)
+        if key != self._float_mask_key:
+            self._float_mask, self._float_mask_key = mask.to(w.dtype), key
+        return (w * self._float_mask).add_(0.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_compress")
