@@ -266,3 +266,7 @@ def test_latency_plan_prunes_only_what_litert_speeds_up():
     unstructured = kc.pruning.latency_plan(kc.examples.lenet_300_100(), "2:4")
     assert not any(p.prune for p in unstructured)
     assert "1x4 or 1x16" in unstructured[0].reason
+    # A classifier nested in the model is still its output layer.
+    nested = keras.Sequential([keras.Input((28, 28, 1)), kc.examples.lenet5()])
+    plan = {p.layer: p for p in kc.pruning.latency_plan(nested, "1x4")}
+    assert "output layer" in plan["fc2"].reason and plan["fc2"].max_level == 0.5
