@@ -85,17 +85,22 @@ class CompressionWrapper(keras.layers.Wrapper):
         """
         # Only layers whose call takes a mask get one (LSTM does, Dense does not; Keras's own
         # __call__ would reject it for Dense behind a masking Embedding).
-        if mask is not None and "mask" in inspect.signature(self.layer.call).parameters:
+        if mask is not None and "mask" in self.layer.call_signature_parameters:
             kwargs["mask"] = mask
+        # `training` reaches the layer through Keras's call context anyway; passed to a call
+        # that does not take it (Dense's), it only sends Layer.__call__ down its slow path,
+        # which cost PyTorch's eager step 0.2 ms per wrapped layer.
+        if training is not None and "training" in self.layer.call_signature_parameters:
+            kwargs["training"] = training
         if not values:
-            return self.layer(inputs, *args, training=training, **kwargs)
+            return self._invoke(inputs, args, kwargs)
         outer = stateless_scope()
         scope = keras.StatelessScope(state_mapping=values, collect_losses=True)
         if outer is not None:
             scope.state_mapping = {**outer.state_mapping, **scope.state_mapping}
             scope.collect_losses, scope.losses = outer.collect_losses, outer.losses
         with scope:
-            outputs = self.layer(inputs, *args, training=training, **kwargs)
+            outputs = self._invoke(inputs, args, kwargs)
         substituted = {id(variable) for variable, _ in values}
         for variable in self.layer.variables:
             key = id(variable)
@@ -110,6 +115,30 @@ class CompressionWrapper(keras.layers.Wrapper):
             for loss in scope.losses:
                 self.add_loss(loss)
         return outputs
+
+    def _invoke(self, inputs, args: tuple, kwargs: dict):
+        """``self.layer(inputs, *args, **kwargs)``, or its ``call`` where that is the same.
+
+        PyTorch runs ``fit`` eagerly, so each ``Layer.__call__`` costs its bookkeeping (input
+        conversion, call context, masks) at every step: about 0.27 ms per wrapped layer, a
+        sixth of a LeNet-300-100 training step on 2 cores; TensorFlow and JAX trace the step
+        once. The wrapper's own ``__call__`` has just done that bookkeeping under the same
+        dtype policy, so on PyTorch the wrapped layer's ``call`` runs directly when the layer
+        is built, takes one tensor (and at most ``mask`` and ``training``), computes in its
+        variables' dtype and has no activity regularizer.
+        """
+        layer = self.layer
+        direct = (
+            keras.backend.backend() == "torch"
+            and layer.built
+            and not args
+            and kwargs.keys() <= {"mask", "training"}
+            and keras.ops.is_tensor(inputs)
+            and layer.dtype_policy.name == self.dtype_policy.name
+            and layer.compute_dtype == layer.variable_dtype
+            and layer.activity_regularizer is None
+        )
+        return layer.call(inputs, **kwargs) if direct else layer(inputs, *args, **kwargs)
 
     def compute_mask(self, inputs, previous_mask=None):
         """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""
