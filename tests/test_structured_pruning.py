@@ -152,21 +152,35 @@ def test_channel_pruning_then_surgery_gives_the_same_outputs_and_fewer_units(toy
                                kc.strip(wrapped).predict(x, verbose=0), atol=1e-5)  # fmt: skip
 
 
-def _conv_head(pooled_output: bool) -> keras.Model:
-    """Two convolutions, pooled; a Dense classifier on top unless the pooling is the output."""
+def _conv_head(pooled_output: bool, head: str = "dense") -> keras.Model:
+    """Two convolutions, pooled; a classifier on top unless the pooling is the output.
+
+    ``head``: "dense", "softmax" (a Dense, then a Softmax layer) or "conv" (MobileNetV3's:
+    a 1x1 convolution on the pooled map, Flatten, then the activation).
+    """
     inputs = keras.Input((6, 6, 2))
     h = keras.layers.Conv2D(8, 3, activation="relu", use_bias=False, name="c1")(inputs)
     h = keras.layers.Conv2D(6, 3, use_bias=False, name="c2")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
-    return keras.Model(inputs, h if pooled_output else keras.layers.Dense(4, name="out")(h))
+    h = keras.layers.GlobalAveragePooling2D(keepdims=head == "conv", name="pool")(h)
+    if pooled_output:
+        return keras.Model(inputs, h)
+    if head == "conv":
+        h = keras.layers.Flatten()(keras.layers.Conv2D(4, 1, name="out")(h))
+        return keras.Model(inputs, keras.layers.Activation("linear")(h))
+    h = keras.layers.Dense(4, name="out")(h)
+    return keras.Model(inputs, keras.layers.Softmax()(h) * 10.0 if head == "softmax" else h)
 
 
-def test_channel_pruning_leaves_the_units_of_output_layers_whole():
-    # Zeroing a classifier's output unit would silence its class: "out" is not pruned.
+@pytest.mark.parametrize("head", ["dense", "softmax", "conv"])
+def test_channel_pruning_leaves_the_units_of_output_layers_whole(head):
+    # Zeroing a classifier's output unit would silence its class: "out" is not pruned, also
+    # behind a Softmax layer (and a keras.ops call) or behind Flatten and an activation.
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 6, 6, 2), dtype=np.float32), rng.integers(0, 4, 64)
     with pytest.warns(UserWarning, match=r"leaves \['out/kernel'\] unpruned"):
-        wrapped, _ = _pruned(_conv_head(False), x, y, epochs=4, target=0.5, structure="channels")
+        wrapped, _ = _pruned(
+            _conv_head(False, head), x, y, epochs=4, target=0.5, structure="channels"
+        )
     kernels = {w.layer.name: np.asarray(keras.ops.convert_to_numpy(w.layer.kernel))
                for w in kc.pruning_wrappers(wrapped)}  # fmt: skip
     zero_channels = {n: int((np.abs(k).reshape(-1, k.shape[-1]).sum(0) == 0).sum())
@@ -174,7 +188,7 @@ def test_channel_pruning_leaves_the_units_of_output_layers_whole():
     assert zero_channels == {"c1": 4, "c2": 3, "out": 0}
     small = kc.remove_pruned_channels(wrapped)
     assert [small.get_layer(n).filters for n in ("c1", "c2")] == [4, 3]
-    assert small.get_layer("out").units == 4
+    assert keras.ops.convert_to_numpy(small.get_layer("out").kernel).shape[-1] == 4
     # Asked for explicitly, it is an error naming the layer.
     with pytest.raises(ValueError, match=r"would zero units of \['out'\]"):
         _pruned(_conv_head(False), x, y, target=0.5, structure="channels",

@@ -121,6 +121,40 @@ def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
+def output_owners(model: keras.Model) -> list:
+    """The layers whose units ``model`` outputs: the first layers with weights behind them.
+
+    Walks back from the output layers (``output_layers``) through weightless layers and
+    ``keras.ops`` calls (Softmax, Flatten, Activation, Reshape, pooling) and normalization
+    layers: a classifier's Dense behind its Softmax layer, MobileNetV3's 1x1 "logits"
+    convolution behind Flatten and the activation. Their units are the model's classes.
+
+    Example:
+        >>> x = keras.Input((3,))
+        >>> y = keras.layers.Softmax()(keras.layers.Dense(2, name="fc")(x))
+        >>> [layer.name for layer in output_owners(keras.Model(x, y))]
+        ['fc']
+    """
+    found, seen, stack = [], set(), list(reversed(output_layers(model)))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        normalizes = isinstance(step_layer(layer), NORMALIZATIONS)
+        if getattr(layer, "weights", None) and not normalizes:
+            found.append(layer)
+            continue
+        producers = [t._keras_history.operation for n in layer._inbound_nodes
+                     for t in n.input_tensors]  # fmt: skip
+        for producer in reversed(producers):
+            nested = isinstance(producer, keras.Model)
+            stack += list(reversed(output_layers(producer))) if nested else [producer]
+    return found
+
+
+NORMALIZATIONS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                  keras.layers.GroupNormalization)  # fmt: skip
 #: Layers whose output units can be removed, with the config key of their width.
 WIDTH_KEYS = {
     keras.layers.Dense: "units",

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.graph import in_out_view, output_layers
+from keras_compress.core.graph import in_out_view, output_owners
 from keras_compress.core.selectors import LayerSelector, selects, selects_any
 from keras_compress.core.weights import optimizer_slots
 from keras_compress.core.wrapper import weight_key
@@ -325,11 +325,14 @@ class MagnitudePruning(keras.callbacks.Callback):
     def _spare_output_channels(self, classes, targeted: set[str]) -> None:
         """Channel pruning leaves the units of the model's output layers (its classes) whole.
 
+        An output layer is one whose units the model outputs (``output_owners``: also behind
+        a Softmax layer, or a Flatten and an activation).
+
         Zeroing a classifier's output unit silences its class, and no surgery can remove a
         model's output: such classes are kept at level 0, with a warning (an explicit
         ``layer_targets`` level for one, or a group mixing one with other layers, is an error).
         """
-        outputs = {id(layer) for layer in output_layers(self.model)}
+        outputs = {id(layer) for layer in output_owners(self.model)}  # behind a Softmax too
         owner = {id(w.layer): w for w in self._wrappers}
         spared = []
         for c in classes:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_compress.core.graph import output_layers, width_key
+from keras_compress.core.graph import output_owners, width_key
 from keras_compress.core.rewrite import iter_layers
 from keras_compress.pruning.structure import parse_structure
 
@@ -85,7 +85,7 @@ def latency_plan(model: keras.Model, structure: str = "1x4") -> list[LayerPlan]:
     """
     spec = parse_structure(structure)
     blocks = spec is not None and spec.kind == "block"
-    outputs = {layer.name for layer in output_layers(model)}  # nested models' too
+    outputs = {layer.name for layer in output_owners(model)}  # nested, behind a Softmax too
     plans = []
     for layer in iter_layers(model):
         if not hasattr(layer, "kernel") and not hasattr(layer, "depthwise_kernel"):
