@@ -349,12 +349,44 @@ def _assert_same_outputs(a, b, x):
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
-def test_keras_ops_calls_that_would_lose_channels_are_refused_by_name():
-    # MobileNetV3's hard sigmoid is written with operators: x + 3.0 is no layer.
+def test_element_wise_keras_ops_calls_pass_channels_through():
+    # MobileNetV3's block, written with operators as Keras writes it: hard swish
+    # x * relu6(x + 3) / 6 and a squeeze-and-excitation gate relu6(s + 3) * (1 / 6).
+    keras.utils.set_random_seed(16)
+    inputs = keras.Input((6, 6, 3))
+    h = L.BatchNormalization(name="bn")(L.Conv2D(8, 1, name="expand")(inputs))
+    h = h * L.ReLU(6.0)(h + 3.0) * (1.0 / 6.0)
+    s = L.GlobalAveragePooling2D(keepdims=True)(h)
+    s = L.Conv2D(8, 1, name="se_expand")(L.ReLU()(L.Conv2D(2, 1, name="se")(s)))
+    h = L.Multiply()([h, L.ReLU(6.0)(s + 3.0) * (1.0 / 6.0)])
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    drop = [0, 3]
+    trimmed = remove_units(model, {"expand": drop, "se_expand": drop})
+    assert [trimmed.get_layer(n).filters for n in ("expand", "se_expand")] == [6, 6]
+    assert all(len(op._inbound_nodes) == 1 for op in model.operations)  # the input untouched
+    x = np.random.default_rng(4).random((4, 6, 6, 3)).astype("float32")
+    # The removed channels' BatchNorm shift is not zero; with it zeroed the outputs agree.
+    bn = model.get_layer("bn")
+    gamma, beta, mean, var = bn.get_weights()
+    beta[drop], mean[drop] = 0, 0
+    bn.set_weights([gamma, beta, mean, var])
+    _assert_same_outputs(trimmed, _zeroed(model, {"expand": drop}), x)
+    # Only the expansion loses channels: the gate keeps them all, so nothing is removed there.
+    kept = remove_units(model, {"expand": drop})
+    assert kept.get_layer("expand").filters == 8
+
+
+@pytest.mark.parametrize(
+    "after, message",
+    [(lambda h: keras.ops.softmax(h, axis=-1), r"'\w+' \(Softmax, a keras.ops call"),
+     (lambda h: h * np.arange(6, dtype="float32"), r"'\w+' \(Multiply, a keras.ops call")],
+    ids=["mixes-channels", "array-constant"],
+)  # fmt: skip
+def test_keras_ops_calls_that_would_lose_channels_are_refused_by_name(after, message):
     inputs = keras.Input((4, 4, 3))
-    h = L.Conv2D(6, 1, name="conv")(inputs)
-    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(L.ReLU(6.0)(h + 3.0))))
-    with pytest.raises(SurgeryError, match=r"operation '\w+' \(Add, a keras.ops call"):
+    h = after(L.Conv2D(6, 1, name="conv")(inputs))
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(h)))
+    with pytest.raises(SurgeryError, match=message):
         remove_units(model, {"conv": [0]})
 
 

@@ -58,7 +58,9 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         if not isinstance(layer, keras.layers.Layer):
-            return layer  # a stateless op of the graph (e.g. the NotEqual of a padding mask)
+            # A keras.ops call of the graph (x + 3.0, a padding mask's NotEqual): stateless,
+            # copied all the same, or the new graph's calls would be nodes of the input's.
+            return fresh_copy(layer)
         replaced = transform(layer)
         if replaced is None:
             new = fresh_copy(layer)

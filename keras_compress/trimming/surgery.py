@@ -60,6 +60,15 @@ PASS_THROUGH = (
 MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
               keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum)  # fmt: skip
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+#: ``keras.ops`` calls in a graph that act on each channel alone (MobileNetV3's hard sigmoid is
+#: ``relu6(x + 3.0) * (1 / 6)``), by class name: their other operands must be numbers or
+#: tensors of the same channels (or one channel, broadcast).
+ELEMENTWISE_OPS = frozenset(
+    {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power",
+     "Negative", "Absolute", "Abs", "Square", "Sqrt", "Exp", "Clip", "Tanh", "Relu", "Relu6",
+     "Sigmoid", "HardSigmoid", "HardSilu", "Silu", "Softplus", "LeakyRelu", "Elu", "Selu",
+     "Gelu", "Celu"}
+)  # fmt: skip
 
 
 class SurgeryError(ValueError):
@@ -172,12 +181,15 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
         if dead.size:
             units[layer.name] = dead.tolist()
     spared = []
-    for name, dead in list(units.items()):
-        try:
-            _nested_plan(plain, {name: dead})
-        except _OutputChange:  # its channels are (or flow unchanged into) a model output
-            spared.append(f"{name} ({len(dead)})")
-            del units[name]
+    try:
+        _nested_plan(plain, units)  # usually fine: one walk, not one per layer
+    except _OutputChange:
+        for name, dead in list(units.items()):
+            try:
+                _nested_plan(plain, {name: dead})
+            except _OutputChange:  # its channels are (or flow unchanged into) a model output
+                spared.append(f"{name} ({len(dead)})")
+                del units[name]
     if spared:
         warnings.warn(
             f"remove_pruned_channels keeps the zero channels of {', '.join(spared)}: they are "
@@ -199,7 +211,7 @@ def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict
         ...  for k, v in channel_plan(model, {"fc1": [1]}).items()}
         {'fc1': [None, [0, 2]], 'fc2': [[0, 2], None]}
     """
-    layers = {layer.name: layer for layer in model.layers}
+    layers = {op.name: op for op in getattr(model, "operations", model.layers)}  # ops too
     kept = {name: _kept_units(layers, name, indices) for name, indices in units.items()}
     kept = {name: k for name, k in kept.items() if k is not None}
     for _ in range(len(layers) + 1):  # each round settles at least one merge
@@ -267,10 +279,10 @@ def _plan(model: keras.Model, removed: dict) -> dict:
     kept_out: dict[str, np.ndarray | None] = {}
     plan = {}
     for layer in getattr(model, "operations", model.layers):  # keras.ops calls too
-        if not isinstance(layer, keras.layers.Layer):
-            _check_op(layer, kept_out)
-            continue
         in_kept = [kept_out.get(name) for name in inbound_names(layer)]
+        if not isinstance(layer, keras.layers.Layer):
+            kept_out[layer.name] = _propagate_op(layer, in_kept)
+            continue
         kept_out[layer.name] = _propagate(layer, in_kept, removed.get(layer.name))
         first = in_kept[0] if in_kept else None
         resized = layer.weights or isinstance(step_layer(layer), keras.layers.Reshape)
@@ -287,16 +299,42 @@ def _plan(model: keras.Model, removed: dict) -> dict:
     return plan
 
 
-def _check_op(op, kept_out: dict) -> None:
-    """A keras.ops call in the graph (``x + 3.0``) must see its inputs' channels unchanged."""
-    for node in op._inbound_nodes:  # one op may serve several calls
-        if any(kept_out.get(producer_name(t)) is not None for t in node.input_tensors):
-            raise SurgeryError(
-                f"operation {op.name!r} ({type(op).__name__}, a keras.ops call in the graph, "
-                "such as x + 3.0) would receive fewer channels; the surgery traces layers "
-                "only: write it as a layer (keras.layers.Add, Activation, ...) or trim "
-                "layers whose channels do not reach it"
-            )
+def _propagate_op(op, in_kept: list) -> np.ndarray | None:
+    """The channels kept at the output of a ``keras.ops`` call in the graph (``x + 3.0``)."""
+    if all(k is None for k in in_kept):
+        return None
+    widths = _op_operand_widths(op)
+    if widths is None:
+        raise SurgeryError(
+            f"operation {op.name!r} ({type(op).__name__}, a keras.ops call in the graph) "
+            "would receive fewer channels; the surgery follows keras.ops calls that act on "
+            "each channel alone with number operands (x + 3.0, relu6(x), x * y): write it as "
+            "a layer or trim layers whose channels do not reach it"
+        )
+    full = [k for k, broadcast in zip(in_kept, widths) if not broadcast]
+    if any(k is None or not np.array_equal(k, full[0]) for k in full):
+        raise _MergeConflict(op, in_kept)
+    return full[0]
+
+
+def _op_operand_widths(op) -> list[bool] | None:
+    """Whether each tensor operand of an element-wise ``keras.ops`` call is broadcast.
+
+    A broadcast operand has one channel. ``None`` for any other call, or for one with array
+    constants (the surgery does not slice them).
+    """
+    if type(op).__name__ not in ELEMENTWISE_OPS or len(op._inbound_nodes) != 1:
+        return None
+    node = op._inbound_nodes[0]
+    width = node.output_tensors[0].shape[-1]
+    arguments = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+    constants = [a for a in arguments if not isinstance(a, keras.KerasTensor)]
+    tensors = node.input_tensors
+    if len(node.output_tensors) != 1 or any(np.ndim(c) > 0 for c in constants):
+        return None
+    if any(t.shape[-1] not in (1, width) for t in tensors):
+        return None
+    return [t.shape[-1] == 1 != width for t in tensors]
 
 
 def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
@@ -341,12 +379,16 @@ def _channel_owners(
     if width_key(op) is not None:
         return [layer.name]
     inputs = inbound_names(layer)
-    if through_merges and isinstance(layer, MERGE_SAME):
+    elementwise = not isinstance(layer, keras.layers.Layer) and _op_operand_widths(layer)
+    if elementwise:  # a keras.ops call: follow its operands of all channels
+        inputs = [n for n, broadcast in zip(inputs, elementwise) if not broadcast]
+    if through_merges and (isinstance(layer, MERGE_SAME) or (elementwise and len(inputs) > 1)):
         found = [_channel_owners(layers, n) for n in inputs]
         return None if None in found else [o for f in found for o in f]
     one_to_one = isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization)) or (
         through_merges and isinstance(op, DEPTHWISE) and op.depth_multiplier == 1
     )
+    one_to_one = one_to_one or bool(elementwise)
     if not one_to_one or len(inputs) != 1:
         return None
     return _channel_owners(layers, inputs[0], through_merges)
