@@ -315,11 +315,12 @@ def where_the_bytes_go(name, rows, test_images) -> str:
         f"(the skeleton plus each coded tensor's element-wise entropy bound: mask and "
         f"values) is {floor} B, {floor / tfmot['deployable_bytes']:.3f}x tfmot's; "
     )
+    verdict = "the goal is met" if good else "the bytes would meet the goal, the accuracy does not"
     if r["deployable_bytes"] <= half:
         text += (
             f"half of tfmot's ({half:.0f} B) is "
-            + ("below it: the context-coded sidecar ends under the element-wise floor, and the "
-               "goal is met." if floor > half else "above it, and the goal is met.")
+            + ("below it: the context-coded sidecar ends under the element-wise floor, and "
+               f"{verdict}." if floor > half else f"above it, and {verdict}.")
         )  # fmt: skip
     elif floor > half:
         text += (
