@@ -303,21 +303,21 @@ def _propagate_op(op, in_kept: list) -> np.ndarray | None:
     """The channels kept at the output of a ``keras.ops`` call in the graph (``x + 3.0``)."""
     if all(k is None for k in in_kept):
         return None
-    widths = _op_operand_widths(op)
-    if widths is None:
+    broadcasts = _op_broadcast_operands(op)
+    if broadcasts is None:
         raise SurgeryError(
             f"operation {op.name!r} ({type(op).__name__}, a keras.ops call in the graph) "
             "would receive fewer channels; the surgery follows keras.ops calls that act on "
             "each channel alone with number operands (x + 3.0, relu6(x), x * y): write it as "
             "a layer or trim layers whose channels do not reach it"
         )
-    full = [k for k, broadcast in zip(in_kept, widths) if not broadcast]
+    full = [k for k, broadcast in zip(in_kept, broadcasts) if not broadcast]
     if any(k is None or not np.array_equal(k, full[0]) for k in full):
         raise _MergeConflict(op, in_kept)
     return full[0]
 
 
-def _op_operand_widths(op) -> list[bool] | None:
+def _op_broadcast_operands(op) -> list[bool] | None:
     """Whether each tensor operand of an element-wise ``keras.ops`` call is broadcast.
 
     A broadcast operand has one channel. ``None`` for any other call, or for one with array
@@ -379,7 +379,7 @@ def _channel_owners(
     if width_key(op) is not None:
         return [layer.name]
     inputs = inbound_names(layer)
-    elementwise = not isinstance(layer, keras.layers.Layer) and _op_operand_widths(layer)
+    elementwise = not isinstance(layer, keras.layers.Layer) and _op_broadcast_operands(layer)
     if elementwise:  # a keras.ops call: follow its operands of all channels
         inputs = [n for n, broadcast in zip(inputs, elementwise) if not broadcast]
     if through_merges and (isinstance(layer, MERGE_SAME) or (elementwise and len(inputs) > 1)):
