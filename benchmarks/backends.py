@@ -228,6 +228,23 @@ def worker(model_name: str, start: Path, out: Path, quick: bool, perturb: int) -
     out.with_suffix(".json").write_text(json.dumps(row))
 
 
+def run_worker(python: str, backend: str, model_name: str, start: int, work: Path, quick: bool):
+    """One start of the recipe in its own process: its row, or the error text if it failed."""
+    out = work / f"{backend}_{model_name}_{start}"
+    command = [python, __file__, "--worker", model_name, str(work / f"{model_name}_start.npz"),
+               str(out), "--perturb", str(start)] + ["--quick"] * quick  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    started = time.perf_counter()
+    run = subprocess.run(command, env=env, capture_output=True, text=True)
+    if run.returncode:
+        print(backend, model_name, start, "FAILED", run.stderr[-600:], flush=True)
+        return run.stderr.strip()[-600:]
+    row = json.loads(out.with_suffix(".json").read_text())
+    row["process_s"] = time.perf_counter() - started
+    print(json.dumps({k: v for k, v in row.items() if k != "recipe_epoch_times_s"}), flush=True)
+    return row
+
+
 def summary(runs: list[dict], backend: str, model_name: str) -> dict:
     """One backend's row for a model: the timed first start, accuracies over every start.
 
@@ -254,8 +271,8 @@ def summary(runs: list[dict], backend: str, model_name: str) -> dict:
     row["accuracy_minus_tensorflow"] = float(np.mean(paired)) if paired else float("nan")
     if len(paired) > 1:  # the standard error of that mean
         row["accuracy_minus_tensorflow_se"] = float(np.std(paired, ddof=1) / np.sqrt(len(paired)))
-    row["start_masks_identical"] = all(r["start_masks_identical"] for r in mine)
-    row["final_mask_agreement"] = mine[0]["final_mask_agreement"]
+    row["start_masks_identical"] = all(r.get("start_masks_identical", False) for r in mine)
+    row["final_mask_agreement"] = mine[0].get("final_mask_agreement", float("nan"))
     return row
 
 
@@ -286,27 +303,15 @@ def main() -> None:
                 continue
             for model_name in MODELS:
                 for start in range(2 if args.quick else STARTS[model_name]):
-                    out = work / f"{backend}_{model_name}_{start}"
-                    command = [python, __file__, "--worker", model_name,
-                               str(work / f"{model_name}_start.npz"), str(out),
-                               "--perturb", str(start)]  # fmt: skip
-                    command += ["--quick"] * args.quick
-                    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-                    started = time.perf_counter()
-                    run = subprocess.run(command, env=env, capture_output=True, text=True)
-                    if run.returncode:
-                        problems[f"{backend}/{model_name}/{start}"] = run.stderr.strip()[-600:]
-                        print(backend, model_name, start, "FAILED", run.stderr[-600:], flush=True)
-                        continue
-                    row = json.loads(out.with_suffix(".json").read_text())
-                    row["process_s"] = time.perf_counter() - started
-                    runs.append(row)
-                    print(json.dumps({k: v for k, v in row.items() if k != "recipe_epoch_times_s"}),
-                          flush=True)  # fmt: skip
+                    row = run_worker(python, backend, model_name, start, work, args.quick)
+                    if isinstance(row, str):
+                        problems[f"{backend}/{model_name}/{start}"] = row
+                    else:
+                        runs.append(row)
         for row in runs:
-            if row["backend"] == "tensorflow":
-                continue
             name = f"{row['model']}_{row['start']}"
+            if row["backend"] == "tensorflow" or not (work / f"tensorflow_{name}.npz").exists():
+                continue
             theirs = np.load(work / f"{row['backend']}_{name}.npz")
             ours = np.load(work / f"tensorflow_{name}.npz")
             start = [k for k in ours.files if k.startswith("start/")]
