@@ -70,7 +70,9 @@ def test_layer_targets_and_global_sparsity(toy_data):
     assert all(w.weight_paths == ["kernel"] for w in kc.pruning_wrappers(model))  # no bias masks
 
 
-@pytest.mark.parametrize("criterion", ["class_blind", "class_uniform", "class_distribution"])
+@pytest.mark.parametrize(
+    "criterion", ["class_blind", "class_uniform", "class_distribution", "lamp"]
+)
 def test_masks_in_the_model_match_the_numpy_oracle(toy_data, criterion):
     x, y = toy_data
     model = _compiled(kc.make_prunable(mlp()))

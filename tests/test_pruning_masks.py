@@ -60,7 +60,38 @@ def test_class_blind_and_uniform_differ_when_scales_differ():
     assert (~uniform[0]).mean() == 0.5 and (~uniform[1]).mean() == 0.5
 
 
-@pytest.mark.parametrize("criterion", ["class_blind", "class_uniform", "class_distribution"])
+def test_lamp_scores_match_their_definition_and_ignore_scale():
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=200)
+    keep = rng.random(200) < 0.8
+    scores = pm.lamp_scores(w, keep)
+    for u in np.flatnonzero(keep):  # oracle: the definition, weight by weight
+        larger = keep & (np.abs(w) >= np.abs(w[u]))
+        assert scores[u] == pytest.approx(w[u] ** 2 / np.sum(w[larger] ** 2))
+    assert np.all(scores[~keep] == -1.0)
+    assert scores.max() == 1.0  # the largest kept weight
+    np.testing.assert_allclose(pm.lamp_scores(w * 1e3, keep), scores)  # BatchNorm'd kernels
+
+
+def test_lamp_prunes_large_classes_more_and_empties_none():
+    rng = np.random.default_rng(8)
+    # Scales as different as a kernel before a BatchNorm can have; sizes 1:10:100.
+    ws = [rng.normal(scale=1e-3, size=100), rng.normal(size=1000), rng.normal(scale=50, size=10000)]
+    masks = pm.lamp_masks(ws, _ones(ws), 0.95)
+    assert sum((~m).sum() for m in masks) == round(0.95 * 11100)
+    pruned = [(~m).mean() for m in masks]
+    assert pruned[0] < pruned[1] < pruned[2] < 1.0
+    # A class rescaled keeps its mask: the allocation does not follow magnitudes across classes.
+    rescaled = pm.lamp_masks([ws[0] * 1e6, ws[1], ws[2] * 1e-4], _ones(ws), 0.95)
+    for a, b in zip(masks, rescaled):
+        np.testing.assert_array_equal(a, b)
+    # 3 of 11,100 kept: the largest weight of each class (its score is 1).
+    assert [m.sum() for m in pm.lamp_masks(ws, _ones(ws), 0.9997)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "criterion", ["class_blind", "class_uniform", "class_distribution", "lamp"]
+)
 def test_pruned_weights_are_never_revived(criterion):
     rng = np.random.default_rng(5)
     ws = _weights(rng)
@@ -98,7 +129,7 @@ def test_unknown_criterion_and_shape_mismatch_are_rejected():
         pm.class_blind_masks(w, [np.ones(5, bool)], 0.5)
 
 
-@pytest.mark.parametrize("criterion", ["class_blind", "class_uniform"])
+@pytest.mark.parametrize("criterion", ["class_blind", "class_uniform", "lamp"])
 def test_levels_are_exact_with_ties_and_nans(criterion):
     # Equal magnitudes are pruned first come first served; NaNs (a diverged run) rank last.
     w = [np.array([1.0, -1.0, np.nan, 1.0, 0.5, np.nan, -1.0, 2.0], np.float32)]

@@ -24,7 +24,7 @@ from keras_compress.pruning.schedules import (
 from keras_compress.pruning.structure import group_scores, n_of_m_mask, parse_structure
 from keras_compress.pruning.wrapper import PruningWrapper, constraint_masks, step_counter
 
-SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution")
+SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution", "lamp")
 
 
 @dataclass
@@ -116,8 +116,10 @@ class MagnitudePruning(keras.callbacks.Callback):
             or a ``PruningSchedule`` such as ``IterativeRounds`` (Han's prune/retrain rounds).
         criterion: ``"class_uniform"`` (each weight class pruned to the level),
             ``"class_blind"`` (one global magnitude threshold), ``"class_distribution"``
-            (threshold ``lambda * std`` per class, ``lambda`` solved for the overall level) or
-            ``"std"`` (Han's threshold ``quality * std`` per class). See ``pruning_masks``.
+            (threshold ``lambda * std`` per class, ``lambda`` solved for the overall level),
+            ``"lamp"`` (Lee et al.'s layer-adaptive scores over all classes: the level is
+            overall, large classes are pruned more, BatchNorm'd kernels compare fairly) or
+            ``"std"`` (Han's threshold ``quality * std`` per class). See ``pruning.masks``.
         begin_step: first step at which weights are pruned (string schedules).
         end_step: where the polynomial ramp ends; ``None``: after 70% of the steps of the
             first ``fit`` call (give it explicitly when resuming with different epochs).
@@ -189,7 +191,8 @@ class MagnitudePruning(keras.callbacks.Callback):
         ):
             raise ValueError(
                 f"structure {structure!r} ranks groups by magnitude with 'class_uniform', "
-                "'class_blind' or 'class_distribution'; not with 'std', saliency or load_balance"
+                "'class_blind', 'class_distribution' or 'lamp'; not with 'std', saliency or "
+                "load_balance"
             )
         self._config = {
             "target": target,

@@ -13,6 +13,12 @@ Criteria:
   rule of most pruning tools).
 * ``class_distribution``: class ``c`` is pruned below ``lambda * std_c``; ``lambda`` is solved so
   that a fraction ``s`` of all weights is pruned (See et al.).
+* ``lamp`` (Lee et al. 2021, arXiv:2010.07611, "layer-adaptive magnitude-based pruning"): a
+  kept weight ``u`` of class ``c`` scores ``w_u^2 / sum(w_v^2 for kept v of c with |w_v| >=
+  |w_u|)`` and the lowest scores over all classes go until a fraction ``s`` of all weights is
+  pruned. The score does not change when a class is rescaled (a kernel in front of a
+  BatchNorm has no scale of its own) and the largest weight of a class scores 1, so no class
+  is emptied; large classes end up pruned more than small ones.
 * ``std`` (Han et al. 2015, arXiv:1506.02626): class ``c`` is pruned below ``q_c * std_c`` for a
   given quality parameter ``q_c``. Repeated prune/retrain rounds prune more each time.
 
@@ -30,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-CRITERIA = ("class_blind", "class_uniform", "class_distribution", "std")
+CRITERIA = ("class_blind", "class_uniform", "class_distribution", "lamp", "std")
 
 
 def _check_pair(weights: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
@@ -150,6 +156,49 @@ def class_distribution_masks(
     return _global_masks(weights, masks, sparsity, scales)
 
 
+def lamp_scores(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """LAMP scores of one class, flat; pruned weights at -1.
+
+    A kept weight scores ``w_u^2`` over the sum of ``w_v^2`` of the kept weights at least as
+    large (ties in the order of position). A NaN or infinite weight (a diverged run) scores
+    NaN, out of the sums: it is pruned after every number.
+
+    Example:
+        >>> lamp_scores(np.array([3.0, -1.0, 2.0, 9.0]), np.array([True, True, True, False]))
+        array([ 1.        ,  0.07142857,  0.30769231, -1.        ])
+    """
+    flat = weights.ravel()
+    kept = np.flatnonzero(mask.ravel() & np.isfinite(flat))
+    squares = np.square(flat[kept].astype(np.float64))
+    order = np.argsort(squares, kind="stable")
+    ordered = squares[order]
+    tails = np.cumsum(ordered[::-1])[::-1]  # tails[i]: the sum of ordered[i:]
+    ratios = np.zeros_like(ordered)
+    np.divide(ordered, tails, out=ratios, where=tails > 0)
+    scores = np.where(mask.ravel(), np.nan, -1.0)
+    scores[kept[order]] = ratios
+    return scores
+
+
+def lamp_masks(
+    weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], sparsity: float
+) -> list[np.ndarray]:
+    """Prune the fraction ``sparsity`` of all weights by their LAMP scores (``lamp_scores``).
+
+    Example:
+        >>> w = [np.array([1.0, 2.0, 3.0, 4.0]), np.array([100.0, 1.0])]
+        >>> [m.tolist() for m in lamp_masks(w, [np.ones(4, bool), np.ones(2, bool)], 0.5)]
+        [[False, False, True, True], [True, False]]
+    """
+    _check_pair(weights, masks)
+    _check_sparsity(sparsity)
+    scores = np.concatenate([lamp_scores(w, m) for w, m in zip(weights, masks)])
+    flat_mask = np.concatenate([m.ravel() for m in masks])
+    flat = _prune_lowest(scores, flat_mask, int(round(sparsity * flat_mask.size)))
+    splits = np.cumsum([m.size for m in masks])[:-1]
+    return [part.reshape(m.shape) for part, m in zip(np.split(flat, splits), masks)]
+
+
 def std_masks(
     weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], qualities: Sequence[float]
 ) -> list[np.ndarray]:
@@ -238,7 +287,7 @@ def compute_masks(
 ) -> list[np.ndarray]:
     """Dispatch to one criterion; ``levels`` holds one level (sparsity or quality) per class.
 
-    The global criteria (``class_blind``, ``class_distribution``) need one level for all
+    The global criteria (``class_blind``, ``class_distribution``, ``lamp``) need one level for all
     classes and take ``levels[0]``; the others take one level per class.
 
     Example:
@@ -250,6 +299,8 @@ def compute_masks(
         return class_blind_masks(weights, masks, levels[0])
     if criterion == "class_distribution":
         return class_distribution_masks(weights, masks, levels[0])
+    if criterion == "lamp":
+        return lamp_masks(weights, masks, levels[0])
     if criterion == "class_uniform":
         return class_uniform_masks(weights, masks, levels)
     if criterion == "std":
