@@ -118,8 +118,14 @@ def _global_masks(
     weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], sparsity: float, scales
 ) -> list[np.ndarray]:
     _check_pair(weights, masks)
+    scores = [_scores(w, m, s) for w, m, s in zip(weights, masks, scales)]
+    return _prune_globally(masks, sparsity, scores)
+
+
+def _prune_globally(masks, sparsity: float, scores) -> list[np.ndarray]:
+    """Prune the ``sparsity`` lowest of all classes' flat ``scores`` (pruned ones at -1)."""
     _check_sparsity(sparsity)
-    scores = np.concatenate([_scores(w, m, s) for w, m, s in zip(weights, masks, scales)])
+    scores = np.concatenate(scores)
     flat_mask = np.concatenate([m.ravel() for m in masks])
     flat = _prune_lowest(scores, flat_mask, int(round(sparsity * flat_mask.size)))
     splits = np.cumsum([m.size for m in masks])[:-1]
@@ -191,12 +197,8 @@ def lamp_masks(
         [[False, False, True, True], [True, False]]
     """
     _check_pair(weights, masks)
-    _check_sparsity(sparsity)
-    scores = np.concatenate([lamp_scores(w, m) for w, m in zip(weights, masks)])
-    flat_mask = np.concatenate([m.ravel() for m in masks])
-    flat = _prune_lowest(scores, flat_mask, int(round(sparsity * flat_mask.size)))
-    splits = np.cumsum([m.size for m in masks])[:-1]
-    return [part.reshape(m.shape) for part, m in zip(np.split(flat, splits), masks)]
+    scores = [lamp_scores(w, m) for w, m in zip(weights, masks)]
+    return _prune_globally(masks, sparsity, scores)
 
 
 def std_masks(
