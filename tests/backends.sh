@@ -11,7 +11,7 @@ case "${1:-test}" in
 setup)
     for backend in jax torch; do
         python3 -m venv ".venv-$backend"
-        ".venv-$backend/bin/python" -m pip install -q ${PACKAGES[$backend]} keras numpy scikit-learn pytest
+        ".venv-$backend/bin/python" -m pip install -q ${PACKAGES[$backend]} keras numpy scikit-learn zopfli pytest
         ".venv-$backend/bin/python" -m pip install -q --no-deps -e .
     done
     ;;

@@ -65,6 +65,16 @@ def synthetic_model_bytes(seed=0):
     return b"".join(parts), cuts
 
 
+def far_match_model() -> bytes:
+    """32,767 random bytes repeated once: each byte of the copy matches 32,767 bytes back.
+
+    zlib's encoder stops at 32,506 (its skeleton stays about 64 KB); zopfli's reaches it
+    (about 33 KB), DEFLATE allows 32,768: a decoder with a window short of 32 KB fails here.
+    """
+    block = np.random.default_rng(7).integers(0, 256, 32767, np.uint8).tobytes()
+    return block + block
+
+
 def build_c(tmp_path_factory, name, flags, sources=("kcz_decode.c", "kcz_cli.c")):
     """Compile the C decoder (and the CLI) with gcc, warnings as errors; skip without gcc."""
     if GCC is None:

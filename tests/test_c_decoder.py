@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import build_c, synthetic_model_bytes
+from helpers import build_c, far_match_model, synthetic_model_bytes
 
 import keras_compress as kc
 
@@ -59,6 +59,13 @@ def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
     skeleton, side, entries = kc.deploy.sidecar.split(model, [(24, values.nbytes, 4)])
     assert side[entries[0].payload_offset + 5] > 10  # max_len: the longest code
     _assert_c_rebuilds(cli, skeleton, side, model, tmp_path)
+
+
+def test_c_decoder_reads_matches_the_whole_window_back(cli_asan, tmp_path):
+    model = far_match_model()
+    skeleton, side, _ = kc.deploy.sidecar.split(model, [], window_bits=15)
+    assert len(skeleton) < 34_000  # it does use 32,767-byte distances
+    _assert_c_rebuilds(cli_asan, skeleton, side, model, tmp_path)
 
 
 @pytest.mark.slow  # its BatchNorm CNN fixture: 4 s, out of the quick subset
@@ -151,7 +158,7 @@ def test_crafted_deflate_skeletons_never_crash_the_decoder(cli_asan, tmp_path):
         if run.returncode == 0:
             assert len((tmp_path / "o").read_bytes()) == len(model)
         failures += run.returncode == 2
-    assert failures >= 100  # DEFLATE itself notices most damage
+    assert failures > 75  # DEFLATE itself notices most damage (zopfli's stream: 93 of 150)
 
 
 def test_c_decoder_rejects_a_wrong_skeleton(cli, exported, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import JAVA_SOURCE, synthetic_model_bytes
+from helpers import JAVA_SOURCE, far_match_model, synthetic_model_bytes
 
 import keras_compress as kc
 
@@ -46,6 +46,17 @@ def test_java_decoder_rebuilds_a_batchnorm_cnn_in_int8(classes, exported_bn, tmp
     run = _decode(classes, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "o").read_bytes() == Path(f"{exported_bn}.tflite").read_bytes()
+
+
+def test_java_decoder_reads_matches_the_whole_window_back(classes, tmp_path):
+    model = far_match_model()
+    skeleton, side, _ = kc.deploy.sidecar.split(model, [], window_bits=15)
+    assert len(skeleton) < 34_000  # it does use 32,767-byte distances
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    run = _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == model
 
 
 @pytest.mark.parametrize("coding", ["huffman", "arithmetic"])

@@ -4,7 +4,7 @@ import struct
 
 import numpy as np
 import pytest
-from helpers import synthetic_model_bytes
+from helpers import far_match_model, synthetic_model_bytes
 
 from keras_compress.deploy import sidecar
 
@@ -137,6 +137,17 @@ def test_the_skeleton_is_deflated_only_where_it_pays_and_huffman_files_keep_old_
     assert sidecar.read_header(side)[0]["skeleton_window_bits"] is None
     with pytest.raises(ValueError, match="window_bits"):
         sidecar.split(model, cuts, window_bits=16)
+
+
+def test_the_skeleton_is_deflated_with_the_whole_32kb_window():
+    model = far_match_model()
+    skeleton, side, _ = sidecar.split(model, [], window_bits=15)
+    assert len(skeleton) < 34_000  # zlib -9: over 64 KB (zopfli reached the 32,767-byte matches)
+    assert sidecar.join(skeleton, side) == model
+    # A smaller window gets zlib's stream, which keeps to it.
+    skeleton, side, _ = sidecar.split(model, [], window_bits=14)
+    assert sidecar.read_header(side)[0]["skeleton_window_bits"] in (14, None)
+    assert sidecar.join(skeleton, side) == model
 
 
 @pytest.mark.slow  # kept out of the quick subset (3-7 s)

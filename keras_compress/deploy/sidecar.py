@@ -24,6 +24,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import zopfli.zopfli
 
 from keras_compress.coding import arithmetic as arithmetic_module
 from keras_compress.coding import huffman
@@ -45,6 +46,7 @@ CODINGS = ("auto", "huffman", "arithmetic")
 AUTO_ARITHMETIC_ELEMENTS = 3_000_000
 SKELETON_DEFLATE = 1  # flags & 15: the skeleton is a raw DEFLATE stream (version 3)
 WINDOW_BITS = range(9, 16)  # flags >> 4: the DEFLATE window, 2**bits bytes
+ZOPFLI_MAX_BYTES = 1 << 20  # larger skeletons: zlib alone (zopfli: 0.4-0.8 MB/s here)
 MAX_CODEBOOK = 4096  # more distinct values: not shared, the tensor stays in the skeleton
 MAX_GAP_BITS = 8
 
@@ -481,8 +483,7 @@ def split(
     )
     stored, flags = skeleton, 0
     if window_bits is not None:
-        deflate = zlib.compressobj(9, zlib.DEFLATED, -window_bits, 9)
-        coded_skeleton = deflate.compress(skeleton) + deflate.flush()
+        coded_skeleton = _deflate(skeleton, window_bits)
         if len(coded_skeleton) < len(skeleton):
             stored, flags = coded_skeleton, SKELETON_DEFLATE | window_bits << 4
     # The lowest version that holds the file, so that earlier decoders read what they can.
@@ -498,6 +499,25 @@ def split(
     )
     sidecar = header + _crc(header) + table + _crc(table) + b"".join(payloads)
     return stored, sidecar, entries
+
+
+def _deflate(data: bytes, window_bits: int) -> bytes:
+    """A raw DEFLATE stream of ``data`` with matches within ``2**window_bits`` bytes.
+
+    The smaller of zlib at level 9 and, with the full 32 KB window, zopfli (Google's DEFLATE
+    encoder that searches for the shortest parse; the PyPI ``zopfli`` bindings): the same
+    format, so no decoder changes, 5-7% smaller skeletons (MobileNetV2 0.35 int8: 25,736 ->
+    24,085 B; ResNet-20: 6,650 -> 6,251 B), at about 100 times zlib's time, hence
+    ``ZOPFLI_MAX_BYTES``. zopfli's window is fixed at 32 KB: smaller windows get zlib's stream.
+    """
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -window_bits, 9)
+    coded = deflate.compress(data) + deflate.flush()
+    if window_bits == 15 and len(data) <= ZOPFLI_MAX_BYTES:
+        # zopfli writes a zlib stream: a 2-byte header, the DEFLATE data, an Adler-32.
+        optimal = zopfli.zopfli.compress(data, numiterations=15)[2:-4]
+        if len(optimal) < len(coded):
+            coded = optimal
+    return coded
 
 
 def _kept_ranges(size: int, cut: list[tuple[int, int]]):
