@@ -198,7 +198,6 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
          "gzip_bytes": len(gzip.compress(int8_tflite, 9))},
     ]  # fmt: skip
     peer = tfmot_peer(name, model.get_weights(), dataset, cfg, work)
-
     for level in LEVELS[name]:
         rows += ours_rows(name, model, level, dataset, cfg, work, float_tflite, int8_tflite)
     if peer:
@@ -220,7 +219,7 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     return rows
 
 
-def compress(name, model, level, dataset, cfg) -> tuple[keras.Model, dict]:
+def compress(model, level, dataset, cfg) -> tuple[keras.Model, dict]:
     """Our pipeline from the float ``model``, which it leaves unchanged.
 
     Prune to ``level`` by LAMP while distilling from the float model, fold BatchNorm, share,
@@ -252,7 +251,7 @@ def compress(name, model, level, dataset, cfg) -> tuple[keras.Model, dict]:
 def ours_rows(name, model, level, dataset, cfg, work, float_tflite, int8_tflite) -> list[dict]:
     """Compress the float ``model`` to ``level``; export float32 and int8 (both scale modes)."""
     (x, _), (xt, yt) = dataset
-    final, accuracies = compress(name, model, level, dataset, cfg)
+    final, accuracies = compress(model, level, dataset, cfg)
     label = f"ours {level:.0%}"
     rows = []
     for quantization, per_channel in [("float32", True), ("int8", True), ("int8", False)]:
