@@ -188,6 +188,7 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     model.fit(x, y, batch_size=cfg["batch"], epochs=cfg["epochs"], verbose=2)
     float_tflite = plain_export(model, "float32", x, work)
     int8_tflite = plain_export(model, "int8", x, work)
+    int8_gzip = len(gzip.compress(int8_tflite, 9))
     base = {"model": name, "train_images": len(x), "test_images": len(xt)}
     rows = [
         {**base, "row": "float (float32)", "accuracy": tflite_accuracy(float_tflite, xt, yt),
@@ -195,11 +196,11 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
          "gzip_bytes": len(gzip.compress(float_tflite, 9))},
         {**base, "row": "float (int8)", "accuracy": tflite_accuracy(int8_tflite, xt, yt),
          "tflite_bytes": len(int8_tflite), "deployable_bytes": len(int8_tflite),
-         "gzip_bytes": len(gzip.compress(int8_tflite, 9))},
+         "gzip_bytes": int8_gzip},
     ]  # fmt: skip
     peer = tfmot_peer(name, model.get_weights(), dataset, cfg, work)
     for level in LEVELS[name]:
-        rows += ours_rows(name, model, level, dataset, cfg, work, float_tflite, int8_tflite)
+        rows += ours_rows(name, model, level, dataset, cfg, work, len(float_tflite), int8_gzip)
     if peer:
         for kind, key in (
             ("float32", "pipeline"),
@@ -248,10 +249,15 @@ def compress(model, level, dataset, cfg) -> tuple[keras.Model, dict]:
     return final, {"pruned_accuracy": float(pruned_acc), "shared_accuracy": float(shared_acc)}
 
 
-def ours_rows(name, model, level, dataset, cfg, work, float_tflite, int8_tflite) -> list[dict]:
-    """Compress the float ``model`` to ``level``; export float32 and int8 (both scale modes)."""
+def ours_rows(name, model, level, dataset, cfg, work, float_bytes, int8_gzip) -> list[dict]:
+    """Compress the float ``model`` to ``level``; export float32 and int8 (both scale modes).
+
+    ``float_bytes``: the float model's float32 ``.tflite`` size; ``int8_gzip``: gzip -9 of its
+    plain int8 ``.tflite``.
+    """
     (x, _), (xt, yt) = dataset
     final, accuracies = compress(model, level, dataset, cfg)
+    sparsity = kc.sparsity(final)["total"]
     label = f"ours {level:.0%}"
     rows = []
     for quantization, per_channel in [("float32", True), ("int8", True), ("int8", False)]:
@@ -260,10 +266,9 @@ def ours_rows(name, model, level, dataset, cfg, work, float_tflite, int8_tflite)
             scales = "per-channel" if per_channel else "per-tensor"
             row["row"] = f"{label} ({quantization}, {scales} scales)"
         row.update(model=name, train_images=len(x), test_images=len(xt), level=level,
-                   criterion=CRITERION, **accuracies, sparsity=kc.sparsity(final)["total"],
-                   ratio=len(float_tflite) / row["deployable_bytes"],
-                   ratio_vs_plain_int8_gzip=row["deployable_bytes"]
-                   / len(gzip.compress(int8_tflite, 9)))  # fmt: skip
+                   criterion=CRITERION, **accuracies, sparsity=sparsity,
+                   ratio=float_bytes / row["deployable_bytes"],
+                   ratio_vs_plain_int8_gzip=row["deployable_bytes"] / int8_gzip)  # fmt: skip
         rows.append(row)
     return rows
 
