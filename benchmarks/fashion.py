@@ -53,18 +53,48 @@ def accuracy(model: keras.Model, x, y) -> float:
     return float(compiled(kc.strip(model), 1e-3).evaluate(x, y, batch_size=1000, verbose=0)[1])
 
 
+def overall_level(model: keras.Model, levels: dict) -> float:
+    """The fraction of all of ``levels``' layers' kernel weights that ``levels`` prunes.
+
+    Example: Han et al.'s LeNet-5 levels prune 91.7% of its 430,500 kernel weights.
+    """
+    sizes = {name: int(np.prod(model.get_layer(name).kernel.shape)) for name in levels}
+    return sum(levels[n] * sizes[n] for n in levels) / sum(sizes.values())
+
+
+def pruning_callback(
+    levels: dict | float, schedule: kc.pruning.PruningSchedule | None = None, **options
+) -> kc.MagnitudePruning:
+    """``kc.MagnitudePruning`` to per-layer ``levels`` (a dict) or to one overall level.
+
+    A float is the fraction of all kernel weights pruned, spread over the layers by LAMP
+    (``criterion="lamp"``, Lee et al. 2021) instead of set by hand per layer. ``options`` go to
+    the callback (``begin_step``, ``end_step``, ``frequency``) with the polynomial schedule
+    when ``schedule`` is None.
+    """
+    if isinstance(levels, dict):
+        target, kwargs = max(levels.values()), {"layer_targets": levels}
+    else:
+        target, kwargs = float(levels), {"criterion": "lamp"}
+    if schedule is not None:
+        return kc.MagnitudePruning(schedule=schedule, **kwargs)
+    return kc.MagnitudePruning(target, **options, **kwargs)
+
+
 def prune_to_han_levels(
-    model: keras.Model, name: str, x, y, retrain: int, levels: dict | None = None
+    model: keras.Model, name: str, x, y, retrain: int, levels: dict | float | None = None
 ) -> keras.Model:
     """Han's iterative pruning: 3 one-epoch rounds to 50/80/100% of the levels, then retrain.
 
-    ``levels`` (layer name -> fraction pruned) defaults to Han et al.'s for the model.
+    ``levels`` (layer name -> fraction pruned) defaults to Han et al.'s for the model; a
+    float is one overall level that LAMP allocates (``pruning_callback``).
     """
     steps = int(np.ceil(len(x) / BATCH))
     levels = HAN_LEVELS[name] if levels is None else levels
-    rounds = kc.IterativeRounds([max(levels.values()) * f for f in (0.5, 0.8, 1.0)], steps)
+    top = max(levels.values()) if isinstance(levels, dict) else levels
+    rounds = kc.IterativeRounds([top * f for f in (0.5, 0.8, 1.0)], steps)
     pruned = compiled(kc.make_prunable(model), PRUNE_LR)
-    callback = kc.MagnitudePruning(schedule=rounds, layer_targets=levels)
+    callback = pruning_callback(levels, rounds)
     pruned.fit(x, y, batch_size=BATCH, epochs=3 + retrain, verbose=0, callbacks=[callback])
     return pruned
 
@@ -78,6 +108,7 @@ def prune_gradually(
     ramp: int = 3,
     lam: float = 0.0,
     bits: dict | None = None,
+    levels: dict | float | None = None,
 ) -> keras.Model:
     """Gradual pruning to Han et al.'s levels, optionally training for the rate from step 0.
 
@@ -87,17 +118,15 @@ def prune_gradually(
     With ``lam`` > 0, ``kc.rate_regularize(lam, bits)`` adds the estimated coded size to the
     loss in every one of those steps, so the weights that survive pruning settle on the grid
     the sharing step uses. Measured on LeNet-300-100 (``benchmarks/README.md``): better than
-    adding the rate term only after Han's rounds, at fewer bytes.
+    adding the rate term only after Han's rounds, at fewer bytes. ``levels`` as in
+    ``prune_to_han_levels`` (a float: one overall level allocated by LAMP).
     """
     steps = int(np.ceil(len(x) / BATCH))
-    levels = HAN_LEVELS[name]
+    levels = HAN_LEVELS[name] if levels is None else levels
     pruned = kc.make_prunable(model)
     if lam:
         kc.rate_regularize(pruned, lam, bits=bits)
-    callback = kc.MagnitudePruning(
-        max(levels.values()), begin_step=0, end_step=ramp * steps, frequency=10,
-        layer_targets=levels,
-    )  # fmt: skip
+    callback = pruning_callback(levels, begin_step=0, end_step=ramp * steps, frequency=10)
     compiled(pruned, PRUNE_LR).fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0,
                                    callbacks=[callback])  # fmt: skip
     return pruned

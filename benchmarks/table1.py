@@ -6,10 +6,12 @@ epochs to Han et al.'s per-layer levels, fine-tune the shared weights ``--finetu
 the original model, the pruned one, then pruned + k-means + Huffman (Deep Compression), +
 Hessian-weighted k-means, + uniform quantization, + ECSQ (Choi et al. 2016,
 arXiv:1612.01543), each at Deep Compression's bit widths and at narrower ones; all of it at
-Han et al.'s pruning levels and again at higher ones (``FURTHER``); and issue 23's
-trained-for-rate rows: gradual pruning to Han's levels on tensorflow-model-optimization's
-schedule with ``kc.rate_regularize`` from the first step (three points of ``rate.py``'s
-``lam`` sweep, ``RATE_LAMS``), then k-means sharing and fine-tuning. Columns:
+Han et al.'s pruning levels, again at higher ones (``FURTHER``) and at Han's overall level
+allocated among the layers by LAMP (``criterion="lamp"``); and issue 23's trained-for-rate
+rows: gradual pruning to Han's levels (and to their overall level by LAMP) on
+tensorflow-model-optimization's schedule with ``kc.rate_regularize`` from the first step
+(three points of ``rate.py``'s ``lam`` sweep, ``RATE_LAMS``), then k-means sharing and
+fine-tuning. Columns:
 accuracy of the exported float32 ``.tflite`` decoded from skeleton + sidecar (in the TFLite
 interpreter), deployable bytes (skeleton + sidecar) and the ratio to the float32 ``.tflite``.
 
@@ -27,7 +29,7 @@ weights of our rows at most 0.9x their element-wise entropy bound. Each row is e
 ``kc.export``'s default coding (Huffman or arithmetic per tensor, the smaller) and again with
 Huffman only.
 
-    python benchmarks/table1.py            # about 60 minutes on 2 cores
+    python benchmarks/table1.py            # about 90 minutes on 2 cores
     python benchmarks/table1.py --quick    # subset smoke run
 """
 
@@ -52,6 +54,7 @@ from fashion import (
     PRUNE_LR,
     compiled,
     data,
+    overall_level,
     prune_gradually,
     prune_to_han_levels,
 )
@@ -187,23 +190,26 @@ def shared_row(pruned, bits, label, quantizer, hessian, dataset, cfg, work: Path
     return exported_row(kc.strip(shared), f"pruned + {label} + coded", bits, work, xt, yt)
 
 
-def rate_aware_row(model, name, lam, dataset, cfg, work: Path) -> dict:
+def rate_aware_row(model, name, lam, dataset, cfg, work: Path, lamp: bool = False) -> dict:
     """A trained-for-rate row: gradual pruning with the rate term, sharing, fine-tuning.
 
     ``fashion.prune_gradually`` (tensorflow-model-optimization's schedule and epochs, to Han's
-    levels) with ``kc.rate_regularize(lam)`` from the first step, then ``kc.prune_to_grid``,
-    k-means sharing, fine-tuning and export.
+    levels, or with ``lamp`` to their overall level allocated by LAMP) with
+    ``kc.rate_regularize(lam)`` from the first step, then ``kc.prune_to_grid``, k-means
+    sharing, fine-tuning and export.
     """
     (x, y), (xt, yt) = dataset
     bits = RATE_BITS[name]
+    levels = overall_level(model, HAN_LEVELS[name]) if lamp else HAN_LEVELS[name]
     keras.utils.set_random_seed(0)
-    plain = kc.strip(prune_gradually(model, name, x, y, 3 + cfg["retrain"], 3, lam, bits))
+    pruned = prune_gradually(model, name, x, y, 3 + cfg["retrain"], 3, lam, bits, levels)
+    plain = kc.strip(pruned)
     kc.prune_to_grid(plain)
     shared = kc.share_weights(plain, bits=bits)
     compiled(shared, 1e-4).fit(x, y, batch_size=BATCH, epochs=cfg["finetune"], verbose=0)
     label = f"pruned + rate-aware (lam {lam}) + k-means + coded"
     row = exported_row(kc.strip(shared), label, bits, work, xt, yt)
-    return {**row, "levels": "Han, gradual"}
+    return {**row, "levels": "LAMP, gradual" if lamp else "Han, gradual"}
 
 
 def run_model(name, dataset, cfg, work: Path) -> list[dict]:
@@ -214,7 +220,9 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     float_weights = model.get_weights()  # the baseline starts from them too
     rows = [exported_row(model, "original", "float32", work, xt, yt)]
     rows[0]["levels"] = "-"
-    for levels_name, levels in (("Han", HAN_LEVELS[name]), ("further", FURTHER[name])):
+    level_sets = (("Han", HAN_LEVELS[name]), ("further", FURTHER[name]),
+                  ("LAMP", overall_level(model, HAN_LEVELS[name])))  # fmt: skip
+    for levels_name, levels in level_sets[: cfg.get("level_sets", 3)]:
         pruned = kc.strip(prune_to_han_levels(model, name, x, y, cfg["retrain"], levels))
         group = [exported_row(pruned, "pruned", "float32", work, xt, yt)]
         group[0]["sparsity"] = kc.sparsity(pruned)["total"]
@@ -226,9 +234,10 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
                 group.append(row)
                 print(f"{name} ({levels_name}): {row}")
         rows += [{**row, "levels": levels_name} for row in group]
-    for lam in RATE_LAMS[name][: cfg.get("lams", 3)]:
-        rows.append(rate_aware_row(model, name, lam, dataset, cfg, work))
-        print(f"{name}: {rows[-1]}")
+    for lamp in (False, True):
+        for lam in RATE_LAMS[name][: cfg.get("lams", 3)]:
+            rows.append(rate_aware_row(model, name, lam, dataset, cfg, work, lamp))
+            print(f"{name}: {rows[-1]}")
     for row in rows:
         row["model"] = name
     float_bytes = rows[0]["tflite_bytes"]
@@ -377,7 +386,9 @@ def write(rows, args, dataset, cfg) -> None:
         "+ sidecar (ours), gzip -9 of the `.tflite` (tensorflow-model-optimization), the "
         "`.tflite` (int8). "
         "Ratio: float32 `.tflite` bytes over deployable bytes. Levels: Han et al.'s per-layer "
-        f"pruning levels {HAN_LEVELS}, or further {FURTHER}.\n\n"
+        f"pruning levels {HAN_LEVELS}, or further {FURTHER}, or LAMP: the same fraction of "
+        "all kernel weights as Han's levels, spread over the layers by LAMP (Lee et al. 2021, "
+        '`criterion="lamp"`); gradual: tensorflow-model-optimization\'s schedule.\n\n'
         + results_io.table(
             rows,
             [
