@@ -29,7 +29,7 @@ weights of our rows at most 0.9x their element-wise entropy bound. Each row is e
 ``kc.export``'s default coding (Huffman or arithmetic per tensor, the smaller) and again with
 Huffman only.
 
-    python benchmarks/table1.py            # about 90 minutes on 2 cores
+    python benchmarks/table1.py            # about 45 minutes on 2 cores
     python benchmarks/table1.py --quick    # subset smoke run
 """
 
