@@ -222,7 +222,7 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     rows[0]["levels"] = "-"
     level_sets = (("Han", HAN_LEVELS[name]), ("further", FURTHER[name]),
                   ("LAMP", overall_level(model, HAN_LEVELS[name])))  # fmt: skip
-    for levels_name, levels in level_sets[: cfg.get("level_sets", 3)]:
+    for levels_name, levels in level_sets:
         pruned = kc.strip(prune_to_han_levels(model, name, x, y, cfg["retrain"], levels))
         group = [exported_row(pruned, "pruned", "float32", work, xt, yt)]
         group[0]["sparsity"] = kc.sparsity(pruned)["total"]
