@@ -72,13 +72,15 @@ def pruning_callback(
     the callback (``begin_step``, ``end_step``, ``frequency``) with the polynomial schedule
     when ``schedule`` is None.
     """
-    if isinstance(levels, dict):
-        target, kwargs = max(levels.values()), {"layer_targets": levels}
-    else:
-        target, kwargs = float(levels), {"criterion": "lamp"}
+    kwargs = {"layer_targets": levels} if isinstance(levels, dict) else {"criterion": "lamp"}
     if schedule is not None:
-        return kc.MagnitudePruning(schedule=schedule, **kwargs)
-    return kc.MagnitudePruning(target, **options, **kwargs)
+        return kc.MagnitudePruning(schedule=schedule, **options, **kwargs)
+    return kc.MagnitudePruning(top_level(levels), **options, **kwargs)
+
+
+def top_level(levels: dict | float) -> float:
+    """The highest level of per-layer ``levels``, or the one overall level."""
+    return max(levels.values()) if isinstance(levels, dict) else float(levels)
 
 
 def prune_to_han_levels(
@@ -91,8 +93,7 @@ def prune_to_han_levels(
     """
     steps = int(np.ceil(len(x) / BATCH))
     levels = HAN_LEVELS[name] if levels is None else levels
-    top = max(levels.values()) if isinstance(levels, dict) else levels
-    rounds = kc.IterativeRounds([top * f for f in (0.5, 0.8, 1.0)], steps)
+    rounds = kc.IterativeRounds([top_level(levels) * f for f in (0.5, 0.8, 1.0)], steps)
     pruned = compiled(kc.make_prunable(model), PRUNE_LR)
     callback = pruning_callback(levels, rounds)
     pruned.fit(x, y, batch_size=BATCH, epochs=3 + retrain, verbose=0, callbacks=[callback])

@@ -200,7 +200,7 @@ def run_model(name, dataset, cfg, work: Path) -> list[dict]:
     ]  # fmt: skip
     peer = tfmot_peer(name, model.get_weights(), dataset, cfg, work)
     for level in LEVELS[name]:
-        rows += ours_rows(name, model, level, dataset, cfg, work, len(float_tflite), int8_gzip)
+        rows += ours_rows(base, model, level, dataset, cfg, work, len(float_tflite), int8_gzip)
     if peer:
         for kind, key in (
             ("float32", "pipeline"),
@@ -249,9 +249,10 @@ def compress(model, level, dataset, cfg) -> tuple[keras.Model, dict]:
     return final, {"pruned_accuracy": float(pruned_acc), "shared_accuracy": float(shared_acc)}
 
 
-def ours_rows(name, model, level, dataset, cfg, work, float_bytes, int8_gzip) -> list[dict]:
+def ours_rows(base, model, level, dataset, cfg, work, float_bytes, int8_gzip) -> list[dict]:
     """Compress the float ``model`` to ``level``; export float32 and int8 (both scale modes).
 
+    ``base``: the keys every row of this model carries (model name, image counts);
     ``float_bytes``: the float model's float32 ``.tflite`` size; ``int8_gzip``: gzip -9 of its
     plain int8 ``.tflite``.
     """
@@ -265,7 +266,7 @@ def ours_rows(name, model, level, dataset, cfg, work, float_bytes, int8_gzip) ->
         if quantization == "int8":
             scales = "per-channel" if per_channel else "per-tensor"
             row["row"] = f"{label} ({quantization}, {scales} scales)"
-        row.update(model=name, train_images=len(x), test_images=len(xt), level=level,
+        row.update(base, level=level,
                    criterion=CRITERION, **accuracies, sparsity=sparsity,
                    ratio=float_bytes / row["deployable_bytes"],
                    ratio_vs_plain_int8_gzip=row["deployable_bytes"] / int8_gzip)  # fmt: skip
@@ -350,7 +351,7 @@ def goals_for(rows) -> list[dict]:
         if not ours:
             continue
         f = next(r for r in mine if r["row"] == "float (float32)")
-        first = [r for r in ours if r["level"] == ours[0]["level"]]  # LEVELS[name][0]
+        first = [r for r in ours if r["level"] == LEVELS[name][0]]
         ours32 = next(r for r in first if r["row"].endswith("(float32)"))
         # int8: the smaller of the two scale modes (per channel, per tensor), as for the peer.
         ours8 = min((r for r in first if "(int8" in r["row"]), key=lambda r: r["deployable_bytes"])
