@@ -47,13 +47,15 @@ def compressed_lenet5(x, y, epochs):
     return shared
 
 
-def cortex_m4_footprint(work: Path, window_bits: int = 0) -> dict:
+def cortex_m4_footprint(work: Path, window_bits: int = 0, scaled_copy: int = 0) -> dict:
     """Code and RAM of the C decoder for a Cortex-M4 (Debian's gcc-arm-none-eabi), or {}.
 
     Code is what a firmware links for ``kcz_decode`` (sections reachable from it, as the
     linker's --gc-sections keeps them); ``kcz_error_name`` and its strings are counted apart.
     ``window_bits`` is ``KCZ_WINDOW_BITS``: 0 decodes raw skeletons only, 10 (the ``-Os``
     default) adds the DEFLATE decoder of format version 3's coded skeleton and its 1 KB window.
+    ``scaled_copy`` is ``KCZ_SCALED_COPY``: 1 (the default) adds format version 5's scaled
+    copies (per-channel int8 bias scales; the integer binary32 multiply).
     """
     gcc = shutil.which("arm-none-eabi-gcc")
     if gcc is None:
@@ -62,7 +64,8 @@ def cortex_m4_footprint(work: Path, window_bits: int = 0) -> dict:
         )
         return {}
     flags = ["-std=c99", "-mcpu=cortex-m4", "-mthumb", "-Os", "-DKCZ_MAX_CODEBOOK=256",
-             f"-DKCZ_WINDOW_BITS={window_bits}", "-ffunction-sections",
+             f"-DKCZ_WINDOW_BITS={window_bits}", f"-DKCZ_SCALED_COPY={scaled_copy}",
+             "-ffunction-sections",
              "-fdata-sections"]  # fmt: skip
     obj, linked = work / "kcz_m4.o", work / "kcz_m4_linked.o"
     subprocess.run([gcc, *flags, "-fstack-usage", "-c", str(C_SOURCE / "kcz_decode.c"), "-o",
@@ -137,7 +140,7 @@ def emulated_m4(work: Path, model: bytes) -> list[dict]:
         return []
     mcu = ("KCZ_MAX_CODEBOOK=256",)
     builds = [  # name, -O, defines, sidecar.split options
-        ("-Os, Huffman, raw skeleton", "-Os", (*mcu, "KCZ_WINDOW_BITS=0"),
+        ("-Os, Huffman, raw skeleton", "-Os", (*mcu, "KCZ_WINDOW_BITS=0", "KCZ_SCALED_COPY=0"),
          {"window_bits": None, "coding": "huffman"}),
         ("-Os, export default (arithmetic), DEFLATE skeleton (1 KB window)", "-Os", mcu,
          {"window_bits": 10}),
@@ -238,8 +241,10 @@ def main():
     big = (big * np.float32(0.01)).astype(np.float32).tobytes()
     encode_25m_s = best_of(lambda: sidecar.encode_tensor(big, 4), 1)
     footprint = cortex_m4_footprint(work)
-    deflate = cortex_m4_footprint(work, window_bits=10)
+    deflate = cortex_m4_footprint(work, window_bits=10, scaled_copy=1)
     footprint.update({f"deflate_{k}": v for k, v in deflate.items()})
+    scaled = cortex_m4_footprint(work, scaled_copy=1)
+    footprint.update({"scaled_copy_m4_code_bytes": scaled.get("m4_code_bytes")} if scaled else {})
     m4 = emulated_m4(work, model)
     rows = [
         {**sizes, **footprint, **c_mbs, "zlib_inflate_mb_s": zlib_mbs,
@@ -288,9 +293,11 @@ def main():
         "arithmetic decoder was added). Cortex-M4 code is what a firmware links for "
         "`kcz_decode` (`-Os`, `--gc-sections`); `kcz_error_name` adds the difference to the "
         "whole object. The goals apply to the build without the DEFLATE skeleton decoder "
-        "(`-DKCZ_WINDOW_BITS=0`, raw skeletons); the `deflate_m4_*` columns are the `-Os` "
-        "default with it (`KCZ_WINDOW_BITS=10`, a 1 KB window in the workspace).\n\n"
-        + results_io.table(rows, list(rows[0]))
+        "and scaled copies (`-DKCZ_WINDOW_BITS=0 -DKCZ_SCALED_COPY=0`: raw skeletons, format "
+        "version 4 at most); scaled_copy_m4_code_bytes is that build with format version 5's "
+        "scaled copies (per-channel int8 bias scales, `KCZ_SCALED_COPY=1`, the default); the "
+        "`deflate_m4_*` columns are the `-Os` default with both (`KCZ_WINDOW_BITS=10`, a 1 KB "
+        "window in the workspace).\n\n" + results_io.table(rows, list(rows[0]))
     )
     if m4:
         md += "\n\n" + M4_TEXT + "\n\n" + results_io.table(m4, list(m4[0]))

@@ -160,6 +160,7 @@ def export_row(model, label, quantization, x, xt, yt, work: Path, per_channel=Tr
         "xz_bytes": len(lzma.compress(model_bytes, preset=9 | lzma.PRESET_EXTREME)),
         "c_decoder_byte_exact": exact,
         "channel_coded_tensors": _channel_coded(f"{prefix}.kcz"),
+        "scaled_copies": t["scaled_copies"],
         "bytes_by_class": byte_classes(model_bytes, report),
     }
     return row

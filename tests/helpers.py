@@ -65,6 +65,45 @@ def synthetic_model_bytes(seed=0):
     return b"".join(parts), cuts
 
 
+def scaled_copy_model(seed=0):
+    """A fake ``.tflite`` whose float32 vectors include others times a factor (format v5).
+
+    As a per-channel int8 model stores a layer's bias scales: its kernel scales times the
+    input scale. The factors make the decoders round ties (1.5, 0.75, 3: products of 25
+    significant bits) and reach both ends of the normal range (products in ``[2**-126,
+    2**-125)`` and ``[2**127, 2**128)``); zeros stay zeros; a coded tensor between a source
+    and its copy makes skeleton and model distances differ, and one vector is one element off
+    its product (no copy).
+
+    Returns ``(model, cuts, links)`` as ``sidecar.split`` takes them.
+    """
+    from keras_compress.deploy.sidecar import scaled_copy
+
+    rng = np.random.default_rng(seed)
+    parts, links = [rng.integers(0, 256, 40, dtype=np.uint8).tobytes()], []
+    cuts = []
+    at = len(parts[0])
+    specs = [(1.5, -20, 20), (0.75, -20, 20), (3.0, -20, 20), (2.0**-100, -26, -26),
+             (2.0**100, 27, 27), (float(rng.uniform(1e-3, 1e-2)), -8, 8), (1.25, 0, 4)]  # fmt: skip
+    for i, (factor, low, high) in enumerate(specs):
+        n = int(rng.integers(12, 400))
+        source = rng.uniform(1, 2, n) * 2.0 ** rng.integers(low, high + 1, n)
+        source = np.where(rng.random(n) < 0.1, 0, source).astype(np.float32)
+        bits = int(np.float32(factor).view(np.uint32))
+        target = bytearray(scaled_copy(source.tobytes(), bits))
+        if i == len(specs) - 1:
+            target[4:8] = np.float32(7).tobytes()  # no longer the product
+        between = [bytes(int(rng.integers(0, 200)))]
+        if i == 2:  # a coded tensor between source and copy
+            between.append(rng.choice(np.float32([0, 0, 0.5, -0.25]), 600).tobytes())
+            cuts.append((at + source.nbytes + len(between[0]), 2400, 4))
+        links.append((at + source.nbytes + sum(map(len, between)), at, source.nbytes, bits))
+        for part in (source.tobytes(), *between, bytes(target)):
+            parts.append(part)
+            at += len(part)
+    return b"".join(parts) + b"tail", cuts, links
+
+
 def far_match_model() -> bytes:
     """32,767 random bytes repeated once: each byte of the copy matches 32,767 bytes back.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import build_c, far_match_model, synthetic_model_bytes
+from helpers import build_c, far_match_model, scaled_copy_model, synthetic_model_bytes
 
 import keras_compress as kc
 
@@ -50,6 +50,34 @@ def test_c_decoder_matches_python_on_synthetic_sidecars(cli, tmp_path, seed, cod
     _assert_c_rebuilds(cli, skeleton, side, model, tmp_path)
 
 
+@pytest.mark.parametrize("window_bits", [None, 10, 15])
+def test_c_decoder_multiplies_scaled_copies_exactly_as_ieee(cli_asan, tmp_path, window_bits):
+    """Format v5 with ties, both ends of the normal range, copies from a raw skeleton or from
+    the DEFLATE window; forged distances and factors (CRC fixed up) stay in bounds."""
+    for seed in range(3):
+        model, cuts, links = scaled_copy_model(seed)
+        skeleton, side, entries = kc.deploy.sidecar.split(
+            model, cuts, window_bits=window_bits, links=links
+        )
+        assert kc.deploy.sidecar.SCALED_COPY in {e.encoding for e in entries}
+        _assert_c_rebuilds(cli_asan, skeleton, side, model, tmp_path)
+    copy = next(e for e in entries if e.encoding == kc.deploy.sidecar.SCALED_COPY)
+    rng = np.random.default_rng(2)
+    for _ in range(40):
+        payload = bytearray(side[copy.payload_offset : copy.payload_offset + 8])
+        payload[int(rng.integers(0, 8))] = int(rng.integers(0, 256))
+        forged = bytearray(side)
+        forged[copy.payload_offset : copy.payload_offset + 12] = payload + zlib.crc32(
+            bytes(payload)
+        ).to_bytes(4, "little")
+        (tmp_path / "k").write_bytes(bytes(forged))
+        run = _decode(cli_asan, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+        assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
+        assert run.returncode in (0, 2), run.stderr[-2000:]
+        if run.returncode == 2:
+            assert "bad tensor payload" in run.stderr
+
+
 def test_c_decoder_handles_codes_longer_than_its_lookup_table(cli, tmp_path):
     """Skewed values over many symbols give codes of up to 15 bits (the table covers 10)."""
     rng = np.random.default_rng(5)
@@ -70,11 +98,14 @@ def test_c_decoder_reads_matches_the_whole_window_back(cli_asan, tmp_path):
 
 @pytest.mark.slow  # its BatchNorm CNN fixture: 4 s, out of the quick subset
 def test_c_decoder_rebuilds_a_batchnorm_cnn_in_int8(cli, exported_bn, tmp_path):
-    """Per-channel int8 kernels arithmetic-coded (format version 4), then the same model
-    Huffman-coded (version 3), each with a DEFLATE skeleton."""
+    """Per-channel int8 kernels arithmetic-coded and bias scales as scaled copies of the
+    kernel scales (format version 5), then the same model Huffman-coded (version 3), each with
+    a DEFLATE skeleton."""
     info, entries = kc.deploy.sidecar.read_header(Path(f"{exported_bn}.kcz").read_bytes())
-    assert info["version"] == 4 and info["skeleton_window_bits"] == 15
-    assert {e.encoding for e in entries} == {kc.deploy.sidecar.ARITHMETIC_CODED}
+    assert info["version"] == 5 and info["skeleton_window_bits"] == 15
+    encodings = [e.encoding for e in entries]
+    assert set(encodings) == {kc.deploy.sidecar.ARITHMETIC_CODED, kc.deploy.sidecar.SCALED_COPY}
+    assert encodings.count(kc.deploy.sidecar.SCALED_COPY) == 3  # conv, dw (32 each), pw (48)
     model = Path(f"{exported_bn}.tflite").read_bytes()
     run = _decode(cli, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
     assert run.returncode == 0, run.stderr
@@ -128,6 +159,22 @@ def test_a_size_optimised_build_keeps_a_1kb_window_and_says_so(tmp_path_factory,
             assert run.returncode == 0 and (tmp_path / "o").read_bytes() == model, run.stderr
         else:
             assert run.returncode == 2 and "window too large" in run.stderr, run.stderr
+            assert not (tmp_path / "o").exists()
+
+
+def test_a_build_without_scaled_copies_refuses_version_5_before_writing(tmp_path_factory, tmp_path):
+    plain = build_c(tmp_path_factory, "kcz_cli_v4", ["-Os", "-DKCZ_SCALED_COPY=0"])
+    model, cuts, links = scaled_copy_model(1)
+    for copies, ok in [(links, False), ([], True)]:  # export(..., scaled_copies=False): v4
+        skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=10, links=copies)
+        (tmp_path / "s").write_bytes(skeleton)
+        (tmp_path / "k").write_bytes(side)
+        (tmp_path / "o").unlink(missing_ok=True)
+        run = _decode(plain, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+        if ok:
+            assert run.returncode == 0 and (tmp_path / "o").read_bytes() == model, run.stderr
+        else:
+            assert run.returncode == 2 and "unknown version" in run.stderr, run.stderr
             assert not (tmp_path / "o").exists()
 
 

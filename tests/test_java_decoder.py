@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import JAVA_SOURCE, far_match_model, synthetic_model_bytes
+from helpers import JAVA_SOURCE, far_match_model, scaled_copy_model, synthetic_model_bytes
 
 import keras_compress as kc
 
@@ -52,6 +52,18 @@ def test_java_decoder_reads_matches_the_whole_window_back(classes, tmp_path):
     model = far_match_model()
     skeleton, side, _ = kc.deploy.sidecar.split(model, [], window_bits=15)
     assert len(skeleton) < 34_000  # it does use 32,767-byte distances
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    run = _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "o").read_bytes() == model
+
+
+@pytest.mark.parametrize("window_bits", [None, 15])
+def test_java_decoder_multiplies_scaled_copies_exactly_as_ieee(classes, tmp_path, window_bits):
+    model, cuts, links = scaled_copy_model(3)
+    skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=window_bits, links=links)
+    assert kc.deploy.sidecar.read_header(side)[0]["version"] == 5
     (tmp_path / "s").write_bytes(skeleton)
     (tmp_path / "k").write_bytes(side)
     run = _decode(classes, tmp_path / "s", tmp_path / "k", tmp_path / "o")

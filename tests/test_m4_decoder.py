@@ -9,7 +9,7 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from helpers import C_SOURCE, build_c
+from helpers import C_SOURCE, build_c, scaled_copy_model
 
 import keras_compress as kc
 from keras_compress.deploy import sidecar
@@ -88,6 +88,20 @@ def test_m4_decodes_byte_exact(lenet5, tmp_path, opt, defines, split, pad, stric
     skeleton, side = _files(tmp_path, lenet5, **split)
     _, report = emulate.decode(skeleton, side, tmp_path / "build", opt, defines, pad, strict)
     _assert_rebuilt(report, lenet5)
+
+
+@pytest.mark.parametrize("window_bits, defines", [(10, MCU), (None, (*MCU, "KCZ_WINDOW_BITS=0"))])
+def test_m4_multiplies_scaled_copies_in_integers(tmp_path, window_bits, defines):
+    """Format v5's binary32 products (ties, both ends of the normal range) on a core without
+    an FPU in use: the decoder's integer multiply, from the DEFLATE window or a raw skeleton."""
+    model, cuts, links = scaled_copy_model(0)
+    skeleton, side, entries = sidecar.split(model, cuts, window_bits=window_bits, links=links)
+    assert sidecar.SCALED_COPY in {e.encoding for e in entries}
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    _, report = emulate.decode(tmp_path / "s", tmp_path / "k", tmp_path / "build", "-Os",
+                               defines, 1)  # fmt: skip
+    _assert_rebuilt(report, model)
 
 
 @pytest.mark.parametrize("coding", ["huffman", "auto"])

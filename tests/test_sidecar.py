@@ -1,10 +1,11 @@
 """The sidecar format: byte-exact round trips and rejection of every corruption."""
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
-from helpers import far_match_model, synthetic_model_bytes
+from helpers import far_match_model, scaled_copy_model, synthetic_model_bytes
 
 from keras_compress.deploy import sidecar
 
@@ -71,8 +72,8 @@ def test_wrong_version_and_magic_name_the_offset():
     with pytest.raises(sidecar.SidecarError, match="bad magic .* at byte offset 0"):
         sidecar.join(skeleton, b"XXXX" + side[4:])
     newer = bytearray(side)
-    newer[4] = 5
-    with pytest.raises(sidecar.SidecarError, match="version 5 at byte offset 4"):
+    newer[4] = 6
+    with pytest.raises(sidecar.SidecarError, match="version 6 at byte offset 4"):
         sidecar.join(skeleton, bytes(newer))
 
 
@@ -186,3 +187,57 @@ def test_version_2_files_may_not_use_version_3_features():
     forged = bytes(header) + zlib.crc32(bytes(header)).to_bytes(4, "little") + side[size + 4 :]
     with pytest.raises(sidecar.SidecarError, match="unknown flags 0xf1 at byte offset 6"):
         sidecar.read_header(forged)
+
+
+def test_scaled_copies_round_trip_and_are_used_only_where_they_hold():
+    """Format v5: each vector that is exactly another times a factor becomes an 8-byte payload;
+    the vector one element off its product stays in the skeleton; copies whose source would
+    be out of the DEFLATE window are not made."""
+    model, cuts, links = scaled_copy_model(0)
+    for window_bits, copies in [(None, 6), (15, 6), (9, 2)]:
+        skeleton, side, entries = sidecar.split(model, cuts, window_bits=window_bits, links=links)
+        assert sidecar.join(skeleton, side) == model
+        scaled = [e for e in entries if e.encoding == sidecar.SCALED_COPY]
+        assert len(scaled) == copies and {e.payload_size for e in scaled} == {8}
+        assert sidecar.read_header(side)[0]["version"] == 5
+        if window_bits:
+            assert all(struct.unpack_from("<I", side, e.payload_offset)[0] <= 2**window_bits
+                       for e in scaled)  # fmt: skip
+    skeleton, side, entries = sidecar.split(model, cuts)  # no links: an older version
+    assert sidecar.join(skeleton, side) == model
+    assert sidecar.read_header(side)[0]["version"] == 4
+
+
+def test_scaled_copy_is_the_ieee_product_and_undefined_outside_the_normal_range():
+    rng = np.random.default_rng(1)
+    x = (rng.uniform(1, 2, 5000) * 2.0 ** rng.integers(-60, 60, 5000)).astype(np.float32)
+    for factor in np.float32([1.5, 0.75, 3.0, 1e-3, 7.1e5]):
+        got = np.frombuffer(sidecar.scaled_copy(x.tobytes(), int(factor.view(np.uint32))), "<f4")
+        np.testing.assert_array_equal(got, x * factor)  # numpy's float32 product: IEEE
+    one = int(np.float32(1).view(np.uint32))
+    for bad in [[1e-39], [-0.0], [np.inf], [np.nan]]:  # subnormal, -0 (not all zeros), inf, NaN
+        assert sidecar.scaled_copy(np.float32(bad).tobytes(), one) is None
+    tiny, huge = (int(np.float32(v).view(np.uint32)) for v in (2.0**-100, 2.0**100))
+    assert sidecar.scaled_copy(np.float32([2.0**-27]).tobytes(), tiny) is None  # below 2^-126
+    assert sidecar.scaled_copy(np.float32([2.0**28]).tobytes(), huge) is None  # infinite
+    assert sidecar.scaled_copy(np.float32([1.0]).tobytes(), 0) is None  # a zero factor
+
+
+def test_forged_scaled_copies_are_rejected_naming_the_payload():
+    model, cuts, links = scaled_copy_model(1)
+    skeleton, side, entries = sidecar.split(model, cuts, window_bits=None, links=links)
+    i, e = next((i, e) for i, e in enumerate(entries) if e.encoding == sidecar.SCALED_COPY)
+    distance, factor = struct.unpack_from("<II", side, e.payload_offset)
+    for payload, message in [
+        (struct.pack("<II", e.length - 4, factor), "outside"),  # overlaps the copy itself
+        (struct.pack("<II", 10**9, factor), "outside"),  # before the skeleton's start
+        (struct.pack("<II", distance, 0x7F800000), "not a normal binary32"),  # infinity
+        (struct.pack("<II", distance, factor ^ 1), "SHA-256"),  # another model
+    ]:
+        forged = bytearray(side)
+        forged[e.payload_offset : e.payload_offset + 8] = payload
+        at = e.payload_offset + 8
+        forged[at : at + 4] = struct.pack("<I", zlib.crc32(payload))
+        with pytest.raises(sidecar.SidecarError, match=message) as err:
+            sidecar.join(skeleton, bytes(forged))
+        assert message == "SHA-256" or f"tensor payload {i}" in str(err.value)

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--coding", choices=sidecar.CODINGS, default="auto",
                      help="sidecar coding: huffman (format v3, every decoder), arithmetic "
                      "(v4, smaller) or auto (arithmetic on the first 3 M elements)")  # fmt: skip
+    exp.add_argument("--no-scaled-copies", action="store_true",
+                     help="no format-v5 scaled copies (KCZ_SCALED_COPY=0 C builds)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             from keras_compress.deploy.exporter import export
 
             model = keras.models.load_model(args.model)
-            kwargs = {"coding": args.coding}
+            kwargs = {"coding": args.coding, "scaled_copies": not args.no_scaled_copies}
             if args.int8:
                 samples = np.load(args.int8).astype("float32")
                 kwargs |= {"quantization": "int8",

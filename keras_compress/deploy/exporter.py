@@ -15,7 +15,7 @@ import numpy as np
 from keras_compress.coding.entropy import entropy_bytes
 from keras_compress.deploy import sidecar
 from keras_compress.deploy.converter import convert
-from keras_compress.deploy.tflite_buffers import sidecar_cuts, weight_buffers
+from keras_compress.deploy.tflite_buffers import scale_links, sidecar_cuts, weight_buffers
 
 SUFFIXES = (".tflite", ".skeleton", ".kcz", ".report.json", ".report.md")
 
@@ -72,6 +72,11 @@ class ExportReport:
             f"sidecar {t['sidecar_bytes']} B = "
             f"{t['deployable_bytes']} B; float .tflite {t['tflite_bytes']} B"
         )
+        if t.get("scaled_copies"):
+            lines.append(
+                f"\n{t['scaled_copies']} scale vectors stored as scaled copies of others "
+                "(bias scale = input scale x kernel scale)"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -121,6 +126,7 @@ def export(
     sparse: bool = False,
     coding: str = "auto",
     per_channel: bool = True,
+    scaled_copies: bool = True,
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -151,6 +157,10 @@ def export(
         per_channel: int8 scales per output channel (``True``, TFLite's default) or per
             tensor (``False``): after weight sharing per-tensor scales keep each kernel at
             ``2**bits`` values, which codes smaller (see ``convert`` and docs/export.md).
+        scaled_copies: store each per-channel bias scale vector that is exactly the input
+            scale times the kernel's scales as that product (sidecar format version 5,
+            ``tflite_buffers.scale_links``). ``False`` for a C decoder built with
+            ``KCZ_SCALED_COPY=0`` (about 240 bytes less Cortex-M4 code).
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -166,8 +176,9 @@ def export(
     target.parent.mkdir(parents=True, exist_ok=True)
     model_bytes = convert(model, quantization, representative_data, batch_size, sparse, per_channel)
     cuts = sidecar_cuts(model_bytes)
+    links = scale_links(model_bytes) if scaled_copies else []
     skeleton, side, entries = sidecar.split(
-        model_bytes, cuts, window_bits=window_bits, coding=coding
+        model_bytes, cuts, window_bits=window_bits, coding=coding, links=links
     )
     if sidecar.join(skeleton, side) != model_bytes:  # never ship what we cannot decode
         raise RuntimeError("internal error: the sidecar does not rebuild the model")
@@ -176,6 +187,7 @@ def export(
         "tflite_bytes": len(model_bytes),
         "skeleton_bytes": len(skeleton),
         "skeleton_raw_bytes": len(model_bytes) - sum(e.length for e in entries),
+        "scaled_copies": sum(e.encoding == sidecar.SCALED_COPY for e in entries),
         "sidecar_bytes": len(side),
         "deployable_bytes": len(skeleton) + len(side),
         "ratio": len(model_bytes) / (len(skeleton) + len(side)),

@@ -12,8 +12,10 @@ Format version 3 adds two codings, each used only where it is smaller: per-chann
 holds its own few values) and the skeleton itself DEFLATE-coded (header ``flags``). A file
 that uses neither is written as version 2, which every earlier reader decodes. Version 4 adds
 context-adaptive binary arithmetic coding of a tensor (``encoding`` 3,
-``keras_compress.coding.arithmetic``), used where it is smaller than Huffman; files without it
-keep the lowest version that holds them.
+``keras_compress.coding.arithmetic``), used where it is smaller than Huffman. Version 5 adds
+scaled copies (``encoding`` 4): a float32 vector stored as a factor times skeleton bytes
+decoded just before it (a per-channel int8 bias scale is the input scale times the kernel's
+channel scales, ``scale_links``). Files keep the lowest version that holds them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from keras_compress.coding import huffman
 from keras_compress.coding.sparse_index import absolute_positions, relative_gaps
 
 MAGIC = b"KCZ1"
-VERSIONS = (2, 3, 4)  # 3: per-channel codebooks, DEFLATE-coded skeleton; 4: arithmetic coding
+# 3: per-channel codebooks, DEFLATE-coded skeleton; 4: arithmetic coding; 5: scaled copies
+VERSIONS = (2, 3, 4, 5)
 # magic, version, flags, model size, skeleton size, SHA-256 of the model, CRC-32 of the skeleton,
 # entry count
 HEADER = struct.Struct("<4sHHQQ32sII")
@@ -39,7 +42,9 @@ ENTRY = struct.Struct("<QQQIBBH")  # offset, length, payload offset, payload siz
 CODED = 1  # one codebook for the whole tensor
 CHANNEL_CODED = 2  # one codebook per channel (version 3)
 ARITHMETIC_CODED = 3  # codebook(s) and context-adaptive binary arithmetic coding (version 4)
-ENCODINGS = {2: (CODED,), 3: (CODED, CHANNEL_CODED), 4: (CODED, CHANNEL_CODED, ARITHMETIC_CODED)}
+SCALED_COPY = 4  # float32 skeleton bytes before it, each times one factor (version 5)
+ENCODINGS = {v: tuple(range(1, v)) for v in VERSIONS}  # version v knows encodings 1 .. v - 1
+SCALED = struct.Struct("<II")  # a scaled copy's payload: distance, factor (binary32 bits)
 CODINGS = ("auto", "huffman", "arithmetic")
 # "auto" tries arithmetic coding on tensors until this many elements were tried: the coder is
 # pure Python (about 1.5 us per element to encode and as much to check by decoding).
@@ -427,6 +432,7 @@ def split(
     max_code_length: int = 15,
     window_bits: int | None = 15,
     coding: str = "auto",
+    links: list[tuple[int, int, int, int]] = (),
 ):
     """Cut tensors out of a ``.tflite`` and code them; DEFLATE what remains.
 
@@ -443,6 +449,11 @@ def split(
             context-adaptive arithmetic coding on every tensor, keep the smaller; version 4)
             or ``"auto"``: arithmetic tried until ``AUTO_ARITHMETIC_ELEMENTS`` elements were
             tried (the Python coder takes seconds per million elements), Huffman after.
+        links: candidate scaled copies ``(target, source, length, factor)``: float32 bytes at
+            ``target`` that may equal those at ``source`` times the binary32 ``factor`` (bit
+            pattern), e.g. ``tflite_buffers.scale_links``. Each that holds exactly, whose
+            bytes both stay in the skeleton and within the DEFLATE window of each other, and
+            that is longer than an entry, is cut as a scaled copy (version 5).
 
     Returns:
         ``(skeleton, sidecar, entries)``: the skeleton as stored (coded or not); tensors that
@@ -470,6 +481,8 @@ def split(
         )  # fmt: skip
         if coded is not None:
             placed.append((offset, length, elem_size, *coded))
+    placed += _scaled_copies(model, placed, links, window_bits)
+    placed.sort()
     table_size = len(placed) * ENTRY.size + 4
     cursor = HEADER.size + 4 + table_size
     entries = []
@@ -488,7 +501,7 @@ def split(
             stored, flags = coded_skeleton, SKELETON_DEFLATE | window_bits << 4
     # The lowest version that holds the file, so that earlier decoders read what they can.
     used = {e.encoding for e in entries}
-    version = 4 if ARITHMETIC_CODED in used else 3 if flags or CHANNEL_CODED in used else 2
+    version = max([2, *(encoding + 1 for encoding in used), *([3] if flags else [])])
     digest = hashlib.sha256(model).digest()
     header = HEADER.pack(
         MAGIC, version, flags, len(model), len(skeleton), digest, zlib.crc32(stored), len(entries)
@@ -499,6 +512,84 @@ def split(
     )
     sidecar = header + _crc(header) + table + _crc(table) + b"".join(payloads)
     return stored, sidecar, entries
+
+
+def scaled_copy(source: bytes, factor: int) -> bytes | None:
+    """Each float32 of ``source`` times the binary32 ``factor``, or ``None`` where undefined.
+
+    IEEE 754 binary32 products rounded to nearest, even on ties; an all-zero element stays
+    all zeros. Defined only where ``factor`` and every other element are normal numbers, each
+    exact product is at least ``2**-126`` in magnitude and each rounded one finite (``None``
+    otherwise), so that no decoder depends on how its platform treats subnormals, infinities
+    or NaN payloads (FORMAT.md, "Scaled copy").
+
+    Example:
+        >>> two = int(np.float32(2).view(np.uint32))
+        >>> np.frombuffer(scaled_copy(np.float32([0.75, 0, -3]).tobytes(), two), np.float32)
+        array([ 1.5,  0. , -6. ], dtype=float32)
+    """
+    units = np.frombuffer(source, "<u4")
+    zero = units == 0
+    bits = np.array(factor, "<u4")
+    if not _normal(bits) or not np.all(_normal(units) | zero):
+        return None
+    # Both have 24-bit significands: their float64 product is exact, its rounding the IEEE one.
+    exact = units.view("<f4").astype(np.float64) * float(bits.view("<f4"))
+    with np.errstate(over="ignore"):
+        product = exact.astype("<f4").view("<u4")
+    if not np.all(((np.abs(exact) >= 2.0**-126) & _normal(product)) | zero):
+        return None
+    return np.where(zero, 0, product).astype("<u4").tobytes()
+
+
+def _normal(units: np.ndarray) -> np.ndarray:
+    exponent = (units >> 23) & 0xFF
+    return (exponent > 0) & (exponent < 255)
+
+
+def _scaled_copies(model, placed, links, window_bits) -> list[tuple]:
+    """The ``links`` that become scaled copies, as ``placed`` rows (offset first).
+
+    A link qualifies when its bytes are exactly the scaled copy of its source, both ranges
+    stay in the skeleton, the source ends before the target starts, and the copy is longer
+    than what its entry costs (table row, payload, CRC). Its distance is counted in skeleton
+    bytes, so links whose source falls out of the DEFLATE window once everything is cut are
+    dropped, until none does.
+    """
+    cut = [(row[0], row[1]) for row in placed]
+    smallest = ENTRY.size + SCALED.size + 4
+
+    def overlaps(start, length, ranges):
+        return any(start < s + n and s < start + length for s, n in ranges)
+
+    chosen = []
+    for target, source, length, factor in sorted(links):
+        if length <= smallest or source + length > target or length % 4:
+            continue
+        if overlaps(target, length, cut + [(t, n) for t, _, n, _ in chosen]):
+            continue
+        if overlaps(source, length, cut + [(t, n) for t, _, n, _ in chosen]):
+            continue
+        if any(overlaps(target, length, [(s, n)]) for _, s, n, _ in chosen):
+            continue  # a chosen link's source
+        if scaled_copy(model[source : source + length], factor) != model[target : target + length]:
+            continue
+        chosen.append((target, source, length, factor))
+    while True:
+        ranges = cut + [(t, n) for t, _, n, _ in chosen]
+
+        def in_skeleton(x, ranges=ranges):
+            return x - sum(n for s, n in ranges if s + n <= x)
+
+        rows = [(t, n, 4, SCALED_COPY, SCALED.pack(in_skeleton(t) - in_skeleton(s), f))
+                for t, s, n, f in chosen]  # fmt: skip
+        far = {
+            row[0] for row in rows
+            if window_bits is not None and SCALED.unpack(row[4])[0] > 2**window_bits
+        }  # fmt: skip
+        if not far:
+            return rows
+        chosen = [c for c in chosen if c[0] not in far]
 
 
 def _deflate(data: bytes, window_bits: int) -> bytes:
@@ -619,20 +710,49 @@ def join(skeleton: bytes, sidecar: bytes) -> bytes:
         if sidecar[crc_at : crc_at + 4] != _crc(sidecar[e.payload_offset : crc_at]):
             raise SidecarError(f"tensor payload {i}: CRC-32 mismatch at byte offset {crc_at}")
     parts, skeleton_pos, model_pos = [], 0, 0
+    window = info["skeleton_window_bits"]
     for i, e in enumerate(entries):
         keep = e.offset - model_pos
         parts.append(skeleton[skeleton_pos : skeleton_pos + keep])
         skeleton_pos += keep
         payload = sidecar[e.payload_offset : e.payload_offset + e.payload_size]
-        parts.append(
-            decode_tensor(payload, e.length, e.elem_size, e.payload_offset, str(i), e.encoding)
-        )
+        if e.encoding == SCALED_COPY:
+            parts.append(_decode_scaled(payload, e, skeleton, skeleton_pos, window, i))
+        else:
+            parts.append(
+                decode_tensor(payload, e.length, e.elem_size, e.payload_offset, str(i), e.encoding)
+            )
         model_pos = e.offset + e.length
     parts.append(skeleton[skeleton_pos:])
     model = b"".join(parts)
     if hashlib.sha256(model).hexdigest() != info["sha256"]:
         raise SidecarError("model: SHA-256 of the rebuilt .tflite differs (wrong skeleton?)")
     return model
+
+
+def _decode_scaled(payload, e: Entry, skeleton, skeleton_pos, window_bits, index) -> bytes:
+    """A scaled copy (``encoding`` 4): skeleton bytes ``distance`` back, times the factor."""
+    section = f"tensor payload {index}"
+    if e.elem_size != 4 or e.length % 4 or len(payload) != SCALED.size:
+        raise SidecarError(
+            f"{section}: a scaled copy needs 4-byte elements and an {SCALED.size}-byte payload "
+            f"(byte offset {e.payload_offset})"
+        )
+    distance, factor = SCALED.unpack(payload)
+    reach = skeleton_pos if window_bits is None else min(skeleton_pos, 2**window_bits)
+    if not e.length <= distance <= reach:
+        raise SidecarError(
+            f"{section}: distance {distance} at byte offset {e.payload_offset} is outside "
+            f"{e.length}..{reach} (the skeleton bytes decoded before it)"
+        )
+    start = skeleton_pos - distance
+    copy = scaled_copy(skeleton[start : start + e.length], factor)
+    if copy is None:
+        raise SidecarError(
+            f"{section}: factor or source (skeleton byte offset {start}) is not a normal "
+            f"binary32, or a product is not (byte offset {e.payload_offset})"
+        )
+    return copy
 
 
 def _inflate(coded: bytes, window_bits: int, size: int) -> bytes:

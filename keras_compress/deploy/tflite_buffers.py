@@ -106,3 +106,40 @@ def sidecar_cuts(model: bytes) -> list[tuple[int, int, int, tuple[int, ...]]]:
         (4, (20, 5, 5, 1))
     """
     return [(b.offset, b.length, b.dtype.itemsize, b.shape) for b in weight_buffers(model)]
+
+
+def scale_links(model: bytes) -> list[tuple[int, int, int, int]]:
+    """Per-channel scale vectors that are a scalar scale times another, for ``sidecar.split``.
+
+    TFLite quantizes a bias with scale ``input_scale * kernel_scale[c]`` per output channel
+    (the quantization spec, tensorflow.org/lite/performance/quantization_spec), so a
+    per-channel int8 model stores each layer's channel scales twice, once times the input's
+    scale. For every operator, each pair of its inputs' scale vectors of equal length (two or
+    more) and each single scale among its inputs give a candidate ``(target, source, length,
+    factor)``: byte offsets of the two float32 vectors, their byte length and the scalar's bit
+    pattern. ``sidecar.split`` keeps the candidates that hold exactly, so a guess costs
+    nothing.
+
+    Example:
+        >>> with open("mobilenet_v2_int8.tflite", "rb") as f:  # doctest: +SKIP
+        ...     len(scale_links(f.read()))
+        52
+    """
+    root = schema.Model.GetRootAs(model, 0)
+    links = set()
+    for g in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(g)
+        for o in range(graph.OperatorsLength()):
+            scales = []  # (offset, count) of each input's scale vector
+            for t in graph.Operators(o).InputsAsNumpy():
+                q = graph.Tensors(int(t)).Quantization() if t >= 0 else None
+                field = q._tab.Offset(8) if q is not None else 0  # QuantizationParameters.scale
+                if field:
+                    scales.append((q._tab.Vector(field), q._tab.VectorLen(field)))
+            factors = [int.from_bytes(model[at : at + 4], "little") for at, n in scales if n == 1]
+            vectors = [(at, n) for at, n in scales if n > 1]
+            for source, n in vectors:
+                for target, m in vectors:
+                    if target != source and m == n:
+                        links.update((target, source, 4 * n, f) for f in factors)
+    return sorted(links)

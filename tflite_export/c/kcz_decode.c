@@ -10,7 +10,7 @@
 
 /* Field offsets, named as in tflite_export/FORMAT.md ("Layout" and "Entry"). */
 #define H_MAGIC 0u          /* "KCZ1" */
-#define H_VERSION 4u        /* 2, 3 or 4 */
+#define H_VERSION 4u        /* 2 to 5 */
 #define H_FLAGS 6u          /* v3: skeleton coding (low 4 bits, 1 = DEFLATE), window bits */
 #define H_MODEL_SIZE 8u     /* bytes of the full .tflite */
 #define H_SKELETON_SIZE 16u /* bytes of the (decoded) skeleton */
@@ -21,7 +21,7 @@
 #define E_LENGTH 8u         /* its bytes */
 #define E_PAYLOAD_OFFSET 16u
 #define E_PAYLOAD_SIZE 24u
-#define E_ENCODING 28u      /* 1: one codebook; 2 (v3): one per channel; 3 (v4): arithmetic */
+#define E_ENCODING 28u      /* 1: one codebook; 2 (v3): per channel; 3 (v4): arithmetic; 4 (v5): scaled copy */
 #define E_ELEM_SIZE 29u     /* 1, 2, 4 or 8 */
 #define E_RESERVED 30u      /* 0 */
 #define ENTRY_SIZE 32u
@@ -530,6 +530,67 @@ static int put_skeleton(kcz_workspace *ws, const uint8_t *raw, size_t n) {
 #define SKELETON(p, n) put(ws, (p), (n))
 #endif
 
+/* ------------------------------------------------------------------ scaled copies (v5) */
+
+#if KCZ_SCALED_COPY
+/* The IEEE 754 binary32 product of two normal numbers rounded to nearest (ties to even), or 0
+ * when the exact product is below 2^-126 in magnitude or the rounded one is not finite. In
+ * integers, so that no FPU, soft-float library, rounding mode or flush-to-zero setting can
+ * change a byte of the model. */
+static uint32_t fmul_normal(uint32_t a, uint32_t b) {
+    uint32_t ea = a >> 23 & 255u, eb = b >> 23 & 255u, hi, lo, r;
+    uint64_t m;
+    int32_t e;
+    if (!ea || ea == 255u || !eb || eb == 255u) return 0;
+    m = (uint64_t)(a << 8 | 0x80000000u) * (b << 8 | 0x80000000u); /* [2^62, 2^64) */
+    hi = (uint32_t)(m >> 32);
+    lo = (uint32_t)m;
+    e = (int32_t)(ea + eb) - 126;
+    if (!(hi >> 31)) { /* normalise: the top bit set */
+        hi = hi << 1 | lo >> 31;
+        lo <<= 1;
+        e--;
+    }
+    if (e <= 0 || e >= 255) return 0;
+    /* 24 significant bits; round up above half, or at half to even. Adding the significand
+     * to the exponent field carries a rounding to 2^24 into the exponent. */
+    r = ((uint32_t)e << 23) + (hi >> 8) - 0x800000u + ((hi & 0x80u) && ((hi & 0x17Fu) || lo));
+    return r >> 23 == 255u ? 0 : ((a ^ b) & 0x80000000u) | r;
+}
+
+/* A scaled copy: the length bytes that start distance bytes back in the skeleton (the raw
+ * skeleton, or the DEFLATE window), each little-endian binary32 times the factor; a zero
+ * stays zero. skel_pos: the skeleton bytes written so far. */
+static int scaled_copy(const uint8_t *payload, uint32_t size, size_t length, uint32_t elem,
+                       const uint8_t *raw, size_t skel_pos, kcz_workspace *ws) {
+    uint32_t distance, factor, v, k;
+    uint8_t four[4];
+    size_t i;
+    if (size != 8u || elem != 4u || (length & 3u)) return KCZ_E_PAYLOAD;
+    distance = rd32(payload);
+    factor = rd32(payload + 4);
+    if (distance < length || distance > skel_pos) return KCZ_E_PAYLOAD;
+#if KCZ_WINDOW_BITS > 0
+    if (!raw && distance > ws->z.wsize) return KCZ_E_PAYLOAD; /* beyond the file's window */
+#endif
+    for (i = skel_pos - distance; length; length -= 4u) {
+        for (v = 0, k = 0; k < 4u; k++, i++)
+#if KCZ_WINDOW_BITS > 0
+            v |= (uint32_t)(raw ? raw[i] : ws->z.window[i & WMASK]) << 8u * k;
+#else
+            v |= (uint32_t)raw[i] << 8u * k;
+#endif
+        if (v && !(v = fmul_normal(v, factor))) return KCZ_E_PAYLOAD;
+        for (k = 0; k < 4u; k++) four[k] = (uint8_t)(v >> 8u * k);
+        if (put(ws, four, 4)) return KCZ_E_WRITE;
+    }
+    return KCZ_OK;
+}
+#define MAX_VERSION 5u
+#else
+#define MAX_VERSION 4u
+#endif
+
 /* ------------------------------------------------------------------ whole file */
 
 int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *side,
@@ -542,7 +603,7 @@ int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *sid
     if (side_size < HEADER_SIZE + 8u) return KCZ_E_TRUNCATED; /* header, its CRC, table CRC */
     if (rd32(side + H_MAGIC) != 0x315A434Bu) return KCZ_E_MAGIC; /* "KCZ1" */
     version = rd16(side + H_VERSION);
-    if (version < 2 || version > 4) return KCZ_E_VERSION;
+    if (version < 2 || version > MAX_VERSION) return KCZ_E_VERSION;
     if (crc_bad(side, HEADER_SIZE)) return KCZ_E_CRC;
     flags = rd16(side + H_FLAGS);
     deflated = flags != 0;
@@ -592,6 +653,13 @@ int kcz_decode(const uint8_t *skeleton, size_t skeleton_size, const uint8_t *sid
         size_t keep = rdsz(e + E_OFFSET) - model_pos;
         if ((rc = SKELETON(skeleton + skel_pos, keep))) return rc;
         skel_pos += keep;
+#if KCZ_SCALED_COPY
+        if (e[E_ENCODING] == 4u)
+            rc = scaled_copy(side + rdsz(e + E_PAYLOAD_OFFSET), rd32(e + E_PAYLOAD_SIZE),
+                             rdsz(e + E_LENGTH), e[E_ELEM_SIZE], deflated ? NULL : skeleton,
+                             skel_pos, ws);
+        else
+#endif
         rc = decode_tensor(side + rdsz(e + E_PAYLOAD_OFFSET), rd32(e + E_PAYLOAD_SIZE),
                            rdsz(e + E_LENGTH), e[E_ELEM_SIZE], e[E_ENCODING], ws);
         if (rc) return rc;

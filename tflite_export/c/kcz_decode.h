@@ -1,4 +1,4 @@
-/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2, v3 and v4).
+/* kcz_decode.h - streaming decoder of keras-compress .kcz sidecars (format v2 to v5).
  *
  * Rebuilds the original .tflite from its skeleton and sidecar, byte for byte, for
  * TensorFlow Lite Micro targets: C99, no malloc, no globals, caller-provided memory, every
@@ -67,6 +67,13 @@
 #if KCZ_WINDOW_BITS != 0 && (KCZ_WINDOW_BITS < 9 || KCZ_WINDOW_BITS > 15)
 #error "KCZ_WINDOW_BITS must be 0 or from 9 to 15"
 #endif
+/* Scaled copies (format v5, encoding 4: float32 vectors stored as a factor times skeleton bytes
+ * before them, such as per-channel int8 bias scales). 0 leaves them out (about 240 bytes of
+ * Cortex-M4 code) and refuses v5 files: export with scaled_copies=False for such a build. */
+#ifndef KCZ_SCALED_COPY
+#define KCZ_SCALED_COPY 1
+#endif
+
 /* Bytes handed to the write callback at a time (the last piece may be shorter): a common flash
  * page size. Host builds can pass e.g. -DKCZ_CHUNK=4096 for fewer callbacks. */
 #ifndef KCZ_CHUNK

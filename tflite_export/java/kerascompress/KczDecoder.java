@@ -1,6 +1,6 @@
 /*
- * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2,
- * v3 and v4, tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
+ * KczDecoder: rebuilds a .tflite from its skeleton and keras-compress .kcz sidecar (format v2
+ * to v5, tflite_export/FORMAT.md), byte for byte, on Android (API 21+) or any JVM. One class, java.*
  * only. The result is a direct ByteBuffer in native order, ready for the TFLite/LiteRT
  * Interpreter:
  *
@@ -67,7 +67,7 @@ public final class KczDecoder {
         if (side[0] != 'K' || side[1] != 'C' || side[2] != 'Z' || side[3] != '1')
             fail("header", 0, "bad magic");
         int version = b.getShort(H_VERSION), flags = b.getShort(H_FLAGS) & 0xFFFF;
-        if (version < 2 || version > 4) fail("header", H_VERSION, "unknown version " + version);
+        if (version < 2 || version > 5) fail("header", H_VERSION, "unknown version " + version);
         checkCrc(side, 0, HEADER - 4, "header");
         if (flags != 0 && (version < 3 || (flags & 15) != 1 || (flags >> 4) < 9 || (flags >> 4) > 15))
             fail("header", H_FLAGS, "unknown flags " + flags);
@@ -115,8 +115,14 @@ public final class KczDecoder {
             System.arraycopy(skeleton, skelPos, model, modelPos, keep);
             skelPos += keep;
             checkCrc(side, poff, psize, "tensor payload " + i);
-            decodeTensor(side, poff, psize, model, off, len, side[e + E_ELEM_SIZE],
-                    side[e + E_ENCODING], i);
+            if (side[e + E_ENCODING] == 4) {
+                int reach = flags == 0 ? skelPos : Math.min(skelPos, 1 << (flags >> 4));
+                scaledCopy(side, poff, psize, skeleton, skelPos, reach, model, off, len,
+                        side[e + E_ELEM_SIZE], i);
+            } else {
+                decodeTensor(side, poff, psize, model, off, len, side[e + E_ELEM_SIZE],
+                        side[e + E_ENCODING], i);
+            }
             modelPos = off + len;
         }
         System.arraycopy(skeleton, skelPos, model, modelPos, skeleton.length - skelPos);
@@ -129,6 +135,47 @@ public final class KczDecoder {
         if (!Arrays.equals(digest, Arrays.copyOfRange(side, 24, 56)))
             fail("model", 0, "SHA-256 of the rebuilt .tflite differs (wrong skeleton?)");
         return model;
+    }
+
+    /**
+     * A scaled copy (encoding 4, v5): len bytes starting distance bytes before skelPos in the
+     * skeleton (within reach: the bytes before it, and the DEFLATE window), each little-endian
+     * float times the factor; zero stays zero. The product must be defined as FORMAT.md says
+     * (normal factor and elements, exact product at least 2^-126, finite once rounded).
+     */
+    private static void scaledCopy(byte[] side, int start, int size, byte[] skeleton, int skelPos,
+                                   int reach, byte[] out, int outOff, int len, int elem, int index)
+            throws IOException {
+        String section = "tensor payload " + index;
+        if (size != 8 || elem != 4 || len % 4 != 0)
+            fail(section, start, "a scaled copy needs 4-byte elements and an 8-byte payload");
+        ByteBuffer b = ByteBuffer.wrap(side).order(ByteOrder.LITTLE_ENDIAN);
+        long distance = b.getInt(start) & 0xFFFFFFFFL;
+        int factor = b.getInt(start + 4);
+        if (distance < len || distance > reach)
+            fail(section, start, "distance " + distance + " outside " + len + ".." + reach);
+        ByteBuffer src = ByteBuffer.wrap(skeleton).order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer dst = ByteBuffer.wrap(out).order(ByteOrder.LITTLE_ENDIAN);
+        int from = skelPos - (int) distance;
+        for (int i = 0; i < len; i += 4) {
+            int v = src.getInt(from + i);
+            if (v != 0) {
+                v = product(v, factor);
+                if (v == 0) fail(section, start, "a product or its operands are not normal");
+            }
+            dst.putInt(outOff + i, v);
+        }
+    }
+
+    /** The binary32 product of two normal numbers (bit patterns), or 0 where undefined. */
+    private static int product(int a, int b) {
+        int ea = (a >>> 23) & 255, eb = (b >>> 23) & 255;
+        if (ea == 0 || ea == 255 || eb == 0 || eb == 255) return 0;
+        // Exact in double (two 24-bit significands); the cast rounds to nearest, ties to even.
+        double exact = (double) Float.intBitsToFloat(a) * Float.intBitsToFloat(b);
+        float rounded = (float) exact;
+        if (Math.abs(exact) < 0x1p-126 || Float.isInfinite(rounded)) return 0;
+        return Float.floatToRawIntBits(rounded);
     }
 
     /** The skeleton from its raw DEFLATE stream, which must end exactly with the file. */
