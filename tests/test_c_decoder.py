@@ -151,31 +151,30 @@ def test_a_size_optimised_build_keeps_a_1kb_window_and_says_so(tmp_path_factory,
     for window_bits, program, ok in [(10, small, True), (15, small, False), (None, nowindow, True),
                                      (9, nowindow, False)]:  # fmt: skip
         skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=window_bits)
-        (tmp_path / "s").write_bytes(skeleton)
-        (tmp_path / "k").write_bytes(side)
-        (tmp_path / "o").unlink(missing_ok=True)
-        run = _decode(program, tmp_path / "s", tmp_path / "k", tmp_path / "o")
-        if ok:
-            assert run.returncode == 0 and (tmp_path / "o").read_bytes() == model, run.stderr
-        else:
-            assert run.returncode == 2 and "window too large" in run.stderr, run.stderr
-            assert not (tmp_path / "o").exists()
+        refusal = None if ok else "window too large"
+        _assert_decodes_or_refuses(program, skeleton, side, model, tmp_path, refusal)
+
+
+def _assert_decodes_or_refuses(program, skeleton, side, model, tmp_path, refusal) -> None:
+    """``program`` rebuilds ``model``, or (``refusal`` names the error) writes nothing."""
+    (tmp_path / "s").write_bytes(skeleton)
+    (tmp_path / "k").write_bytes(side)
+    (tmp_path / "o").unlink(missing_ok=True)
+    run = _decode(program, tmp_path / "s", tmp_path / "k", tmp_path / "o")
+    if refusal is None:
+        assert run.returncode == 0 and (tmp_path / "o").read_bytes() == model, run.stderr
+    else:
+        assert run.returncode == 2 and refusal in run.stderr, run.stderr
+        assert not (tmp_path / "o").exists()
 
 
 def test_a_build_without_scaled_copies_refuses_version_5_before_writing(tmp_path_factory, tmp_path):
     plain = build_c(tmp_path_factory, "kcz_cli_v4", ["-Os", "-DKCZ_SCALED_COPY=0"])
     model, cuts, links = scaled_copy_model(1)
-    for copies, ok in [(links, False), ([], True)]:  # export(..., scaled_copies=False): v4
+    # export(..., scaled_copies=False) writes version 4, which such a build decodes.
+    for copies, refusal in [(links, "unknown version"), ([], None)]:
         skeleton, side, _ = kc.deploy.sidecar.split(model, cuts, window_bits=10, links=copies)
-        (tmp_path / "s").write_bytes(skeleton)
-        (tmp_path / "k").write_bytes(side)
-        (tmp_path / "o").unlink(missing_ok=True)
-        run = _decode(plain, tmp_path / "s", tmp_path / "k", tmp_path / "o")
-        if ok:
-            assert run.returncode == 0 and (tmp_path / "o").read_bytes() == model, run.stderr
-        else:
-            assert run.returncode == 2 and "unknown version" in run.stderr, run.stderr
-            assert not (tmp_path / "o").exists()
+        _assert_decodes_or_refuses(plain, skeleton, side, model, tmp_path, refusal)
 
 
 @pytest.mark.slow
