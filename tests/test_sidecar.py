@@ -241,3 +241,18 @@ def test_forged_scaled_copies_are_rejected_naming_the_payload():
         with pytest.raises(sidecar.SidecarError, match=message) as err:
             sidecar.join(skeleton, bytes(forged))
         assert message == "SHA-256" or f"tensor payload {i}" in str(err.value)
+
+
+def test_nothing_is_cut_where_deflate_of_the_whole_model_is_smaller():
+    """Weights DEFLATE finds long repeats in but a codebook cannot share (1,000 distinct
+    values, tiled): cutting them would cost more than coding the whole file, so nothing is
+    cut; with a raw skeleton they are cut."""
+    values = np.random.default_rng(2).normal(size=1000).astype(np.float32)
+    model = bytes(64) + np.tile(values, 20).tobytes() + b"tail"
+    cut = [(64, 80_000, 4)]
+    skeleton, side, entries = sidecar.split(model, cut)
+    assert entries == [] and sidecar.join(skeleton, side) == model
+    assert len(side) == sidecar.HEADER.size + 8  # the header and an empty table, their CRCs
+    assert len(skeleton) <= len(zlib.compress(model, 9))
+    skeleton, side, entries = sidecar.split(model, cut, window_bits=None)
+    assert len(entries) == 1 and sidecar.join(skeleton, side) == model

@@ -444,7 +444,9 @@ def split(
         max_code_length: longest Huffman code (15; a device table has ``2**15`` entries).
         window_bits: DEFLATE window of the skeleton, ``2**window_bits`` bytes (9 to 15; the C
             decoder must be built with ``KCZ_WINDOW_BITS`` at least this), or ``None`` to
-            store the skeleton raw. It is coded only where that makes it smaller.
+            store the skeleton raw. It is coded only where that makes it smaller; where
+            DEFLATE of the whole model is smaller than skeleton and payloads together (a
+            model neither shared nor pruned), nothing is cut.
         coding: ``"huffman"`` (format versions 2 and 3), ``"arithmetic"`` (also try
             context-adaptive arithmetic coding on every tensor, keep the smaller; version 4)
             or ``"auto"``: arithmetic tried until ``AUTO_ARITHMETIC_ELEMENTS`` elements were
@@ -499,6 +501,13 @@ def split(
         coded_skeleton = _deflate(skeleton, window_bits)
         if len(coded_skeleton) < len(skeleton):
             stored, flags = coded_skeleton, SKELETON_DEFLATE | window_bits << 4
+        # Where weights are neither shared nor pruned, cutting them can cost more than DEFLATE
+        # of the whole file (a table row and CRC per entry, codes no better than DEFLATE's):
+        # then nothing is cut, so no file is much above zlib's.
+        whole = _deflate(model, window_bits) if entries else stored
+        if len(whole) < len(stored) + sum(map(len, payloads)) + table_size - 4:
+            entries, payloads, skeleton = [], [], model
+            stored, flags = whole, SKELETON_DEFLATE | window_bits << 4
     # The lowest version that holds the file, so that earlier decoders read what they can.
     used = {e.encoding for e in entries}
     version = max([2, *(encoding + 1 for encoding in used), *([3] if flags else [])])
