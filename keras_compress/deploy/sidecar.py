@@ -504,8 +504,12 @@ def split(
         # Where weights are neither shared nor pruned, cutting them can cost more than DEFLATE
         # of the whole file (a table row and CRC per entry, codes no better than DEFLATE's):
         # then nothing is cut, so no file is much above zlib's.
-        whole = _deflate(model, window_bits) if entries else stored
-        if len(whole) < len(stored) + sum(map(len, payloads)) + table_size - 4:
+        cut_total = len(stored) + sum(map(len, payloads)) + table_size - 4
+        # zlib first (fast): zopfli saves 5-7% over it, so only a near tie is worth its search.
+        whole = _deflate(model, window_bits, search=False) if entries else stored
+        if entries and len(whole) < 1.1 * cut_total:
+            whole = _deflate(model, window_bits)
+        if len(whole) < cut_total:
             entries, payloads, skeleton = [], [], model
             stored, flags = whole, SKELETON_DEFLATE | window_bits << 4
     # The lowest version that holds the file, so that earlier decoders read what they can.
@@ -575,12 +579,12 @@ def _scaled_copies(model, placed, links, window_bits) -> list[tuple]:
     for target, source, length, factor in sorted(links):
         if length <= smallest or source + length > target or length % 4:
             continue
-        if overlaps(target, length, cut + [(t, n) for t, _, n, _ in chosen]):
+        cut_or_copied = cut + [(t, n) for t, _, n, _ in chosen]
+        sources = [(s, n) for _, s, n, _ in chosen]
+        if overlaps(target, length, cut_or_copied + sources) or overlaps(
+            source, length, cut_or_copied
+        ):
             continue
-        if overlaps(source, length, cut + [(t, n) for t, _, n, _ in chosen]):
-            continue
-        if any(overlaps(target, length, [(s, n)]) for _, s, n, _ in chosen):
-            continue  # a chosen link's source
         if scaled_copy(model[source : source + length], factor) != model[target : target + length]:
             continue
         chosen.append((target, source, length, factor))
@@ -601,7 +605,7 @@ def _scaled_copies(model, placed, links, window_bits) -> list[tuple]:
         chosen = [c for c in chosen if c[0] not in far]
 
 
-def _deflate(data: bytes, window_bits: int) -> bytes:
+def _deflate(data: bytes, window_bits: int, search: bool = True) -> bytes:
     """A raw DEFLATE stream of ``data`` with matches within ``2**window_bits`` bytes.
 
     The smaller of zlib at level 9 and, with the full 32 KB window, zopfli (Google's DEFLATE
@@ -609,10 +613,11 @@ def _deflate(data: bytes, window_bits: int) -> bytes:
     format, so no decoder changes, 5-7% smaller skeletons (MobileNetV2 0.35 int8: 25,736 ->
     24,085 B; ResNet-20: 6,650 -> 6,251 B), at about 100 times zlib's time, hence
     ``ZOPFLI_MAX_BYTES``. zopfli's window is fixed at 32 KB: smaller windows get zlib's stream.
+    ``search=False``: zlib's alone.
     """
     deflate = zlib.compressobj(9, zlib.DEFLATED, -window_bits, 9)
     coded = deflate.compress(data) + deflate.flush()
-    if window_bits == 15 and len(data) <= ZOPFLI_MAX_BYTES:
+    if search and window_bits == 15 and len(data) <= ZOPFLI_MAX_BYTES:
         # zopfli writes a zlib stream: a 2-byte header, the DEFLATE data, an Adler-32.
         optimal = zopfli.zopfli.compress(data, numiterations=15)[2:-4]
         if len(optimal) < len(coded):
