@@ -73,6 +73,29 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(toy_data, optimizer):
     assert checker.checked > 0
 
 
+def test_the_mask_constraint_overwrites_only_the_variable_the_optimizer_hands_it():
+    """Called by the optimizer on its variable it may work in place (PyTorch does); called on
+    anything else (a tensor, a variable with a constraint of its own) it leaves it as it was."""
+    from keras_compress.pruning.wrapper import _MaskConstraint
+
+    mask = keras.Variable([True, False, True, False], dtype="bool", trainable=False)
+    start = np.float32([1.5, -2.0, -3.0, 4.0])
+    expected = np.float32([1.5, 0.0, -3.0, 0.0])
+    tensor = keras.ops.convert_to_tensor(start)
+    for constraint, given in [
+        (_MaskConstraint(mask), tensor),
+        (_MaskConstraint(mask, keras.constraints.MaxNorm(100.0)), keras.Variable(start)),
+    ]:
+        out = keras.ops.convert_to_numpy(constraint(given))
+        np.testing.assert_array_equal(out, expected)
+        assert not np.any(np.signbit(out[1::2]))  # +0.0, never -0.0
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(given), start)
+    variable = keras.Variable(start)
+    variable.assign(_MaskConstraint(mask)(variable))  # what the optimizer does
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), expected)
+    assert not np.any(np.signbit(keras.ops.convert_to_numpy(variable)[1::2]))
+
+
 def test_weights_drawn_by_numpy_give_the_same_masks_and_codebooks_on_every_backend():
     # What each backend computes from the same numpy weights, against numpy itself.
     model = kc.make_prunable(kc.examples.numpy_start(mlp()))
