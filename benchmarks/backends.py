@@ -22,7 +22,7 @@ the test suite's ``.venv-jax`` / ``.venv-torch`` (``bash tests/backends.sh setup
 first use: the backend, Keras and keras_compress, no TensorFlow) or the Pythons named by
 ``KC_JAX_PYTHON`` / ``KC_TORCH_PYTHON``.
 
-Usage: ``python benchmarks/backends.py [--quick]`` (about 55 minutes on 2 cores; ``--quick``:
+Usage: ``python benchmarks/backends.py [--quick]`` (26-55 minutes on 2 cores; ``--quick``:
 12,000 training images, one epoch less per phase, two starts, results in ``backends_quick.*``).
 """
 
