@@ -91,6 +91,11 @@ def test_the_mask_constraint_overwrites_only_the_variable_the_optimizer_hands_it
         assert not np.any(np.signbit(out[1::2]))  # +0.0, never -0.0
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(given), start)
     variable = keras.Variable(start)
+    given = keras.ops.convert_to_tensor(start)
+    with keras.StatelessScope(state_mapping=[(variable, given)]):  # as stateless_apply runs it
+        out = keras.ops.convert_to_numpy(_MaskConstraint(mask)(variable))
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(given), start)
     variable.assign(_MaskConstraint(mask)(variable))  # what the optimizer does
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), expected)
     assert not np.any(np.signbit(keras.ops.convert_to_numpy(variable)[1::2]))

@@ -53,8 +53,9 @@ class _MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         """Apply the inner constraint, then zero the pruned entries (as +0.0, never -0.0)."""
         # The optimizer calls ``variable.constraint(variable)`` and assigns the result back, so
-        # only then may PyTorch's product overwrite the weight in place (see _torch_masked).
-        own = self.inner is None and isinstance(w, keras.Variable)
+        # only then may PyTorch's product overwrite the weight in place (see _torch_masked);
+        # not inside a StatelessScope, whose value for the variable is the caller's tensor.
+        own = self.inner is None and isinstance(w, keras.Variable) and stateless_scope() is None
         if self.inner is not None:
             w = self.inner(w)
         w = ops.convert_to_tensor(w)
