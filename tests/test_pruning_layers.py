@@ -103,6 +103,26 @@ def test_embedding_mask_reaches_the_lstm_through_the_wrapper():
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+def test_a_mask_passed_explicitly_reaches_the_wrapped_lstm():
+    tokens, keep = keras.Input((6,), dtype="int32"), keras.Input((6,), dtype="bool")
+    h = L.LSTM(4)(L.Embedding(20, 8)(tokens), mask=keep)
+    model = keras.Model([tokens, keep], L.Dense(2)(h))
+    x = np.random.default_rng(0).integers(1, 20, size=(8, 6)).astype("int32")
+    mask = np.arange(6) < np.arange(3, 11)[:, None] % 6 + 1  # 1 to 6 steps kept per row
+    expected = keras.ops.convert_to_numpy(model([x, mask]))
+    assert not np.allclose(expected, keras.ops.convert_to_numpy(model([x, np.ones_like(mask)])))
+    pruned = kc.make_prunable(model)  # nothing pruned yet: the same function
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pruned([x, mask])), expected, atol=1e-6)
+    noise = np.where(mask, x, 19 - x)  # other tokens where the mask is False
+    for compressed in (pruned, kc.share_weights(model, bits=3)):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(compressed([noise, mask])),
+            keras.ops.convert_to_numpy(compressed([x, mask])),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
 @pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_functional_model_with_a_nested_sequential_and_tf_data(tf):
 

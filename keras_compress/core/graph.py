@@ -251,3 +251,16 @@ def readable(variable: keras.Variable) -> bool:
     if scope is not None and scope.get_current_value(variable) is not None:
         return True
     return getattr(variable, "_value", True) is not None
+
+
+def keras_mask(tensor) -> object | None:
+    """The Keras mask attached to ``tensor`` (by Embedding(mask_zero=True), Masking, ...) or None.
+
+    Example:
+        >>> x = keras.layers.Embedding(5, 2, mask_zero=True)(keras.ops.array([[1, 0]]))
+        >>> keras.ops.convert_to_numpy(keras_mask(x)).tolist()
+        [[True, False]]
+    """
+    from keras.src.backend import get_keras_mask
+
+    return get_keras_mask(tensor)

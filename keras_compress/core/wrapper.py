@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_compress.core.graph import stateless_scope
+from keras_compress.core.graph import keras_mask, stateless_scope
 from keras_compress.core.rewrite import fresh_copy, rewrite_model
 from keras_compress.core.weights import compressible_variables, relative_path
 
@@ -76,15 +76,23 @@ class CompressionWrapper(keras.layers.Wrapper):
         self.compressed_variables = variables
         return variables
 
-    def _call_layer(self, inputs, args, training, mask, kwargs, values=()):
+    def _call_layer(self, inputs, args, training, kwargs, values=()):
         """Call the wrapped layer, ``values`` (``[(variable, tensor)]``) standing in for weights.
 
         The substitution is a ``keras.StatelessScope`` that also sees every other variable as
         the enclosing scope does (the JAX trainer's traced state) and hands the layer's own
         updates and losses on to it, or, outside any scope, to the variables and this layer.
+
+        A wrapper's ``call`` takes no ``mask`` argument of its own: Keras would record
+        ``mask=None`` in every node of a wrapped Dense or convolution, and a node with keyword
+        arguments takes Keras's slow path each time it runs (about 1% of a PyTorch
+        LeNet-300-100 step). A mask passed explicitly arrives in ``kwargs``; otherwise the
+        wrapped layer's own ``__call__`` finds the mask attached to ``inputs``, as Keras does
+        for any layer (``_invoke`` does the same where it calls ``call`` directly).
         """
         # Only layers whose call takes a mask get one (LSTM does, Dense does not; Keras's own
         # __call__ would reject it for Dense behind a masking Embedding).
+        mask = kwargs.pop("mask", None)
         if mask is not None and "mask" in self.layer.call_signature_parameters:
             kwargs["mask"] = mask
         # `training` reaches the layer through Keras's call context anyway; passed to a call
@@ -138,7 +146,13 @@ class CompressionWrapper(keras.layers.Wrapper):
             and layer.compute_dtype == layer.variable_dtype
             and layer.activity_regularizer is None
         )
-        return layer.call(inputs, **kwargs) if direct else layer(inputs, *args, **kwargs)
+        if not direct:
+            return layer(inputs, *args, **kwargs)
+        if "mask" in layer.call_signature_parameters and "mask" not in kwargs:
+            mask = keras_mask(inputs)  # what Layer.__call__ would have passed
+            if mask is not None:
+                kwargs["mask"] = mask
+        return layer.call(inputs, **kwargs)
 
     def compute_mask(self, inputs, previous_mask=None):
         """Keras masking passes through to the wrapped layer (Embedding(mask_zero=True))."""

@@ -167,17 +167,17 @@ class PruningWrapper(CompressionWrapper):
         )
         self.built = True
 
-    def call(self, inputs, *args, training=None, mask=None, **kwargs):
-        """Run the wrapped layer; in training, count the step."""
+    def call(self, inputs, *args, training=None, **kwargs):
+        """Run the wrapped layer; in training, count the step (a ``mask`` comes in ``kwargs``)."""
         if training and self.counts_steps:
             self._count_step()
         if constraint_masks():
-            return self._call_layer(inputs, args, training, mask, kwargs)
+            return self._call_layer(inputs, args, training, kwargs)
         masked = [
             (v, ops.where(m.value, v.value, ops.zeros((), v.dtype)))
             for v, m in zip(self.compressed_variables, self.masks)
         ]
-        return self._call_layer(inputs, args, training, mask, kwargs, masked)
+        return self._call_layer(inputs, args, training, kwargs, masked)
 
     def _count_step(self) -> None:
         """Advance the step counter by one.

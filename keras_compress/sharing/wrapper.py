@@ -214,10 +214,10 @@ class WeightSharingWrapper(CompressionWrapper):
         """``(centroids, indices, nonzero)`` of shared weight ``i``."""
         return self.centroids[i], self.indices[i], self.nonzero[i]
 
-    def call(self, inputs, *args, training=None, mask=None, **kwargs):
-        """Run the wrapped layer with its shared weights substituted."""
+    def call(self, inputs, *args, training=None, **kwargs):
+        """Run the wrapped layer with its shared weights substituted (``mask`` in ``kwargs``)."""
         mapping = [(v, self._shared_value(i)) for i, v in enumerate(self.compressed_variables)]
-        return self._call_layer(inputs, args, training, mask, kwargs, mapping)
+        return self._call_layer(inputs, args, training, kwargs, mapping)
 
     def shared_weights(self) -> list[np.ndarray]:
         """The current shared value of each shared weight, as numpy arrays."""
