@@ -52,16 +52,18 @@ class _MaskConstraint(keras.constraints.Constraint):
 
     def __call__(self, w):
         """Apply the inner constraint, then zero the pruned entries (as +0.0, never -0.0)."""
-        # The optimizer calls ``variable.constraint(variable)`` and assigns the result back, so
-        # only then may PyTorch's product overwrite the weight in place (see _torch_masked);
-        # not inside a StatelessScope, whose value for the variable is the caller's tensor.
-        own = self.inner is None and isinstance(w, keras.Variable) and stateless_scope() is None
+        given = w
         if self.inner is not None:
             w = self.inner(w)
         w = ops.convert_to_tensor(w)
         if not readable(self.mask):
             return w
         if keras.backend.backend() == "torch":
+            # The optimizer calls ``variable.constraint(variable)`` and assigns the result
+            # back, so only then may the product overwrite the weight in place (see
+            # _torch_masked); not inside a StatelessScope, whose value is the caller's tensor.
+            own = self.inner is None and isinstance(given, keras.Variable)
+            own = own and stateless_scope() is None
             return self._torch_masked(w, in_place=own)
         return ops.where(self.mask.value, w, ops.zeros((), w.dtype))  # a scalar: no allocation
 
