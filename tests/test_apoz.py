@@ -138,3 +138,14 @@ def test_time_distributed_layers_have_relu_points():
     outputs = keras.Model(frames, [model.get_layer("conv").output, model.get_layer("relu6").output])
     for name, out in zip(("conv", "fc"), outputs.predict(x, verbose=0)):
         np.testing.assert_allclose(apoz[name], (out == 0).reshape(-1, out.shape[-1]).mean(0))
+
+
+def test_channels_first_convolutions_are_refused_by_name():
+    # Zeros are counted per channel on the last axis; axis 1 would be read as positions.
+    model = keras.Sequential([keras.Input((2, 6, 6)),
+                              keras.layers.Conv2D(4, 3, data_format="channels_first",
+                                                  activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    x = np.zeros((4, 2, 6, 6), "float32")
+    with pytest.raises(ValueError, match="\\['conv'\\] have data_format='channels_first'"):
+        measure_apoz(model, x)

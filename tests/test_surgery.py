@@ -180,6 +180,45 @@ def test_conv_matches_a_model_built_at_the_smaller_width(drop):
     assert model.count_params() - trimmed.count_params() == len(drop) * (27 + 1 + 9 * 4)
 
 
+def test_volumes_pass_channels_through_3d_pooling_padding_and_upsampling():
+    # A Conv3D model (video, medical volumes): the 3-D channel-wise layers pass channels on.
+    def build(width):
+        return keras.Sequential([
+            keras.Input((6, 6, 6, 2)), L.Conv3D(width, 3, activation="elu", name="c1"),
+            L.ZeroPadding3D(1), L.MaxPooling3D(2), L.UpSampling3D(2), L.Cropping3D(1),
+            L.SpatialDropout3D(0.2), L.AveragePooling3D(2), L.Conv3D(4, 1, name="c2"),
+            L.GlobalAveragePooling3D(),
+        ])  # fmt: skip
+
+    keras.utils.set_random_seed(9)
+    model, drop = build(5), [0, 3]
+    kept = np.setdiff1d(np.arange(5), drop)
+    small = build(kept.size)
+    (k1, b1), (k2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
+    small.set_weights([k1[..., kept], b1[kept], k2[..., kept, :], b2])
+    trimmed = remove_units(model, {"c1": drop})
+    x = random_inputs(model)
+    np.testing.assert_array_equal(trimmed.predict(x, verbose=0), small.predict(x, verbose=0))
+
+
+def test_channels_first_layers_are_refused_by_name():
+    # Surgery reads channels on the last axis; a channels_first model was silently mis-sliced
+    # (its width read from the last spatial axis) before this was refused.
+    first = keras.Sequential([
+        keras.Input((3, 8, 8)), L.Conv2D(6, 3, data_format="channels_first", name="c1"),
+        L.Conv2D(5, 3, data_format="channels_first", name="c2"),
+        L.GlobalAveragePooling2D(data_format="channels_first"), L.Dense(2),
+    ])  # fmt: skip
+    with pytest.raises(SurgeryError, match="'c2' \\(Conv2D\\) has data_format='channels_first'"):
+        remove_units(first, {"c2": [1]})
+    last = keras.Sequential([
+        keras.Input((8, 8, 3)), L.Conv2D(6, 3, name="c1"),
+        L.MaxPooling2D(2, data_format="channels_first", name="pool"), L.Flatten(), L.Dense(2),
+    ])  # fmt: skip
+    with pytest.raises(SurgeryError, match="'pool' \\(MaxPooling2D\\) has data_format="):
+        remove_units(last, {"c1": [1]})
+
+
 class ScaledDense(L.Dense):
     """A user's Dense subclass: surgery must treat it as a Dense."""
 

@@ -186,6 +186,21 @@ def width_key(layer: keras.layers.Layer) -> str | None:
     return None
 
 
+def channels_first(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` (or the layer a ``TimeDistributed`` applies) keeps channels on axis 1.
+
+    Surgery and APoZ find a layer's channels on the last axis of its tensors; a layer built
+    with ``data_format="channels_first"`` keeps them on axis 1 instead.
+
+    Example:
+        >>> channels_first(keras.layers.Conv2D(4, 3, data_format="channels_first"))
+        True
+        >>> channels_first(keras.layers.MaxPooling2D()), channels_first(keras.layers.Dense(3))
+        (False, False)
+    """
+    return getattr(step_layer(layer), "data_format", None) == "channels_first"
+
+
 def step_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """The layer ``layer`` applies at each time step if it is a ``TimeDistributed``, else itself.
 

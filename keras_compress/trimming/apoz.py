@@ -14,7 +14,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.graph import inbound_names, output_names, step_layer, width_key
+from keras_compress.core.graph import (
+    channels_first,
+    inbound_names,
+    output_names,
+    step_layer,
+    width_key,
+)
 from keras_compress.trimming.surgery import unit_owner
 
 RULES = ("std", "fraction", "cutoff")
@@ -67,7 +73,8 @@ def measure_apoz(
         Layer name -> APoZ per unit (float64 in [0, 1]), in the layer's unit order.
 
     Raises:
-        ValueError: a named layer has no ReLU after it, or ``data`` is empty.
+        ValueError: a named layer has no ReLU after it, one is ``channels_first``, or
+            ``data`` is empty.
 
     Example:
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, "relu", name="fc"),
@@ -90,6 +97,12 @@ def measure_apoz(
             f"measure; Dense/Conv layers considered: {', '.join(considered) or 'none'}. APoZ "
             "needs a ReLU (any max_value or threshold, e.g. ReLU6) after a layer, directly or "
             "behind BatchNormalization and channel-wise layers; leaky ReLUs have no zeros"
+        )
+    first = [name for name in points if channels_first(model.get_layer(name))]
+    if first:
+        raise ValueError(
+            f"layer(s) {first} have data_format='channels_first': APoZ counts zeros per channel "
+            "on the last axis only; build the model channels_last"
         )
     names = list(points)
     probe = keras.Model(model.inputs, [_zeros_per_channel(t) for t in points.values()])

@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_compress.core.graph import (
     WIDTH_KEYS,
+    channels_first,
     in_out_view,
     inbound_names,
     inbound_tensors,
@@ -38,24 +39,37 @@ PASS_THROUGH = (
     keras.layers.Activation,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Identity,
+    keras.layers.ActivityRegularization,
     keras.layers.Dropout,
+    keras.layers.AlphaDropout,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
+    keras.layers.SpatialDropout3D,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
     keras.layers.AveragePooling1D,
     keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
     keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
     keras.layers.Cropping1D,
     keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
     keras.layers.UpSampling1D,
     keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
 )
 MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
               keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum)  # fmt: skip
@@ -265,6 +279,7 @@ def _kept_units(layers: dict, name: str, indices: Iterable[int]) -> np.ndarray |
             f"layer {name!r} ({type(layer).__name__}) has no units or filters to remove; "
             f"supported: {', '.join(t.__name__ for t in WIDTH_KEYS)} (or TimeDistributed of one)"
         )
+    _require_channels_last(layer)
     width = int(layer.output.shape[-1])
     drop = np.asarray(list(indices), dtype=np.int64).ravel()
     if np.any((drop >= width) | (drop < -width)):
@@ -417,6 +432,8 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
     name, kind = layer.name, type(layer).__name__
     op = step_layer(layer)
     changed = [k for k in in_kept if k is not None]
+    if changed or removed_out is not None:
+        _require_channels_last(layer)
     if width_key(op) is not None:
         if (changed or removed_out is not None) and getattr(op, "groups", 1) != 1:
             raise SurgeryError(f"layer {name!r} ({kind}) is a grouped convolution")
@@ -475,6 +492,16 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges, "
         "weightless pass-through layers and TimeDistributed of these"
     )
+
+
+def _require_channels_last(layer) -> None:
+    """Refuse a ``channels_first`` layer: surgery reads channels on the last axis."""
+    if channels_first(layer):
+        raise SurgeryError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has data_format='channels_first': "
+            "surgery finds channels on the last axis only; build the model channels_last "
+            "(TFLite's layout as well)"
+        )
 
 
 def _first_merged_axis(op, in_shape: tuple, out_shape: tuple) -> int | None:
