@@ -75,6 +75,24 @@ def test_time_distributed_batchnorm_folds_into_the_time_distributed_layer_before
                                rtol=1e-4, atol=1e-5)  # fmt: skip
 
 
+def test_channels_first_batchnorm_folds_only_over_the_channel_axis():
+    # After a channels_first convolution the channels are axis 1; a BatchNorm over the last
+    # axis there normalizes image columns, which no kernel scale can express.
+    inputs = keras.Input((2, 6, 6))
+    x = L.Conv2D(4, 3, data_format="channels_first", name="conv")(inputs)
+    x = L.BatchNormalization(axis=1, name="bn")(x)
+    x = L.Conv2D(4, 3, data_format="channels_first", name="conv2")(L.ReLU()(x))
+    x = L.BatchNormalization(axis=-1, name="columns_bn")(x)
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
+    _randomize_statistics(model, seed=3)
+    folded = kc.core.fold_batchnorm(model)
+    assert isinstance(folded.get_layer("bn"), L.Identity)
+    assert isinstance(folded.get_layer("columns_bn"), L.BatchNormalization)
+    x = np.random.default_rng(4).normal(size=(4, 2, 6, 6)).astype("float32")
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_pruned_zeros_survive_folding():
     model = _bn_net()

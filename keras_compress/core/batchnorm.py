@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_compress.core.graph import (
     TRANSPOSED_CONVS,
+    channels_first,
     consumer_names,
     in_out_view,
     inbound_names,
@@ -34,7 +35,8 @@ FOLDABLE = (
 def fold_batchnorm(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with each foldable BatchNormalization folded into the layer before it.
 
-    A BatchNormalization folds when it normalizes the last axis of the output of a Conv,
+    A BatchNormalization folds when it normalizes the channel axis (the last, or axis 1 after
+    a ``channels_first`` layer) of the output of a Conv,
     ConvTranspose, DepthwiseConv, SeparableConv or Dense layer without activation whose output
     nothing else reads (either of them may be in ``TimeDistributed``); that layer gains the
     folded kernel and bias (``use_bias=True``) and the BatchNormalization becomes an
@@ -84,9 +86,10 @@ def _plan(model: keras.Model) -> dict[str, keras.layers.Layer]:
             producers = inbound_names(bn)
             producer = layers.get(producers[0]) if len(producers) == 1 else None
             rank = len(bn.input.shape) - (op is not bn)
+            channels = 1 if producer is not None and channels_first(producer) else rank - 1
             if (
                 isinstance(step_layer(producer), FOLDABLE)
-                and op.axis in (-1, rank - 1)
+                and op.axis % rank == channels
                 and getattr(step_layer(producer), "activation", None)
                 in (None, keras.activations.linear)
                 and consumer_names(producer) == [bn.name]
