@@ -210,6 +210,30 @@ def test_remove_pruned_channels_keeps_channels_that_flow_into_an_output():
                                atol=1e-6)  # fmt: skip
 
 
+def test_remove_pruned_channels_keeps_what_no_surgery_can_remove_and_removes_the_rest():
+    # A ConvNeXt-like block: a depthwise convolution written as a grouped Conv2D, then a
+    # LayerNormalization; neither can lose channels. The MLP expansion after it can.
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", groups=4, name="dw")(inputs)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.Dense(8, activation="gelu", name="expand")(x)
+    x = keras.layers.Dense(4, name="project")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
+    for name, dead in (("dw", [1]), ("expand", [2, 5])):
+        weights = model.get_layer(name).get_weights()
+        weights[0][..., dead] = 0.0
+        weights[1][dead] = 0.0
+        model.get_layer(name).set_weights(weights)
+    with pytest.warns(
+        UserWarning, match=r"no surgery can remove.*dw \(1\): layer 'dw' \(Conv2D\) is a grouped"
+    ):
+        small = kc.remove_pruned_channels(model)
+    assert (small.get_layer("dw").filters, small.get_layer("expand").units) == (4, 6)
+    x = np.random.default_rng(0).random((4, 6, 6, 4), dtype=np.float32)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
 @pytest.mark.slow  # 2 s: out of the quick subset
 @pytest.mark.parametrize("time_distributed", [False, True], ids=["plain", "time_distributed"])
 def test_channel_pruning_of_a_transposed_convolution_prunes_its_filters(time_distributed):

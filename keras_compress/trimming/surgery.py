@@ -162,7 +162,9 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     (a fraction of an epoch usually restores the accuracy). Channels tied by a residual
     ``Add`` are removed only where every branch pruned them. Zero channels that are the
     model's outputs, or flow unchanged into one (a feature extractor's last convolution before
-    its pooling), stay, with a warning.
+    its pooling), stay, with a warning; so do those of a layer whose channels no surgery can
+    remove (``remove_units`` would raise: a grouped convolution, a LayerNormalization after
+    it, a ``channels_first`` layer), the warning naming the layer and the reason.
 
     Args:
         model: a channel-pruned model (wrapped or stripped), not changed.
@@ -194,20 +196,30 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             dead = np.sort(np.argsort(-norms, kind="stable")[min_keep:])
         if dead.size:
             units[layer.name] = dead.tolist()
-    spared = []
+    outputs, blocked = [], []
     try:
         _nested_plan(plain, units)  # usually fine: one walk, not one per layer
-    except _OutputChange:
+    except SurgeryError:
         for name, dead in list(units.items()):
             try:
                 _nested_plan(plain, {name: dead})
             except _OutputChange:  # its channels are (or flow unchanged into) a model output
-                spared.append(f"{name} ({len(dead)})")
+                outputs.append(f"{name} ({len(dead)})")
                 del units[name]
-    if spared:
+            except SurgeryError as error:  # a layer downstream cannot lose them
+                blocked.append(f"{name} ({len(dead)}): {error}")
+                del units[name]
+    if outputs:
         warnings.warn(
-            f"remove_pruned_channels keeps the zero channels of {', '.join(spared)}: they are "
+            f"remove_pruned_channels keeps the zero channels of {', '.join(outputs)}: they are "
             f"outputs of model {plain.name!r} or flow unchanged into one",
+            stacklevel=2,
+        )
+    if blocked:
+        warnings.warn(
+            "remove_pruned_channels keeps zero channels that no surgery can remove; leave these "
+            "layers out of channel pruning (make_prunable(model, layers=...) or layer_targets "
+            "level 0): " + "; ".join(blocked),
             stacklevel=2,
         )
     return remove_units(plain, units) if units else plain
