@@ -77,7 +77,17 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'keras_compress' has no attribute {name!r}")
     module, attribute = _LAZY[name]
-    loaded = importlib.import_module(module)
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name not in ("tensorflow", "ai_edge_litert"):
+            raise
+        raise ImportError(
+            f"keras_compress.{name} needs TensorFlow and LiteRT ({error.name} is not "
+            "installed): pip install tensorflow ai-edge-litert. Training on JAX or PyTorch "
+            "needs neither: save the model there and export it under TensorFlow in another "
+            "process (docs/backends.md)"
+        ) from error
     return loaded if attribute is None else getattr(loaded, attribute)
 
 

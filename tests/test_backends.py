@@ -5,6 +5,7 @@ CI runs this module (with every ``backends``-marked test) under each backend
 ``.venv-jax`` / ``.venv-torch`` (or ``KC_JAX_PYTHON`` / ``KC_TORCH_PYTHON``).
 """
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -120,6 +121,14 @@ def test_weights_drawn_by_numpy_give_the_same_masks_and_codebooks_on_every_backe
     state = [keras.ops.convert_to_numpy(c) for c in shared.get_layer("shared_fc1").centroids]
     values = keras.ops.convert_to_numpy(kc.strip(shared).get_layer("fc1").kernel)
     assert set(np.unique(values)) <= {0.0, *state[0].tolist()}
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is not None, reason="runs where TensorFlow is absent"
+)
+def test_export_without_tensorflow_says_what_to_install_and_how_to_export():
+    with pytest.raises(ImportError, match="needs TensorFlow and LiteRT .*docs/backends.md"):
+        kc.export  # noqa: B018 (the lazy attribute's import is what is tested)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution under JAX")
