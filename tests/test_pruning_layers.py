@@ -149,3 +149,16 @@ def test_functional_model_with_a_nested_sequential_and_tf_data(tf):
         kc.strip(shared).predict(x, verbose=0), shared.predict(x, verbose=0), atol=1e-6
     )
     assert kc.weight_rows(shared)[0]["distinct"] <= 8
+
+
+@pytest.mark.parametrize(
+    "call",
+    [kc.make_prunable, lambda m: kc.share_weights(m, bits=3), kc.fold_batchnorm,
+     lambda m: kc.remove_units(m, {"fc": [0]})],
+    ids=["make_prunable", "share_weights", "fold_batchnorm", "remove_units"],
+)  # fmt: skip
+def test_an_unbuilt_model_is_named_as_unbuilt(call):
+    # make_prunable said "no layer with weights to prune": an unbuilt layer has no weights yet.
+    model = keras.Sequential([keras.layers.Dense(8, name="fc"), keras.layers.Dense(2)], name="net")
+    with pytest.raises(ValueError, match="model 'net' is not built; call it on data"):
+        call(model)

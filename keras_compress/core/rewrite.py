@@ -24,6 +24,30 @@ def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     return layer.__class__.from_config(layer.get_config())
 
 
+def check_rebuildable(model) -> None:
+    """Raise unless ``model`` is a built Sequential or functional ``keras.Model``.
+
+    Raises:
+        TypeError: not a ``keras.Model``, or a subclassed one (its graph cannot be rebuilt).
+        ValueError: the model is not built (no ``Input`` and never called).
+
+    Example:
+        >>> check_rebuildable(keras.Sequential([keras.layers.Dense(2)], name="net"))
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'net' is not built; call it on data or give it an Input
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
+    if not is_functional(model):
+        raise TypeError(
+            f"model {model.name!r} is a subclassed keras.Model; only Sequential and functional "
+            "models can be rebuilt. Wrap its layers yourself or build it functionally."
+        )
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
+
+
 def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
     """Clone ``model`` (recursing into nested models), replacing layers as ``transform`` says.
 
@@ -45,15 +69,7 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
         >>> rewrite_model(model, lambda layer: None).count_params()
         8
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
-    if not is_functional(model):
-        raise TypeError(
-            f"model {model.name!r} is a subclassed keras.Model; only Sequential and functional "
-            "models can be rebuilt. Wrap its layers yourself or build it functionally."
-        )
-    if not model.built:
-        raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
+    check_rebuildable(model)
     loads: list[Callable[[], None]] = []
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.rewrite import check_rebuildable, fresh_copy, iter_layers, rewrite_model
 from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import is_wrapper
@@ -36,8 +36,8 @@ def make_prunable(
         The new model; ``model`` itself is not changed.
 
     Raises:
-        ValueError: a selector matches no layer, a selected layer has no such weights, or
-            nothing in the model can be pruned.
+        ValueError: the model is not built, a selector matches no layer, a selected layer has
+            no such weights, or nothing in the model can be pruned.
         TypeError: ``model`` is subclassed, or a selector is of the wrong type.
 
     Example:
@@ -46,6 +46,7 @@ def make_prunable(
         >>> [layer.name for layer in model.layers if isinstance(layer, kc.PruningWrapper)]
         ['pruned_conv1', 'pruned_conv2', 'pruned_fc1', 'pruned_fc2']
     """
+    check_rebuildable(model)
     selectors = check_selectors(layers) if layers is not None else None
     all_layers = list(iter_layers(model))
     if selectors is not None:

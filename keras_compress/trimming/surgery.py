@@ -30,7 +30,7 @@ from keras_compress.core.graph import (
     step_layer,
     width_key,
 )
-from keras_compress.core.rewrite import iter_layers, iter_models, rewrite_model
+from keras_compress.core.rewrite import check_rebuildable, iter_layers, iter_models, rewrite_model
 from keras_compress.core.weights import variable_name
 from keras_compress.core.wrapper import strip
 
@@ -122,6 +122,7 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         >>> remove_units(model, {"fc1": [0]}).count_params()  # (4*2 + 2) + (2*2 + 2)
         16
     """
+    check_rebuildable(model)
     plan = _nested_plan(model, units)
 
     def transform(layer):
@@ -237,6 +238,7 @@ def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict
         ...  for k, v in channel_plan(model, {"fc1": [1]}).items()}
         {'fc1': [None, [0, 2]], 'fc2': [[0, 2], None]}
     """
+    check_rebuildable(model)
     layers = {op.name: op for op in getattr(model, "operations", model.layers)}  # ops too
     kept = {name: _kept_units(layers, name, indices) for name, indices in units.items()}
     kept = {name: k for name, k in kept.items() if k is not None}
