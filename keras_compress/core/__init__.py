@@ -8,10 +8,12 @@
 * ``rewrite``: cloning a model with some layers replaced, weights carried over.
 * ``report``: per-weight values, tables and sparsity; ``hessian``: Hessian diagonals.
 * ``batchnorm``: ``fold_batchnorm``, BatchNorm folded into the layer before it.
+* ``files``: ``write_atomically``, every output file of a call or none.
 """
 
 from keras_compress.core import (
     batchnorm,
+    files,
     graph,
     hessian,
     report,
@@ -35,6 +37,7 @@ from keras_compress.core.wrapper import CompressionWrapper, is_wrapper, strip, u
 __all__ = [
     "CompressionWrapper",
     "batchnorm",
+    "files",
     "fold_batchnorm",
     "LayerSelector",
     "check_selectors",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from keras_compress.core.files import write_atomically
 from keras_compress.deploy import sidecar
 
 
@@ -61,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             output = Path(args.output)
             if output.resolve() in (Path(args.skeleton).resolve(), Path(args.sidecar).resolve()):
                 raise sidecar.SidecarError("output would overwrite an input")
-            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent or ".")
-            with os.fdopen(fd, "wb") as f:
-                f.write(model)
-            os.replace(name, output)
+            write_atomically({output: model})
             print(f"{output}: {len(model)} bytes, SHA-256 verified")
         else:
             info, entries = sidecar.read_header(Path(args.sidecar).read_bytes())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_compress.coding.entropy import entropy_bytes
+from keras_compress.core.files import write_atomically
 from keras_compress.deploy import sidecar
 from keras_compress.deploy.converter import convert
 from keras_compress.deploy.tflite_buffers import scale_links, sidecar_cuts, weight_buffers
@@ -202,23 +202,5 @@ def export(
         ".report.json": (json.dumps(report.as_dict(), indent=1) + "\n").encode(),
         ".report.md": report.markdown().encode(),
     }
-    _write_all_or_nothing({target.with_name(target.name + s): data for s, data in contents.items()})
+    write_atomically({target.with_name(target.name + s): data for s, data in contents.items()})
     return report
-
-
-def _write_all_or_nothing(files: dict[Path, bytes]) -> None:
-    temporary = {}
-    try:
-        for final, data in files.items():
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            temporary[final] = name
-        for final, name in temporary.items():
-            os.replace(name, final)
-    finally:
-        for name in temporary.values():
-            if os.path.exists(name):
-                os.remove(name)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_compress.core.files import write_atomically
 from keras_compress.tflm.encoders import Encoding, encode_huffman, encode_pruning
 
 METHODS = ("lut", "huffman", "pruning")
@@ -320,13 +321,5 @@ def compress_file(source: str | os.PathLike, target: str | os.PathLike, **option
     if target.exists() and target.resolve() == source.resolve():
         raise ValueError(f"refusing to overwrite the input model {source}")
     result = compress(source.read_bytes(), **options)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(result.data)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically({target: result.data})
     return result
