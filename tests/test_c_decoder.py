@@ -216,6 +216,28 @@ def test_c_decoder_rejects_a_wrong_skeleton(cli, exported, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_failed_decode_leaves_the_output_as_it_was_and_inputs_are_never_outputs(
+    cli, exported, tmp_path
+):
+    # The CLI truncated OUT first and deleted it on failure: a model there was lost.
+    (tmp_path / "o").write_bytes(b"the previous model")
+    side = bytearray(Path(f"{exported}.kcz").read_bytes())
+    side[-3] ^= 1
+    (tmp_path / "bad.kcz").write_bytes(bytes(side))
+    run = _decode(cli, f"{exported}.skeleton", tmp_path / "bad.kcz", tmp_path / "o")
+    assert run.returncode == 2
+    assert (tmp_path / "o").read_bytes() == b"the previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.kcz", "o"]  # no .part left
+    # OUT naming an input, spelled differently, is refused before anything is written.
+    skeleton = tmp_path / "m.skeleton"
+    skeleton.write_bytes(Path(f"{exported}.skeleton").read_bytes())
+    for out in (tmp_path / "." / "m.skeleton", tmp_path / "bad.kcz"):
+        run = _decode(cli, skeleton, tmp_path / "bad.kcz", out)
+        assert run.returncode == 64 and "would overwrite an input" in run.stderr
+    assert skeleton.read_bytes() == Path(f"{exported}.skeleton").read_bytes()
+    assert (tmp_path / "bad.kcz").read_bytes() == bytes(side)
+
+
 @pytest.mark.parametrize("which", ["exported", pytest.param("exported_bn", marks=pytest.mark.slow)])
 def test_thousands_of_corruptions_are_rejected_under_sanitizers(cli_asan, which, request):
     path = request.getfixturevalue(which)

@@ -42,6 +42,19 @@ def test_java_decoder_rebuilds_the_exported_tflite(classes, exported, tmp_path):
     assert (tmp_path / "o").read_bytes() == Path(f"{exported}.tflite").read_bytes()
 
 
+def test_java_decoder_never_writes_over_an_input_and_leaves_no_part_file(
+    classes, exported, tmp_path
+):
+    skeleton = tmp_path / "m.skeleton"
+    skeleton.write_bytes(Path(f"{exported}.skeleton").read_bytes())
+    run = _decode(classes, skeleton, f"{exported}.kcz", tmp_path / "." / "m.skeleton")
+    assert run.returncode == 64 and "would overwrite an input" in run.stderr
+    assert skeleton.read_bytes() == Path(f"{exported}.skeleton").read_bytes()
+    run = _decode(classes, skeleton, f"{exported}.kcz", tmp_path / "o")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skeleton", "o"]
+
+
 def test_java_decoder_rebuilds_a_batchnorm_cnn_in_int8(classes, exported_bn, tmp_path):
     run = _decode(classes, f"{exported_bn}.skeleton", f"{exported_bn}.kcz", tmp_path / "o")
     assert run.returncode == 0, run.stderr

@@ -2,10 +2,14 @@
  *   kcz_cli SKELETON SIDECAR OUT          decode; exit 0, or 2 with the error's name
  *   kcz_cli SKELETON SIDECAR --mutate N   decode N corrupted copies of the sidecar: each must
  *                                         be rejected or decode to the identical model
- *   kcz_cli SKELETON SIDECAR --bench N    decode N times into memory, print the CPU seconds */
+ *   kcz_cli SKELETON SIDECAR --bench N    decode N times into memory, print the CPU seconds
+ * OUT is written to OUT.part and renamed over OUT only once the whole model decoded (its CRCs
+ * and SHA-256 checked), so a failed decode leaves OUT as it was; OUT may not be an input. */
+#define _POSIX_C_SOURCE 200112L /* stat(): is OUT one of the inputs? */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "kcz_decode.h"
@@ -26,6 +30,13 @@ static unsigned char *slurp(const char *path, size_t *size) {
     fclose(f);
     *size = (size_t)n;
     return data;
+}
+
+/* Whether paths a and b name the same existing file (hard links and ./ spellings too). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 static int to_file(void *ctx, const uint8_t *data, size_t len) {
@@ -119,14 +130,35 @@ int main(int argc, char **argv) {
         return 0;
     }
     {
-        FILE *out = fopen(argv[3], "wb");
-        if (!out) return 73;
+        size_t n = strlen(argv[3]);
+        char *part = malloc(n + sizeof ".part");
+        FILE *out;
+        int closed;
+        if (same_file(argv[3], argv[1]) || same_file(argv[3], argv[2])) {
+            fprintf(stderr, "error: output %s would overwrite an input\n", argv[3]);
+            return 64;
+        }
+        if (!part) return 70;
+        memcpy(part, argv[3], n);
+        memcpy(part + n, ".part", sizeof ".part");
+        out = fopen(part, "wb");
+        if (!out) {
+            free(part);
+            return 73;
+        }
         rc = kcz_decode(skel, skel_size, side, side_size, to_file, out, &ws);
-        fclose(out);
+        closed = fclose(out);
+        if (rc == KCZ_OK && (closed != 0 || rename(part, argv[3]) != 0)) {
+            fprintf(stderr, "error: cannot write %s\n", argv[3]);
+            remove(part);
+            free(part);
+            return 74;
+        }
         if (rc != KCZ_OK) {
             fprintf(stderr, "error: %s\n", kcz_error_name(rc));
-            remove(argv[3]);
+            remove(part);
         }
+        free(part);
     }
     free(skel);
     free(side);

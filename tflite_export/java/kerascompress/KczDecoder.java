@@ -15,6 +15,7 @@
 package kerascompress;
 
 import java.io.ByteArrayOutputStream;
+import java.io.File;
 import java.io.FileInputStream;
 import java.io.FileOutputStream;
 import java.io.IOException;
@@ -457,7 +458,10 @@ public final class KczDecoder {
         }
     }
 
-    /** java kerascompress.KczDecoder SKELETON SIDECAR OUT: exit 0, or 2 with the error on stderr. */
+    /**
+     * java kerascompress.KczDecoder SKELETON SIDECAR OUT: exit 0, or 2 with the error on stderr
+     * (64 if OUT is an input, 74 if it cannot be written).
+     */
     public static void main(String[] args) throws IOException {
         if (args.length != 3) {
             System.err.println("usage: java kerascompress.KczDecoder SKELETON SIDECAR OUT");
@@ -471,11 +475,26 @@ public final class KczDecoder {
             System.exit(2);
             return;
         }
-        FileOutputStream out = new FileOutputStream(args[2]);
+        File target = new File(args[2]);
+        for (int i = 0; i < 2; i++) {
+            if (target.exists() && target.getCanonicalFile().equals(new File(args[i]).getCanonicalFile())) {
+                System.err.println("error: output " + args[2] + " would overwrite an input");
+                System.exit(64);
+            }
+        }
+        // Written beside the target and renamed over it once complete: an I/O error leaves the
+        // target as it was. (java.io, not java.nio.file: apps on Android before API 26 copy this.)
+        File part = new File(args[2] + ".part");
+        FileOutputStream out = new FileOutputStream(part);
         try {
             out.write(model);
         } finally {
             out.close();
+        }
+        if (!part.renameTo(target)) {
+            part.delete();
+            System.err.println("error: cannot write " + args[2]);
+            System.exit(74);
         }
     }
 }
