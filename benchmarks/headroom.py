@@ -13,7 +13,8 @@ fine-tuned, exported), with models that are *given* what a coder would have to l
   (``p = sigmoid(a_row + b_col + c * left + d * up)``, fitted to the tensor itself by Newton
   steps; its parameters cost nothing here). Rows are output units (TFLite's ``[out, in]`` and
   ``[out, kh, kw, in]`` layouts), columns input features: what "dead pixels", "dead units"
-  and neighbours that live or die together can save at most.
+  and neighbours that live or die together can save at most. The rows also hold each part
+  alone (``significance_offsets_only``, ``significance_neighbours_only``).
 - ``neighbour_oracle``: the non-zero values' index given the classes (zero, positive,
   negative) of the element before and of the one ``stride`` before (the coder's contexts),
   as a static histogram per context fitted to the tensor (free again, so optimistic).
@@ -24,13 +25,14 @@ fine-tuned, exported), with models that are *given* what a coder would have to l
 The goal is issue 23's (coded weights at most 0.9x the bound) on this run's tensors; the
 oracle columns say how much any context coder could still find.
 
-    python benchmarks/headroom.py            # about 12 minutes on 2 cores
+    python benchmarks/headroom.py            # about 10 minutes on 2 cores
     python benchmarks/headroom.py --quick    # subset smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
 
@@ -52,16 +54,23 @@ def _bits(p: np.ndarray, z: np.ndarray) -> float:
     return float(-(z * np.log2(p) + (1 - z) * np.log2(1 - p)).sum())
 
 
-def significance_oracle_bits(nonzero: np.ndarray, stride: int, iterations: int = 100) -> float:
+def significance_oracle_bits(
+    nonzero: np.ndarray,
+    stride: int,
+    offsets: bool = True,
+    neighbours: bool = True,
+    iterations: int = 100,
+) -> float:
     """Bits for a 2-D significance map under a logistic model fitted to the map itself.
 
-    ``p = sigmoid(a_row + b_col + c * left + d * up)``: one offset per row and per column,
-    and a weight for each of the coder's two neighbours (the element before, the one
-    ``stride`` before, in the same row). Fitted by alternating one-dimensional Newton steps.
+    ``p = sigmoid(a_row + b_col + c * left + d * up)``: with ``offsets`` one offset per row and
+    per column (else one for the whole map), with ``neighbours`` a weight for each of the
+    coder's two neighbours (the element before, the one ``stride`` before, in the same row).
+    Fitted by alternating one-dimensional Newton steps.
 
     Example:
         >>> z = np.zeros((4, 6)); z[:, :2] = 1  # two live columns
-        >>> significance_oracle_bits(z, 1) < 1.0
+        >>> significance_oracle_bits(z, 1) < 1.0 < significance_oracle_bits(z, 1, False, False)
         True
     """
     z = nonzero.astype(np.float64)
@@ -78,18 +87,22 @@ def significance_oracle_bits(nonzero: np.ndarray, stride: int, iterations: int =
     def p():
         return 1 / (1 + np.exp(-(a + b + c * left + d * up)))
 
+    def newton(feature, axis=None):  # one step on a parameter shared along ``axis``
+        q = p()
+        keep = axis is not None
+        return ((z - q) * feature).sum(axis, keepdims=keep) / (
+            (q * (1 - q) * feature * feature).sum(axis, keepdims=keep) + 1
+        )
+
     for _ in range(iterations):
-        for axis in (1, 0):
-            q = p()
-            step = (z - q).sum(axis, keepdims=True) / ((q * (1 - q)).sum(axis, keepdims=True) + 1)
-            if axis == 1:
-                a += step
-            else:
-                b += step
-        q = p()
-        c += ((z - q) * left).sum() / ((q * (1 - q) * left).sum() + 1)
-        q = p()
-        d += ((z - q) * up).sum() / ((q * (1 - q) * up).sum() + 1)
+        if offsets:
+            a += newton(1.0, 1)
+            b += newton(1.0, 0)
+        else:
+            b += newton(1.0)
+        if neighbours:
+            c += newton(left)
+            d += newton(up)
     return _bits(p(), z)
 
 
@@ -129,12 +142,15 @@ def tensor_rows(model: keras.Model, label: str, work: Path) -> list[dict]:
         nonzero = (v.ravel() != 0).reshape(-1, width)
         codebook = 4 * int(np.unique(v[v != 0]).size)
         sig_iid = v.size * kc.coding.entropy.entropy_bits(nonzero.ravel().astype(np.int64))
+        oracle = functools.partial(significance_oracle_bits, nonzero, stride)
         rows.append({
             "row": label, "tensor": r["tensor"], "shape": shape, "coding": r["coding"],
             "density": float(nonzero.mean()), "bound_bytes": entropy_bytes(v),
             "coded_bytes": r["bytes_after"], "codebook_bytes": codebook,
             "significance_iid_bytes": sig_iid / 8,
-            "significance_oracle_bytes": significance_oracle_bits(nonzero, stride) / 8,
+            "significance_oracle_bytes": oracle() / 8,
+            "significance_offsets_only_bytes": oracle(neighbours=False) / 8,
+            "significance_neighbours_only_bytes": oracle(offsets=False) / 8,
             "neighbour_oracle_bytes": neighbour_oracle_bits(v, width, stride) / 8,
         })  # fmt: skip
         rows[-1]["oracle_bytes"] = (
