@@ -91,6 +91,20 @@ def test_channels_first_batchnorm_folds_only_over_the_channel_axis():
     x = np.random.default_rng(4).normal(size=(4, 2, 6, 6)).astype("float32")
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-5)  # fmt: skip
+    # Per frame (TimeDistributed): channels are axis 2 of (batch, time, C, H, W), time axis 1.
+    frames = keras.Input((3, 2, 6, 6))
+    conv = L.Conv2D(4, 3, data_format="channels_first")
+    x = L.BatchNormalization(axis=2, name="bn")(L.TimeDistributed(conv, name="conv")(frames))
+    conv2 = L.Conv2D(4, 3, data_format="channels_first")
+    x = L.BatchNormalization(axis=1, name="time_bn")(L.TimeDistributed(conv2, name="conv2")(x))
+    model = keras.Model(frames, L.Dense(2)(L.Flatten()(x)))
+    _randomize_statistics(model, seed=5)
+    folded = kc.core.fold_batchnorm(model)
+    assert isinstance(folded.get_layer("bn"), L.Identity)
+    assert isinstance(folded.get_layer("time_bn"), L.BatchNormalization)
+    x = np.random.default_rng(6).normal(size=(4, 3, 2, 6, 6)).astype("float32")
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
 
 
 @pytest.mark.slow

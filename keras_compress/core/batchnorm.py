@@ -86,7 +86,10 @@ def _plan(model: keras.Model) -> dict[str, keras.layers.Layer]:
             producers = inbound_names(bn)
             producer = layers.get(producers[0]) if len(producers) == 1 else None
             rank = len(bn.input.shape) - (op is not bn)
-            channels = 1 if producer is not None and channels_first(producer) else rank - 1
+            # channels_first: axis 1 of a step, 2 of a TimeDistributed output (time is axis 1)
+            channels = rank - 1
+            if producer is not None and channels_first(producer):
+                channels = 1 + (isinstance(producer, keras.layers.TimeDistributed) and op is bn)
             if (
                 isinstance(step_layer(producer), FOLDABLE)
                 and op.axis % rank == channels
