@@ -173,7 +173,6 @@ def export(
         41.3
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     model_bytes = convert(model, quantization, representative_data, batch_size, sparse, per_channel)
     cuts = sidecar_cuts(model_bytes)
     links = scale_links(model_bytes) if scaled_copies else []

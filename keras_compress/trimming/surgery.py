@@ -446,10 +446,11 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
     name, kind = layer.name, type(layer).__name__
     op = step_layer(layer)
     changed = [k for k in in_kept if k is not None]
-    if changed or removed_out is not None:
+    touched = bool(changed) or removed_out is not None
+    if touched:
         _require_channels_last(layer)
     if width_key(op) is not None:
-        if (changed or removed_out is not None) and getattr(op, "groups", 1) != 1:
+        if touched and getattr(op, "groups", 1) != 1:
             raise SurgeryError(f"layer {name!r} ({kind}) is a grouped convolution")
         return removed_out
     if isinstance(layer, keras.layers.InputLayer) or not changed:
