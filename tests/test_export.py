@@ -277,3 +277,28 @@ def test_a_mixed_precision_model_exports_computing_in_float32(toy_data, tmp_path
     )
     kernels = [r for r in report.tensors if r["stored"] == "sidecar"]
     assert len(kernels) == 3 and all(r["distinct"] <= 8 for r in kernels)
+
+
+def test_a_mixed_precision_model_keeps_its_adapted_normalization(tmp_path):
+    # Rebuilding the model in float32 for the converter gave the adapted Normalization its
+    # statistics as weights only: the .tflite divided by the fresh layer's ones (off by ~6).
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 3.0, size=(16, 4)).astype("float32")
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        norm = keras.layers.Normalization()
+        norm.adapt(x)
+        model = keras.Sequential([keras.Input((4,)), norm, keras.layers.Dense(2, name="fc")])
+        kc.export(model, tmp_path / "mixed")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    reference = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Normalization(mean=norm.adapt_mean, variance=norm.adapt_variance),
+            keras.layers.Dense(2),
+        ]  # fmt: skip
+    )
+    reference.layers[-1].set_weights(model.layers[-1].get_weights())
+    got = _run((tmp_path / "mixed.tflite").read_bytes(), x)
+    np.testing.assert_allclose(got, reference.predict(x, verbose=0), rtol=1e-4, atol=1e-5)

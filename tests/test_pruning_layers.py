@@ -162,3 +162,42 @@ def test_an_unbuilt_model_is_named_as_unbuilt(call):
     model = keras.Sequential([keras.layers.Dense(8, name="fc"), keras.layers.Dense(2)], name="net")
     with pytest.raises(ValueError, match="model 'net' is not built; call it on data"):
         call(model)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [kc.make_prunable, lambda m: kc.share_weights(m, bits=3), kc.fold_batchnorm,
+     lambda m: kc.remove_units(m, {"fc": [0]})],
+    ids=["make_prunable", "share_weights", "fold_batchnorm", "remove_units"],
+)  # fmt: skip
+def test_an_adapted_normalization_keeps_its_statistics_through_every_rebuild(call):
+    # The rebuilt model's Normalization got the adapted mean and variance as weights but
+    # divided by the fresh layer's zeros and ones (Keras rebuilds them only when loading).
+    rng = np.random.default_rng(0)
+    norm = L.Normalization()
+    norm.adapt(rng.normal(5.0, 3.0, size=(64, 4)).astype("float32"))
+    fc = L.Dense(8, name="fc")
+    model = keras.Sequential([keras.Input((4,)), L.Rescaling(0.5), norm, fc, L.Dense(2)])
+    fc.kernel.assign(np.where(np.arange(8) == 0, 0.0, keras.ops.convert_to_numpy(fc.kernel)))
+    x = rng.normal(5.0, 3.0, size=(16, 4)).astype("float32")
+    got = kc.strip(call(model))
+    assert "normalization" in [layer.name for layer in got.layers]
+    if call is kc.make_prunable:  # unchanged weights: the same outputs
+        np.testing.assert_allclose(
+            got.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
+        )
+    normalized = keras.Model(got.inputs, got.get_layer("normalization").output)
+    assert abs(float(np.mean(normalized.predict(x, verbose=0)))) < 1.0  # ~0, not ~2.5
+
+
+def test_an_adapted_lookup_keeps_its_vocabulary(tf):
+    # An adapted IntegerLookup's vocabulary is an asset, in no weight: rebuilt models lost it
+    # ("Table not initialized" at the first call).
+    rng = np.random.default_rng(0)
+    lookup = L.IntegerLookup(output_mode="multi_hot")
+    lookup.adapt(rng.integers(0, 20, (64, 4)))
+    model = keras.Sequential([keras.Input((4,), dtype="int64"), lookup, L.Dense(3, name="fc")])
+    x = rng.integers(0, 25, (16, 4))
+    pruned = kc.make_prunable(model)
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert pruned.layers[0].get_vocabulary() == lookup.get_vocabulary()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import tempfile
 from collections.abc import Callable
 
 import keras
+import numpy as np
 
 from keras_compress.core.graph import is_functional
 
@@ -22,6 +24,43 @@ def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
         'fc'
     """
     return layer.__class__.from_config(layer.get_config())
+
+
+def copy_state(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
+    """Give ``target``, a fresh copy of ``source`` (a layer or a whole model), its state.
+
+    The weights, and what Keras's own saving restores beside them for the layers that
+    ``adapt()``: the state they derive from their variables (an adapted ``Normalization``
+    divides by a mean and variance it rebuilds only in ``load_own_variables``; after
+    ``set_weights`` alone it keeps the fresh layer's zeros and ones) and their assets (an
+    adapted ``IntegerLookup``'s vocabulary, which no weight holds). Copied as Keras's saving
+    does: ``save_own_variables``/``load_own_variables``, then ``save_assets``/``load_assets``.
+
+    Example:
+        >>> norm = keras.layers.Normalization()
+        >>> norm.adapt(np.array([[1.0], [3.0]]))
+        >>> copy = fresh_copy(norm)
+        >>> copy.build((None, 1))
+        >>> copy_state(norm, copy)
+        >>> float(copy(np.array([[3.0]]))[0, 0])
+        1.0
+    """
+    target.set_weights(source.get_weights())
+    if isinstance(source, keras.Model):
+        pairs = zip(iter_layers(source), iter_layers(target), strict=True)
+    else:
+        pairs = [(source, target)]
+    for old, new in pairs:
+        if not (hasattr(old, "finalize_state") or hasattr(old, "save_assets")):
+            continue  # no state beside its weights: not one of Keras's adapt()able layers
+        store: dict = {}
+        old.save_own_variables(store)
+        # Copies: the values are the old variables' own buffers, which JAX may donate.
+        new.load_own_variables({key: np.array(value) for key, value in store.items()})
+        if hasattr(old, "save_assets"):
+            with tempfile.TemporaryDirectory() as folder:
+                old.save_assets(folder)
+                new.load_assets(folder)
 
 
 def check_rebuildable(model) -> None:
@@ -80,7 +119,7 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
         replaced = transform(layer)
         if replaced is None:
             new = fresh_copy(layer)
-            loads.append(lambda: new.set_weights(layer.get_weights()))
+            loads.append(lambda: copy_state(layer, new))
             return new
         new, load = replaced
         loads.append(load)

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from keras_compress.core.graph import is_functional, model_input
-from keras_compress.core.rewrite import fresh_copy, iter_layers
+from keras_compress.core.rewrite import copy_state, fresh_copy, iter_layers
 from keras_compress.core.wrapper import is_wrapper, strip
 
 QUANTIZATIONS = ("float32", "int8")
@@ -143,7 +143,7 @@ def _in_float32(model: keras.Model) -> keras.Model:
     classes = {type(layer).__name__: type(layer) for layer in iter_layers(model)}
     with keras.saving.custom_object_scope({**classes, type(model).__name__: type(model)}):
         copy = keras.saving.deserialize_keras_object(config)
-    copy.set_weights(model.get_weights())
+    copy_state(model, copy)
     return copy
 
 
