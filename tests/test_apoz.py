@@ -149,3 +149,49 @@ def test_channels_first_convolutions_are_refused_by_name():
     x = np.zeros((4, 2, 6, 6), "float32")
     with pytest.raises(ValueError, match="\\['conv'\\] have data_format='channels_first'"):
         measure_apoz(model, x)
+
+
+def test_a_nested_backbone_is_measured_and_trimmed_by_its_layers_names():
+    # Transfer learning: a backbone model called inside the classifier. Its ReLUs were
+    # invisible ("no unit reaches a ReLU"); now measured as when measuring it alone.
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 2))
+    h = L.Conv2D(6, 3, name="conv")(image)
+    h = L.ReLU()(L.BatchNormalization()(h))
+    h = L.Conv2D(4, 3, activation="relu", name="conv2")(h)
+    backbone = keras.Model(image, L.GlobalAveragePooling2D()(h), name="backbone")
+    inputs = keras.Input((8, 8, 2))
+    features = L.Dense(5, activation="relu", name="fc")(backbone(inputs, training=False))
+    model = keras.Model(inputs, L.Dense(3, name="out")(features))
+    x = np.random.default_rng(0).normal(size=(40, 8, 8, 2)).astype("float32")
+    scores = measure_apoz(model, x, batch_size=16)
+    alone = measure_apoz(backbone, x, batch_size=16)
+    assert set(scores) == {"conv", "fc"} and set(alone) == {"conv"}  # conv2 feeds its output
+    np.testing.assert_allclose(scores["conv"], alone["conv"])
+    trimmed = kc.remove_units(model, select_units(scores, "fraction", 0.5))
+    assert trimmed.get_layer("backbone").get_layer("conv").filters == 3
+    assert trimmed.get_layer("fc").units == 3  # of 5: the 2 with the most zeros removed
+
+
+def test_several_inputs_take_a_list_or_dict_of_arrays():
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    h = L.Dense(4, "relu", name="fc")(L.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, L.Dense(1, name="out")(h))
+    rng = np.random.default_rng(0)
+    xa, xb = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    reference = keras.Model(model.inputs, model.get_layer("fc").output)
+    want = (reference.predict({"a": xa, "b": xb}, verbose=0) == 0).mean(axis=0)
+    as_dict = measure_apoz(model, {"a": xa, "b": xb}, batch_size=8)["fc"]
+    np.testing.assert_allclose(as_dict, want)
+    listed = keras.Model([a, b], model.outputs)
+    np.testing.assert_allclose(measure_apoz(listed, [xa, xb], batch_size=8)["fc"], want)
+
+
+def test_images_of_any_size_are_measured():
+    model = keras.Sequential([
+        keras.Input((None, None, 1)), L.Conv2D(3, 3, activation="relu", name="conv"),
+        L.GlobalAveragePooling2D(), L.Dense(2, name="out"),
+    ])  # fmt: skip
+    x = np.random.default_rng(0).normal(size=(6, 9, 7, 1)).astype("float32")
+    relu = keras.Model(model.inputs, model.get_layer("conv").output).predict(x, verbose=0)
+    np.testing.assert_allclose(measure_apoz(model, x)["conv"], (relu == 0).mean(axis=(0, 1, 2)))

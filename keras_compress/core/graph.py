@@ -68,6 +68,28 @@ def inbound_tensors(layer: keras.layers.Layer) -> list:
     return list(nodes[0].input_tensors) if nodes else []
 
 
+def call_arguments(layer: keras.layers.Layer) -> tuple[tuple, dict]:
+    """The positional and keyword arguments of ``layer``'s one call in its graph.
+
+    Symbolic tensors and everything else it was given (``training=False``, a mask), so the
+    call can be replayed: ``other(*args, **kwargs)``.
+
+    Raises:
+        ValueError: ``layer`` is called more than once (a shared layer), or never.
+
+    Example:
+        >>> x, fc = keras.Input((4,), name="x"), keras.layers.Dense(3, name="fc")
+        >>> y = fc(x, training=False)
+        >>> args, kwargs = call_arguments(fc)
+        >>> [tuple(t.shape) for t in args], kwargs
+        ([(None, 4)], {'training': False})
+    """
+    nodes = layer._inbound_nodes
+    if len(nodes) != 1:
+        raise ValueError(f"layer {layer.name!r} is called {len(nodes)} times, not once")
+    return tuple(nodes[0].arguments.args), dict(nodes[0].arguments.kwargs)
+
+
 def inbound_names(layer: keras.layers.Layer) -> list[str]:
     """Names of the layers whose outputs ``layer`` takes (it must be called once).
 

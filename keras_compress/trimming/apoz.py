@@ -15,12 +15,17 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core.graph import (
+    call_arguments,
     channels_first,
     inbound_names,
+    is_functional,
+    model_input,
     output_names,
+    output_owners,
     step_layer,
     width_key,
 )
+from keras_compress.core.rewrite import iter_layers
 from keras_compress.trimming.surgery import unit_owner
 
 RULES = ("std", "fraction", "cutoff")
@@ -32,7 +37,9 @@ def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
     The ReLU (any of the family: ``"relu"``, ``"relu6"``, ``ReLU(max_value=...)``, with or
     without a threshold) is the layer's own activation, or a ``ReLU``/``Activation`` layer after
     it, possibly behind BatchNormalization, Dropout or other channel-wise layers (MobileNet's
-    Conv -> BatchNorm -> ReLU6). The model's output layers are left out (never trimmed).
+    Conv -> BatchNorm -> ReLU6). The model's output layers are left out (never trimmed), and
+    so are the layers whose units flow unchanged into an output (``core.graph.output_owners``:
+    a feature extractor's last convolution before its pooling).
 
     Example:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "relu", name="fc"),
@@ -41,7 +48,7 @@ def relu_points(model: keras.Model) -> dict[str, keras.KerasTensor]:
         ['fc']
     """
     layers = {layer.name: layer for layer in model.layers}
-    outputs = output_names(model)
+    outputs = output_names(model) | {layer.name for layer in output_owners(model)}
     points = {}
     for layer in model.layers:
         op = step_layer(layer)  # TimeDistributed(Dense(..., "relu")) too
@@ -61,11 +68,14 @@ def measure_apoz(
 ) -> dict[str, np.ndarray]:
     """APoZ of every unit of the layers in ``relu_points(model)`` (or the named ``layers``).
 
+    Models nested in ``model`` (a ``keras.applications`` backbone called in a functional
+    model) are measured too, their layers by their own names, as ``remove_units`` takes them.
+
     Args:
         model: a built Sequential or functional model.
-        data: validation inputs: an array (batched by ``batch_size``), or a
-            ``tf.data.Dataset``/iterable of batches ``x`` or ``(x, y[, w])``. Only one batch's
-            activations are held at a time.
+        data: validation inputs: an array, or for a model with several inputs a list or
+            dict of arrays (batched by ``batch_size``), or a ``tf.data.Dataset``/iterable of
+            batches ``x`` or ``(x, y[, w])``. Only one batch's activations are held at a time.
         batch_size: batch size for array inputs.
         layers: restrict to these layer names.
 
@@ -83,14 +93,14 @@ def measure_apoz(
         >>> measure_apoz(model, np.array([[1.0, -1.0], [2.0, -3.0]]))["fc"].tolist()
         [0.0, 1.0]
     """
-    points = relu_points(model)
+    points = _zero_fractions(model)
     if layers is not None:
         missing = [name for name in layers if name not in points]
         if missing:
             raise ValueError(f"no ReLU follows layer(s) {missing}; these do: {sorted(points)}")
         points = {name: points[name] for name in layers}
     if not points:
-        considered = [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
+        considered = [f"{layer.name} ({type(layer).__name__})" for layer in iter_layers(model)
                       if width_key(step_layer(layer))]  # fmt: skip
         raise ValueError(
             f"no unit of model {model.name!r} reaches a ReLU one to one, so APoZ has nothing to "
@@ -98,18 +108,16 @@ def measure_apoz(
             "needs a ReLU (any max_value or threshold, e.g. ReLU6) after a layer, directly or "
             "behind BatchNormalization and channel-wise layers; leaky ReLUs have no zeros"
         )
-    first = [name for name in points if channels_first(model.get_layer(name))]
+    first = [name for name, (layer, _) in points.items() if channels_first(layer)]
     if first:
         raise ValueError(
             f"layer(s) {first} have data_format='channels_first': APoZ counts zeros per channel "
             "on the last axis only; build the model channels_last"
         )
-    names = list(points)
-    probe = keras.Model(model.inputs, [_zeros_per_channel(t) for t in points.values()])
-    positions = [int(np.prod(t.shape[1:-1])) for t in points.values()]
-    zeros = [np.zeros(int(t.shape[-1])) for t in points.values()]
+    probe = keras.Model(model_input(model), [fraction for _, fraction in points.values()])
+    zeros = [np.zeros(int(fraction.shape[-1])) for _, fraction in points.values()]
     examples = 0
-    for x in _batches(data, batch_size):
+    for x in _batches(data, batch_size, len(model.inputs)):
         out = probe.predict_on_batch(x)
         out = out if isinstance(out, (list, tuple)) else [out]
         for total, batch in zip(zeros, out):
@@ -117,7 +125,40 @@ def measure_apoz(
         examples += int(np.shape(out[0])[0])
     if examples == 0:
         raise ValueError("no validation examples to compute APoZ on")
-    return {name: z / (examples * m) for name, z, m in zip(names, zeros, positions)}
+    return {name: total / examples for name, total in zip(points, zeros)}
+
+
+def _zero_fractions(graph: keras.Model) -> dict[str, tuple[keras.layers.Layer, object]]:
+    """Layer name -> (layer, its ReLU's fraction of zeros per example and channel).
+
+    The fractions are symbolic tensors of ``graph``: those of its own ``relu_points`` and,
+    for each model nested in it (a ``keras.applications`` backbone called in a functional
+    model), the nested model's, replayed on the tensors it was called on (its layers, not
+    copies), at any depth. Names are unique across the graphs, as ``remove_units`` needs.
+    """
+    found = {
+        name: (graph.get_layer(name), _zeros_per_channel(relu))
+        for name, relu in relu_points(graph).items()
+    }
+    for sub in graph.layers:
+        if not (isinstance(sub, keras.Model) and is_functional(sub)):
+            continue
+        inner = _zero_fractions(sub)
+        if not inner:
+            continue
+        clash = sorted(found.keys() & inner.keys())
+        if clash:
+            raise ValueError(
+                f"layer name(s) {clash} are in model {sub.name!r} and around it: APoZ and "
+                f"remove_units name layers; measure the nested model itself"
+            )
+        args, kwargs = call_arguments(sub)
+        probe = keras.Model(model_input(sub), [fraction for _, fraction in inner.values()])
+        replayed = probe(*args, **kwargs)
+        replayed = replayed if isinstance(replayed, (list, tuple)) else [replayed]
+        for (name, (layer, _)), fraction in zip(inner.items(), replayed):
+            found[name] = (layer, fraction)
+    return found
 
 
 def select_units(
@@ -209,9 +250,13 @@ class APoZMonitor(keras.callbacks.Callback):
 
 
 def _zeros_per_channel(tensor):
-    """Per example, the zeros of each channel summed over the feature map's positions."""
+    """Per example, the fraction of zeros of each channel over the feature map's positions.
+
+    A fraction, not a count, so that inputs of any spatial size (``input_shape=(None, None,
+    3)``, unknown until called) are measured, each example weighing the same.
+    """
     zeros = ops.cast(ops.equal(tensor, 0), "float32")
-    return ops.sum(zeros, axis=tuple(range(1, len(tensor.shape) - 1))) if zeros.ndim > 2 else zeros
+    return ops.mean(zeros, axis=tuple(range(1, len(tensor.shape) - 1))) if zeros.ndim > 2 else zeros
 
 
 #: Activations whose output is exactly zero for an inactive unit (the ReLU family).
@@ -231,10 +276,20 @@ def _is_relu_layer(layer) -> bool:
     return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)
 
 
-def _batches(data, batch_size: int):
-    if isinstance(data, np.ndarray):
-        for start in range(0, len(data), batch_size):
-            yield data[start : start + batch_size]
+def _batches(data, batch_size: int, inputs: int):
+    # Arrays as predict takes them (one array; a list or dict of arrays for a model with
+    # several inputs) are batched here; anything else is an iterable of batches.
+    arrays = isinstance(data, np.ndarray) or (
+        isinstance(data, (dict, list, tuple))
+        and inputs > 1
+        and len(data) == inputs
+        and all(isinstance(a, np.ndarray) for a in keras.tree.flatten(data))
+    )
+    if arrays:
+        count = len(keras.tree.flatten(data)[0])
+        for start in range(0, count, batch_size):
+            window = slice(start, start + batch_size)
+            yield keras.tree.map_structure(lambda a, window=window: a[window], data)
         return
     for batch in data:
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
