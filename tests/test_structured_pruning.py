@@ -210,6 +210,32 @@ def test_remove_pruned_channels_keeps_channels_that_flow_into_an_output():
                                atol=1e-6)  # fmt: skip
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["top", "nested_backbone"])
+def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pruned(nested):
+    # Each branch's removal passed alone (the Add keeps a channel some branch keeps); both
+    # together changed the output, and remove_pruned_channels raised instead of keeping them.
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(4, 1, name="a")(inputs)
+    b = keras.layers.Conv2D(4, 1, name="b")(a)
+    c = keras.layers.Conv2D(5, 1, name="c")(inputs)  # not in the chain: its channel goes
+    merged = keras.layers.Concatenate()([keras.layers.Add()([a, b]), c])
+    features = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(merged), name="features")
+    model = features
+    if nested:
+        model = keras.Sequential([keras.Input((6, 6, 2)), features, keras.layers.Dense(3)])
+    for name in ("a", "b", "c"):
+        kernel, bias = features.get_layer(name).get_weights()
+        kernel[..., 1], bias[1] = 0.0, 0.0
+        features.get_layer(name).set_weights([kernel, bias])
+    with pytest.warns(UserWarning, match=r"zero channels of c \(1\), a \(1\), b \(1\)"):
+        small = kc.remove_pruned_channels(model)
+    kept = small.get_layer("features") if nested else small
+    assert [kept.get_layer(n).filters for n in "abc"] == [4, 4, 5]  # c feeds the output too
+    x = np.random.default_rng(0).random((4, 6, 6, 2), dtype=np.float32)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)  # fmt: skip
+
+
 def test_remove_pruned_channels_keeps_what_no_surgery_can_remove_and_removes_the_rest():
     # A ConvNeXt-like block: a depthwise convolution written as a grouped Conv2D, then a
     # LayerNormalization; neither can lose channels. The MLP expansion after it can.

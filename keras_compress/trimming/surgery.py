@@ -26,6 +26,7 @@ from keras_compress.core.graph import (
     in_out_view,
     inbound_names,
     inbound_tensors,
+    output_owners,
     producer_name,
     step_layer,
     width_key,
@@ -90,7 +91,11 @@ class SurgeryError(ValueError):
 
 
 class _OutputChange(SurgeryError):
-    """The surgery would change the shape of one of the model's outputs."""
+    """The surgery would change the shape of ``output``, an output of ``model``."""
+
+    def __init__(self, message: str, model: keras.Model, output: str):
+        super().__init__(message)
+        self.model, self.output = model, output
 
 
 def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> keras.Model:
@@ -210,10 +215,12 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             except SurgeryError as error:  # a layer downstream cannot lose them
                 blocked.append(f"{name} ({len(dead)}): {error}")
                 del units[name]
+        outputs += _keep_joint_output_channels(plain, units)
     if outputs:
         warnings.warn(
             f"remove_pruned_channels keeps the zero channels of {', '.join(outputs)}: they are "
-            f"outputs of model {plain.name!r} or flow unchanged into one",
+            f"outputs of model {plain.name!r} (or of a model nested in it) or flow unchanged into "
+            "one",
             stacklevel=2,
         )
     if blocked:
@@ -224,6 +231,26 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             stacklevel=2,
         )
     return remove_units(plain, units) if units else plain
+
+
+def _keep_joint_output_channels(model: keras.Model, units: dict) -> list[str]:
+    """Drop from ``units`` the removals that reach an output only together; name them.
+
+    Each layer's removal may pass alone while several together change an output: the
+    branches of a residual chain into a (nested) model's output, whose channels leave the
+    ``Add`` only where every branch removed them. The owners of such an output's channels
+    keep theirs, until the plan passes.
+    """
+    kept = []
+    while True:
+        try:
+            _nested_plan(model, units)
+            return kept
+        except _OutputChange as change:
+            owners = [layer.name for layer in output_owners(change.model) if layer.name in units]
+            if not owners:
+                raise
+            kept += [f"{owner} ({len(units.pop(owner))})" for owner in owners]
 
 
 def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict:
@@ -323,7 +350,9 @@ def _plan(model: keras.Model, removed: dict) -> dict:
             raise _OutputChange(
                 f"removing units would change the output {name!r} of model {model.name!r}: "
                 "never trim an output layer or what flows unchanged into it (nor, in a nested "
-                "model, the outputs the outer model reads)"
+                "model, the outputs the outer model reads)",
+                model,
+                name,
             )
     return plan
 
