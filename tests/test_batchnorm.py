@@ -108,6 +108,22 @@ def test_channels_first_batchnorm_folds_only_over_the_channel_axis():
 
 
 @pytest.mark.slow
+def test_a_backbone_nested_in_a_sequential_classifier_folds():
+    # Keras passes no call_function below a Sequential: the nested backbone was cloned
+    # replaying the BatchNorm node's mask argument into the layer that replaced it.
+    image = keras.Input((8, 8, 3))
+    h = L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="conv")(image)))
+    backbone = keras.Model(image, L.GlobalAveragePooling2D()(h), name="backbone")
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Rescaling(0.5), backbone, L.Dense(2)])
+    _randomize_statistics(backbone)
+    folded = kc.fold_batchnorm(model)
+    inner = [type(layer).__name__ for layer in folded.get_layer("backbone").layers]
+    assert "BatchNormalization" not in inner
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
 def test_pruned_zeros_survive_folding():
     model = _bn_net()
     _randomize_statistics(model)

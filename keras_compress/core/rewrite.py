@@ -111,7 +111,17 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
     check_rebuildable(model)
     loads: list[Callable[[], None]] = []
 
+    def clone_graph(graph: keras.Model) -> keras.Model:
+        # Nested models are cloned here rather than by clone_model(recursive=True), which
+        # passes no call_function below a Sequential (Sequential takes none): a functional
+        # backbone inside a Sequential classifier needs _call_dropping_mask too.
+        functional = not isinstance(graph, keras.Sequential)
+        extra = {"call_function": _call_dropping_mask} if functional else {}
+        return keras.models.clone_model(graph, clone_function=clone, **extra)
+
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.Model):
+            return clone_graph(layer)
         if not isinstance(layer, keras.layers.Layer):
             # A keras.ops call of the graph (x + 3.0, a padding mask's NotEqual): stateless,
             # copied all the same, or the new graph's calls would be nodes of the input's.
@@ -125,8 +135,7 @@ def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:
         loads.append(load)
         return new
 
-    extra = {} if isinstance(model, keras.Sequential) else {"call_function": _call_dropping_mask}
-    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True, **extra)
+    new_model = clone_graph(model)
     for load in loads:
         load()
     return new_model
