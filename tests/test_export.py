@@ -302,3 +302,30 @@ def test_a_mixed_precision_model_keeps_its_adapted_normalization(tmp_path):
     reference.layers[-1].set_weights(model.layers[-1].get_weights())
     got = _run((tmp_path / "mixed.tflite").read_bytes(), x)
     np.testing.assert_allclose(got, reference.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # two int8 conversions and a short fit: 8 s
+def test_int8_export_of_recurrent_layers_unrolls_them_instead_of_crashing(tmp_path):
+    # TensorFlow's calibrator killed the process (segmentation fault) on an RNN's WHILE loop
+    # (tensorflow/tensorflow#75140): every int8 export of an LSTM or GRU model.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 6, 4)).astype("float32")
+    y = (x[:, :, 0].sum(axis=1) > 0).astype("int32")  # the sign of a running sum
+    inputs = keras.Input((6, 4))
+    h = keras.layers.LSTM(8, return_sequences=True, name="lstm")(inputs)
+    h = keras.layers.Bidirectional(keras.layers.GRU(6), name="bigru")(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    model.compile("adam", LOSS, metrics=["accuracy"])
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    calibration = lambda: ([x[i : i + 1]] for i in range(32))  # noqa: E731
+    kc.export(model, tmp_path / "rnn", quantization="int8", representative_data=calibration)
+    got = _run((tmp_path / "rnn.tflite").read_bytes(), x[:64])
+    want = model.predict(x[:64], verbose=0)
+    assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.9
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+    assert not model.get_layer("lstm").unroll  # the user's model is not changed
+
+    free = keras.Input((None, 4))
+    unknown = keras.Model(free, keras.layers.Dense(2)(keras.layers.GRU(4, name="gru")(free)))
+    with pytest.raises(ValueError, match=r"calibrator.*75140.*\['gru'\] take sequences of unkn"):
+        kc.deploy.convert(unknown, "int8", calibration)

@@ -81,6 +81,8 @@ def convert(
     if not per_channel and quantization != "int8":
         raise ValueError("per_channel=False chooses int8 scales: it needs quantization='int8'")
     plain = _plain(model)
+    if quantization == "int8":
+        plain = _unrolled(plain, model.name)
     names = [t.name for t in plain.inputs] if is_functional(plain) else []
     options = _converter_options(quantization, representative_data, names)
     if not per_channel:  # TensorFlow has no public switch; Dense kernels have their own
@@ -145,6 +147,66 @@ def _in_float32(model: keras.Model) -> keras.Model:
         copy = keras.saving.deserialize_keras_object(config)
     copy_state(model, copy)
     return copy
+
+
+def _unrolled(model: keras.Model, name: str) -> keras.Model:
+    """``model`` with its recurrent layers unrolled, for int8 calibration.
+
+    A Keras RNN converts to a TFLite ``WHILE`` loop, and TensorFlow's calibrator (2.14 and
+    later) reads an output the loop has freed and kills the Python process with a
+    segmentation fault (tensorflow/tensorflow#75140, open): every full-integer conversion of
+    an LSTM, GRU or SimpleRNN, with any batch size. Unrolled, the same RNN is the same
+    computation without a loop, so it is rebuilt that way (``unroll=True``) with its state;
+    that needs each recurrent layer's sequence length, or a clear error is raised before the
+    converter crashes.
+    """
+    loops = [layer for layer in iter_layers(model) if _rolled(layer)]
+    if not loops:
+        return model
+    unknown = [layer.name for layer in loops if None in _time_steps(layer)]
+    if unknown or not is_functional(model):
+        why = (
+            f"layer(s) {unknown} take sequences of unknown length"
+            if unknown
+            else ("the model is subclassed, so it cannot be rebuilt unrolled")
+        )
+        raise ValueError(
+            f"int8 conversion of model {name!r} would crash TensorFlow's calibrator (a "
+            "segmentation fault on the loop of a recurrent layer: tensorflow/tensorflow#75140), "
+            f"so its recurrent layers are converted unrolled, but {why}. Give the Input a fixed "
+            "sequence length (keras.Input((length, features))) or export quantization='float32'"
+        )
+    config = keras.saving.serialize_keras_object(model)
+    _unroll(config)
+    classes = {type(layer).__name__: type(layer) for layer in iter_layers(model)}
+    with keras.saving.custom_object_scope({**classes, type(model).__name__: type(model)}):
+        copy = keras.saving.deserialize_keras_object(config)
+    copy_state(model, copy)
+    return copy
+
+
+def _rolled(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` (an RNN, also in ``Bidirectional``/``TimeDistributed``) loops."""
+    inner = getattr(layer, "forward_layer", None) or getattr(layer, "layer", None)
+    if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)):
+        return _rolled(inner)
+    return isinstance(layer, keras.layers.RNN) and not layer.unroll
+
+
+def _time_steps(layer: keras.layers.Layer) -> list:
+    """The sequence length of each of ``layer``'s calls (``None`` where unknown)."""
+    axis = 2 if isinstance(layer, keras.layers.TimeDistributed) else 1
+    return [tuple(t.shape)[axis] for t in keras.tree.flatten(layer.input)][:1]
+
+
+def _unroll(config) -> None:
+    """Set ``unroll`` in every recurrent layer's entry of a serialized model config."""
+    for value in config.values() if isinstance(config, dict) else config:
+        inner = value.get("config") if isinstance(value, dict) else None
+        if isinstance(inner, dict) and "unroll" in inner:
+            inner["unroll"] = True
+        if isinstance(value, dict | list):
+            _unroll(value)
 
 
 def _float32_policies(config) -> bool:
