@@ -201,3 +201,32 @@ def test_an_adapted_lookup_keeps_its_vocabulary(tf):
     pruned = kc.make_prunable(model)
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert pruned.layers[0].get_vocabulary() == lookup.get_vocabulary()
+
+
+def _doubled_relu(t):  # a named function, registered nowhere
+    return keras.ops.relu(t) * 2.0
+
+
+class _NoConfig(L.Layer):
+    def __init__(self, scale):  # no **kwargs and no get_config: cannot be rebuilt
+        super().__init__()
+        self.scale = scale
+
+    def call(self, x):
+        return x * self.scale
+
+
+def test_lambda_layers_are_copied_and_a_layer_without_config_is_named():
+    # Rebuilding a Lambda from its config failed: Keras refuses a lambda's bytecode in safe
+    # mode and cannot find an unregistered def by name.
+    inputs = keras.Input((6,))
+    h = L.Lambda(lambda t: t - 1.0)(L.Dense(8, name="fc")(inputs))
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.Lambda(_doubled_relu)(h)))
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    pruned = kc.make_prunable(model)
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0))
+    inputs = keras.Input((6,))
+    broken = keras.Model(inputs, L.Dense(2)(_NoConfig(2.0)(L.Dense(8)(inputs))))
+    rebuilt = r"layer '__no_config' \(_NoConfig\) cannot be rebuilt.*unexpected keyword"
+    with pytest.raises(TypeError, match=rebuilt):
+        kc.make_prunable(broken)

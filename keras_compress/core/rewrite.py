@@ -16,14 +16,48 @@ from keras_compress.core.graph import is_functional
 LayerTransform = Callable[[keras.layers.Layer], "tuple[keras.layers.Layer, Callable] | None"]
 
 
-def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+def fresh_copy(
+    layer: keras.layers.Layer, edit: Callable[[dict], None] | None = None
+) -> keras.layers.Layer:
     """An unbuilt layer with the same config (and so the same name) as ``layer``.
+
+    Args:
+        layer: the layer to copy.
+        edit: changes the config in place before the copy is made (``unroll``, a dtype policy).
+
+    Raises:
+        TypeError: the layer cannot be rebuilt from its ``get_config()``; names it and why.
 
     Example:
         >>> fresh_copy(keras.layers.Dense(3, name="fc")).name
         'fc'
+        >>> fresh_copy(keras.layers.Dense(3), lambda config: config.update(units=5)).units
+        5
     """
-    return layer.__class__.from_config(layer.get_config())
+    edit = edit or (lambda config: None)
+    if type(layer) is keras.layers.Lambda:
+        # Its config holds the function as bytecode (a lambda) or a name (a def): Keras
+        # refuses the first in safe mode and cannot find an unregistered second. The copy is
+        # of a live layer of this process, so it takes the function object itself.
+        base = keras.layers.Layer.get_config(layer)  # name, trainable, dtype
+        edit(base)
+        return keras.layers.Lambda(layer.function, layer._output_shape, layer.mask,
+                                   layer.arguments, **base)  # fmt: skip
+    config = layer.get_config()
+    edit(config)
+    try:
+        return layer.__class__.from_config(config)
+    except Exception as error:  # from_config raises what the layer's __init__ raises
+        cause = error
+        while cause.__cause__ or cause.__context__:  # Keras wraps the __init__ error
+            cause = cause.__cause__ or cause.__context__
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise TypeError(
+            f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its "
+            f"config ({first_line}); keras_compress rebuilds models from each layer's "
+            "get_config(), as keras.models.clone_model does: give the layer a get_config() that "
+            "returns its __init__ arguments (see Keras's serialization guide)"
+        ) from error
 
 
 def copy_state(source: keras.layers.Layer, target: keras.layers.Layer) -> None:

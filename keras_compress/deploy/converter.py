@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from keras_compress.core.graph import is_functional, model_input
-from keras_compress.core.rewrite import copy_state, fresh_copy, iter_layers
+from keras_compress.core.rewrite import copy_state, fresh_copy, iter_layers, rewrite_model
 from keras_compress.core.wrapper import is_wrapper, strip
 
 QUANTIZATIONS = ("float32", "int8")
@@ -136,17 +136,28 @@ def _in_float32(model: keras.Model) -> keras.Model:
     TFLite's builtin kernels compute in float32: a model trained under
     ``keras.mixed_precision`` ("mixed_float16", "mixed_bfloat16") converts to TensorFlow ops
     (MatMul in bfloat16) that LiteRT's builtins cannot run, and Keras's own export fails on it.
-    Its variables are float32 already, so it is rebuilt from its config with float32 policies
-    and given its weights: the same model, computed at full precision.
+    Its variables are float32 already, so its mixed layers are rebuilt from their configs with
+    float32 policies and given their state: the same model, computed at full precision.
     """
-    config = keras.saving.serialize_keras_object(model)
-    if not _float32_policies(config):
+    return _rebuilt(model, _float32_policies)
+
+
+def _rebuilt(model: keras.Model, edit: Callable[[dict], bool]) -> keras.Model:
+    """``model`` with each layer whose config ``edit`` changes rebuilt from the edited config.
+
+    ``edit(config)`` edits in place and says whether it changed anything; the other layers are
+    copied as they are (``rewrite_model``: nested models too, with every layer's state).
+    """
+
+    def transform(layer: keras.layers.Layer):
+        if not edit(layer.get_config()):
+            return None
+        new = fresh_copy(layer, edit)
+        return new, lambda: copy_state(layer, new)
+
+    if not any(edit(layer.get_config()) for layer in iter_layers(model)):
         return model
-    classes = {type(layer).__name__: type(layer) for layer in iter_layers(model)}
-    with keras.saving.custom_object_scope({**classes, type(model).__name__: type(model)}):
-        copy = keras.saving.deserialize_keras_object(config)
-    copy_state(model, copy)
-    return copy
+    return rewrite_model(model, transform)
 
 
 def _unrolled(model: keras.Model, name: str) -> keras.Model:
@@ -165,24 +176,16 @@ def _unrolled(model: keras.Model, name: str) -> keras.Model:
         return model
     unknown = [layer.name for layer in loops if None in _time_steps(layer)]
     if unknown or not is_functional(model):
-        why = (
-            f"layer(s) {unknown} take sequences of unknown length"
-            if unknown
-            else ("the model is subclassed, so it cannot be rebuilt unrolled")
-        )
+        why = f"layer(s) {unknown} take sequences of unknown length"
+        if not unknown:
+            why = "the model is subclassed, so it cannot be rebuilt unrolled"
         raise ValueError(
             f"int8 conversion of model {name!r} would crash TensorFlow's calibrator (a "
             "segmentation fault on the loop of a recurrent layer: tensorflow/tensorflow#75140), "
             f"so its recurrent layers are converted unrolled, but {why}. Give the Input a fixed "
             "sequence length (keras.Input((length, features))) or export quantization='float32'"
         )
-    config = keras.saving.serialize_keras_object(model)
-    _unroll(config)
-    classes = {type(layer).__name__: type(layer) for layer in iter_layers(model)}
-    with keras.saving.custom_object_scope({**classes, type(model).__name__: type(model)}):
-        copy = keras.saving.deserialize_keras_object(config)
-    copy_state(model, copy)
-    return copy
+    return _rebuilt(model, _unroll)
 
 
 def _rolled(layer: keras.layers.Layer) -> bool:
@@ -199,14 +202,15 @@ def _time_steps(layer: keras.layers.Layer) -> list:
     return [tuple(t.shape)[axis] for t in keras.tree.flatten(layer.input)][:1]
 
 
-def _unroll(config) -> None:
-    """Set ``unroll`` in every recurrent layer's entry of a serialized model config."""
+def _unroll(config) -> bool:
+    """Set ``unroll`` wherever a (layer's, or a wrapped layer's) config has it; whether any."""
+    changed = False
+    if isinstance(config, dict) and config.get("unroll") is False:
+        config["unroll"] = changed = True
     for value in config.values() if isinstance(config, dict) else config:
-        inner = value.get("config") if isinstance(value, dict) else None
-        if isinstance(inner, dict) and "unroll" in inner:
-            inner["unroll"] = True
         if isinstance(value, dict | list):
-            _unroll(value)
+            changed = _unroll(value) or changed
+    return changed
 
 
 def _float32_policies(config) -> bool:
