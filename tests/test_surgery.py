@@ -201,6 +201,33 @@ def test_volumes_pass_channels_through_3d_pooling_padding_and_upsampling():
     np.testing.assert_array_equal(trimmed.predict(x, verbose=0), small.predict(x, verbose=0))
 
 
+def test_image_layers_that_keep_channels_apart_pass_them_through():
+    # Resizing inside a segmentation model, augmentation left in the classifier: each moves
+    # every channel's pixels alike. A per-channel Rescaling would need slicing: refused.
+    def build(width, scale=0.5):
+        return keras.Sequential([
+            keras.Input((8, 8, 2)), L.Conv2D(width, 3, padding="same", name="c1"),
+            L.Resizing(12, 12), L.RandomFlip(), L.RandomRotation(0.1), L.RandomZoom(0.1),
+            L.RandomTranslation(0.1, 0.1), L.RandomContrast(0.2), L.RandomBrightness(0.1),
+            L.CenterCrop(10, 10), L.RandomCrop(8, 8), L.Rescaling(scale, offset=0.1),
+            L.Conv2D(4, 1, name="c2"), L.GlobalAveragePooling2D(),
+        ])  # fmt: skip
+
+    keras.utils.set_random_seed(3)
+    model, drop = build(5), [1, 4]
+    kept = np.setdiff1d(np.arange(5), drop)
+    small = build(kept.size)
+    (k1, b1), (k2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
+    small.set_weights([k1[..., kept], b1[kept], k2[..., kept, :], b2])
+    trimmed = remove_units(model, {"c1": drop})
+    x = random_inputs(model)
+    np.testing.assert_allclose(trimmed.predict(x, verbose=0), small.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    per_channel = build(5, scale=[0.5] * 5)
+    with pytest.raises(SurgeryError, match=r"'rescaling.*' \(Rescaling\) cannot drop input"):
+        remove_units(per_channel, {"c1": drop})
+
+
 def test_channels_first_layers_are_refused_by_name():
     # Surgery reads channels on the last axis; a channels_first model was silently mis-sliced
     # (its width read from the last spatial axis) before this was refused.

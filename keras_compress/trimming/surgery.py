@@ -71,6 +71,17 @@ PASS_THROUGH = (
     keras.layers.UpSampling1D,
     keras.layers.UpSampling2D,
     keras.layers.UpSampling3D,
+    # Image layers that move or rescale each channel's pixels alike and never mix channels
+    # (resizing mid-network in a segmentation model; augmentation, an identity at inference).
+    keras.layers.Resizing,
+    keras.layers.CenterCrop,
+    keras.layers.RandomCrop,
+    keras.layers.RandomFlip,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomContrast,
+    keras.layers.RandomBrightness,
 )
 MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
               keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum)  # fmt: skip
@@ -443,8 +454,10 @@ def _channel_owners(
     if through_merges and (isinstance(layer, MERGE_SAME) or (elementwise and len(inputs) > 1)):
         found = [_channel_owners(layers, n) for n in inputs]
         return None if None in found else [o for f in found for o in f]
-    one_to_one = isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization)) or (
-        through_merges and isinstance(op, DEPTHWISE) and op.depth_multiplier == 1
+    one_to_one = (
+        isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization))
+        or _scalar_rescaling(op)
+        or (through_merges and isinstance(op, DEPTHWISE) and op.depth_multiplier == 1)
     )
     one_to_one = one_to_one or bool(elementwise)
     if not one_to_one or len(inputs) != 1:
@@ -488,7 +501,7 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         if any(k is not None for k in in_kept[1:]):
             raise SurgeryError(f"layer {name!r} ({kind}): its initial states cannot lose units")
         return None  # the input kernel loses rows; the units and outputs stay
-    if isinstance(op, PASS_THROUGH):
+    if isinstance(op, PASS_THROUGH) or _scalar_rescaling(op):
         return in_kept[0]
     if isinstance(op, keras.layers.Permute):
         if op.dims[-1] != len(op.dims):
@@ -536,6 +549,12 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges, "
         "weightless pass-through layers and TimeDistributed of these"
     )
+
+
+def _scalar_rescaling(layer) -> bool:
+    """A ``Rescaling`` with one scale and offset for all channels (not one per channel)."""
+    rescaling = isinstance(layer, keras.layers.Rescaling)
+    return rescaling and np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0
 
 
 def _require_channels_last(layer) -> None:
