@@ -60,3 +60,23 @@ def test_int8_model_decoded_by_c_runs_in_tflm(cli, toy_data, tmp_path):
         np.testing.assert_array_equal(got, original.get_output(0))
         # TFLM rounds its requantization once, TFLite's kernels twice: one step apart at most.
         assert np.abs(got.astype(int) - lite.get_tensor(out["index"]).astype(int)).max() <= 1
+
+
+@pytest.mark.slow  # two int8 conversions: 5 s
+def test_an_lstm_runs_in_tflm_at_a_fixed_batch_and_a_dynamic_one_says_why_not():
+    # TFLM's reason (a FILL of a runtime shape) went to /dev/null with the arena retries; the
+    # error said only "failed to allocate tensors", after trying arenas up to 1 GiB.
+    inputs = keras.Input((6, 4))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.LSTM(8)(inputs)))
+    x = np.random.default_rng(0).normal(size=(16, 6, 4)).astype("float32")
+
+    def calibration():
+        return ([x[i : i + 1]] for i in range(16))
+
+    fixed = kc.deploy.convert(model, "int8", calibration, batch_size=1)
+    quantized = np.clip(np.round(x[:3] / 0.02), -128, 127).astype(np.int8)
+    litert = kc.deploy.litert.run(fixed, quantized, dequantize=False)[0]
+    np.testing.assert_array_equal(kc.tflm.run(fixed, quantized), litert)
+    dynamic = kc.deploy.convert(model, "int8", calibration)
+    with pytest.raises(RuntimeError, match=r"TFLM cannot run the model: .*FILL.*batch_size=1"):
+        kc.tflm.run(dynamic, quantized)

@@ -35,14 +35,34 @@ def interpreter(model: bytes, arena_size: int | None = None):
         return runtime.Interpreter.from_bytes(bytes(model), arena_size=arena_size)
     size = 256 * 1024
     while True:
-        try:
-            # each failed try prints "Failed to resize buffer"
-            with open(os.devnull, "w") as sink, _stderr_to(sink):
-                return runtime.Interpreter.from_bytes(bytes(model), arena_size=size)
-        except RuntimeError:
-            if size >= 1 << 30:
-                raise
+        with tempfile.TemporaryFile("w+") as log:
+            try:
+                with _stderr_to(log):  # a try with too small an arena reports it there
+                    return runtime.Interpreter.from_bytes(bytes(model), arena_size=size)
+            except RuntimeError as error:
+                log.seek(0)
+                report = [line.strip() for line in log.read().splitlines()
+                          if line.strip() and not _ARENA_TOO_SMALL.search(line)]  # fmt: skip
+                if report:  # not the arena: TFLM says why, and no larger arena will help
+                    raise RuntimeError(
+                        f"TFLM cannot run the model: {' / '.join(report[-3:])}{_hint(report)}"
+                    ) from error
+                if size >= 1 << 30:
+                    raise
             size *= 2
+
+
+#: TFLM's reports of an arena too small for the model's tensors.
+_ARENA_TOO_SMALL = re.compile(r"Failed to (resize buffer|allocate (tail|head) memory)")
+
+
+def _hint(report: list[str]) -> str:
+    if any("Non-constant" in line or "dynamic" in line.lower() for line in report):
+        return (
+            " (TFLM plans every tensor's size ahead: export with a fixed batch, "
+            "kc.export(..., batch_size=1))"
+        )
+    return ""
 
 
 @contextlib.contextmanager
