@@ -174,7 +174,7 @@ def _unrolled(model: keras.Model, name: str) -> keras.Model:
     loops = [layer for layer in iter_layers(model) if _rolled(layer)]
     if not loops:
         return model
-    unknown = [layer.name for layer in loops if None in _time_steps(layer)]
+    unknown = [layer.name for layer in loops if _time_steps(layer) is None]
     if unknown or not is_functional(model):
         why = f"layer(s) {unknown} take sequences of unknown length"
         if not unknown:
@@ -190,16 +190,17 @@ def _unrolled(model: keras.Model, name: str) -> keras.Model:
 
 def _rolled(layer: keras.layers.Layer) -> bool:
     """Whether ``layer`` (an RNN, also in ``Bidirectional``/``TimeDistributed``) loops."""
-    inner = getattr(layer, "forward_layer", None) or getattr(layer, "layer", None)
-    if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)):
-        return _rolled(inner)
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _rolled(layer.forward_layer)
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return _rolled(layer.layer)
     return isinstance(layer, keras.layers.RNN) and not layer.unroll
 
 
-def _time_steps(layer: keras.layers.Layer) -> list:
-    """The sequence length of each of ``layer``'s calls (``None`` where unknown)."""
+def _time_steps(layer: keras.layers.Layer) -> int | None:
+    """The length of the sequences ``layer`` reads (``None``: unknown until run)."""
     axis = 2 if isinstance(layer, keras.layers.TimeDistributed) else 1
-    return [tuple(t.shape)[axis] for t in keras.tree.flatten(layer.input)][:1]
+    return tuple(keras.tree.flatten(layer.input)[0].shape)[axis]
 
 
 def _unroll(config) -> bool:
