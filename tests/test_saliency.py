@@ -8,6 +8,7 @@ import keras_compress as kc
 from keras_compress.pruning.saliency import (
     MAX_OBS_INPUTS,
     hutchinson_diagonal,
+    layer_inputs,
     obd_scores,
     obs_prune,
     obs_prune_model,
@@ -110,6 +111,21 @@ def test_obs_prunes_dense_and_conv_layers_and_bounds_the_size():
     assert (to_numpy(model.get_layer("fc").kernel) == 0).mean() == pytest.approx(0.75, abs=0.02)
     with pytest.raises(ValueError, match=f"limit is MAX_OBS_INPUTS = {MAX_OBS_INPUTS}"):
         obs_prune(np.zeros((MAX_OBS_INPUTS + 1, 1)), np.zeros((2, MAX_OBS_INPUTS + 1)), 0.5)
+
+
+def test_obs_reaches_a_layer_of_a_nested_backbone():
+    # OBS looked layers up among the outer model's only ("No such layer: conv").
+    layers = keras.layers
+    image = keras.Input((8, 8, 2))
+    backbone = keras.Model(
+        image, layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, name="conv")(image))
+    )
+    inputs = keras.Input((8, 8, 2))
+    model = keras.Model(inputs, layers.Dense(3)(backbone(layers.Rescaling(2.0)(inputs))))
+    x = np.random.default_rng(8).normal(size=(32, 8, 8, 2)).astype("float32")
+    np.testing.assert_allclose(layer_inputs(model, "conv", x), 2.0 * x, rtol=1e-6)
+    obs_prune_model(model, x, {"conv": 0.5})
+    assert (to_numpy(backbone.get_layer("conv").kernel) == 0).mean() == 0.5
 
 
 def test_obd_drives_the_pruning_callback():

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_compress.core.graph import is_functional
+from keras_compress.core.graph import call_arguments, is_functional, model_input
 
 #: ``transform(layer)`` returns ``None`` to copy the layer unchanged, or ``(new_layer, load)``
 #: where ``load()`` copies the weights into ``new_layer`` once the new model is built.
@@ -216,3 +216,55 @@ def iter_models(model: keras.Model):
         if isinstance(layer, keras.Model) and is_functional(layer):
             yield layer
             yield from iter_models(layer)
+
+
+def find_layer(model: keras.Model, name: str) -> tuple[keras.Model, keras.layers.Layer]:
+    """The layer named ``name`` in ``model`` or a model nested in it, and the model holding it.
+
+    Raises:
+        ValueError: no such layer, or the name is in several of the models.
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")],
+        ...                          name="inner")
+        >>> graph, layer = find_layer(keras.Sequential([keras.Input((3,)), inner]), "fc")
+        >>> graph.name, layer.name
+        ('inner', 'fc')
+    """
+    homes = [(graph, layer) for graph in (model, *iter_models(model)) for layer in graph.layers
+             if layer.name == name]  # fmt: skip
+    if not homes:
+        raise ValueError(f"model {model.name!r} has no layer {name!r}, nor has a model in it")
+    if len(homes) > 1:
+        raise ValueError(
+            f"layer name {name!r} is in several models ({', '.join(g.name for g, _ in homes)})"
+        )
+    return homes[0]
+
+
+def lift(model: keras.Model, graph: keras.Model, tensors):
+    """Symbolic ``tensors`` of ``graph``, a model nested in ``model``, as tensors of ``model``.
+
+    Each model on the way is replayed (its layers, not copies) on what it was called on, so
+    ``keras.Model(model_input(model), lift(model, graph, t))`` computes ``t`` from the outer
+    model's inputs: an inner layer's activations for APoZ, its inputs for OBS.
+
+    Raises:
+        ValueError: ``graph`` is not ``model`` nor nested in it, or a model on the way is called
+            more than once.
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> outer = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3), inner])
+        >>> tuple(lift(outer, inner, inner.get_layer("fc").input).shape)
+        (None, 3)
+    """
+    if graph is model:
+        return tensors
+    for sub in model.layers:
+        if isinstance(sub, keras.Model) and is_functional(sub):
+            if sub is graph or any(g is graph for g in iter_models(sub)):
+                inner = lift(sub, graph, tensors)
+                args, kwargs = call_arguments(sub)
+                return keras.Model(model_input(sub), inner)(*args, **kwargs)
+    raise ValueError(f"model {graph.name!r} is not nested in model {model.name!r}")

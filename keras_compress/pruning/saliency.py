@@ -23,8 +23,10 @@ from functools import partial
 import keras
 import numpy as np
 
+from keras_compress.core.graph import model_input
 from keras_compress.core.hessian import fisher_diagonal, hessian_vector_products
 from keras_compress.core.report import weight_variables
+from keras_compress.core.rewrite import find_layer, lift
 
 #: Largest input dimension ``obs_prune`` accepts: ``H`` and its inverse are dense
 #: ``d x d`` float64 matrices (4096: 128 MiB each) and factorising them costs ``O(d^3)``.
@@ -255,13 +257,15 @@ def obs_prune_layer(
 def layer_inputs(model: keras.Model, name: str, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """What layer ``name`` of a Sequential or functional ``model`` receives for inputs ``x``.
 
+    The layer may be in a model nested in ``model`` (a backbone called in a classifier).
+
     Example:
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
         >>> layer_inputs(model, "fc", np.ones((4, 3))).shape
         (4, 3)
     """
-    layer = model.get_layer(name)
-    probe = keras.Model(model.inputs, layer.input)
+    graph, layer = find_layer(model, name)  # in a nested backbone too
+    probe = keras.Model(model_input(model), lift(model, graph, layer.input))
     return np.asarray(probe.predict(x, batch_size=batch_size, verbose=0))
 
 
@@ -281,7 +285,7 @@ def obs_prune_model(
     """
     errors = {}
     for name, sparsity in levels.items():
-        layer = model.get_layer(name)
+        _, layer = find_layer(model, name)
         seen = layer_inputs(model, name, x)
         new, _, errors[name] = obs_prune_layer(layer, seen, sparsity, **kwargs)
         layer.kernel.assign(new.astype(layer.kernel.dtype))

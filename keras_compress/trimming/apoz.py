@@ -15,17 +15,15 @@ import numpy as np
 from keras import ops
 
 from keras_compress.core.graph import (
-    call_arguments,
     channels_first,
     inbound_names,
-    is_functional,
     model_input,
     output_names,
     output_owners,
     step_layer,
     width_key,
 )
-from keras_compress.core.rewrite import iter_layers
+from keras_compress.core.rewrite import iter_layers, iter_models, lift
 from keras_compress.trimming.surgery import unit_owner
 
 RULES = ("std", "fraction", "cutoff")
@@ -128,36 +126,27 @@ def measure_apoz(
     return {name: total / examples for name, total in zip(points, zeros)}
 
 
-def _zero_fractions(graph: keras.Model) -> dict[str, tuple[keras.layers.Layer, object]]:
+def _zero_fractions(model: keras.Model) -> dict[str, tuple[keras.layers.Layer, object]]:
     """Layer name -> (layer, its ReLU's fraction of zeros per example and channel).
 
-    The fractions are symbolic tensors of ``graph``: those of its own ``relu_points`` and,
-    for each model nested in it (a ``keras.applications`` backbone called in a functional
-    model), the nested model's, replayed on the tensors it was called on (its layers, not
-    copies), at any depth. Names are unique across the graphs, as ``remove_units`` needs.
+    The fractions are symbolic tensors of ``model``: those of its own ``relu_points`` and of
+    every model nested in it (a ``keras.applications`` backbone called in a functional model),
+    lifted into its graph (``core.rewrite.lift``). Names are unique across the graphs, as
+    ``remove_units`` needs them.
     """
-    found = {
-        name: (graph.get_layer(name), _zeros_per_channel(relu))
-        for name, relu in relu_points(graph).items()
-    }
-    for sub in graph.layers:
-        if not (isinstance(sub, keras.Model) and is_functional(sub)):
-            continue
-        inner = _zero_fractions(sub)
-        if not inner:
-            continue
-        clash = sorted(found.keys() & inner.keys())
+    found: dict[str, tuple[keras.layers.Layer, object]] = {}
+    for graph in (model, *iter_models(model)):
+        points = relu_points(graph)
+        clash = sorted(found.keys() & points.keys())
         if clash:
             raise ValueError(
-                f"layer name(s) {clash} are in model {sub.name!r} and around it: APoZ and "
-                f"remove_units name layers; measure the nested model itself"
+                f"layer name(s) {clash} are in model {graph.name!r} and around it: APoZ and "
+                "remove_units name layers; measure the nested model itself"
             )
-        args, kwargs = call_arguments(sub)
-        probe = keras.Model(model_input(sub), [fraction for _, fraction in inner.values()])
-        replayed = probe(*args, **kwargs)
-        replayed = replayed if isinstance(replayed, (list, tuple)) else [replayed]
-        for (name, (layer, _)), fraction in zip(inner.items(), replayed):
-            found[name] = (layer, fraction)
+        if points:
+            fractions = lift(model, graph, [_zeros_per_channel(t) for t in points.values()])
+            for name, fraction in zip(points, fractions):
+                found[name] = (graph.get_layer(name), fraction)
     return found
 
 
