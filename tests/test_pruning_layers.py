@@ -151,12 +151,16 @@ def test_functional_model_with_a_nested_sequential_and_tf_data(tf):
     assert kc.weight_rows(shared)[0]["distinct"] <= 8
 
 
-@pytest.mark.parametrize(
+#: Every entry point that rebuilds a model (layer "fc" of it loses unit 0 in remove_units).
+REBUILDS = pytest.mark.parametrize(
     "call",
     [kc.make_prunable, lambda m: kc.share_weights(m, bits=3), kc.fold_batchnorm,
      lambda m: kc.remove_units(m, {"fc": [0]})],
     ids=["make_prunable", "share_weights", "fold_batchnorm", "remove_units"],
 )  # fmt: skip
+
+
+@REBUILDS
 def test_an_unbuilt_model_is_named_as_unbuilt(call):
     # make_prunable said "no layer with weights to prune": an unbuilt layer has no weights yet.
     model = keras.Sequential([keras.layers.Dense(8, name="fc"), keras.layers.Dense(2)], name="net")
@@ -164,12 +168,7 @@ def test_an_unbuilt_model_is_named_as_unbuilt(call):
         call(model)
 
 
-@pytest.mark.parametrize(
-    "call",
-    [kc.make_prunable, lambda m: kc.share_weights(m, bits=3), kc.fold_batchnorm,
-     lambda m: kc.remove_units(m, {"fc": [0]})],
-    ids=["make_prunable", "share_weights", "fold_batchnorm", "remove_units"],
-)  # fmt: skip
+@REBUILDS
 def test_an_adapted_normalization_keeps_its_statistics_through_every_rebuild(call):
     # The rebuilt model's Normalization got the adapted mean and variance as weights but
     # divided by the fresh layer's zeros and ones (Keras rebuilds them only when loading).

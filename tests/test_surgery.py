@@ -180,6 +180,19 @@ def test_conv_matches_a_model_built_at_the_smaller_width(drop):
     assert model.count_params() - trimmed.count_params() == len(drop) * (27 + 1 + 9 * 4)
 
 
+def _trimmed_and_built_narrow(build, drop):
+    """``build(5)`` with filters ``drop`` of "c1" removed, the same built narrow, and inputs.
+
+    ``build(width)`` makes a model whose "c1" has ``width`` filters and feeds "c2".
+    """
+    model = build(5)
+    kept = np.setdiff1d(np.arange(5), drop)
+    small = build(kept.size)
+    (k1, b1), (k2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
+    small.set_weights([k1[..., kept], b1[kept], k2[..., kept, :], b2])
+    return remove_units(model, {"c1": drop}), small, random_inputs(model)
+
+
 def test_volumes_pass_channels_through_3d_pooling_padding_and_upsampling():
     # A Conv3D model (video, medical volumes): the 3-D channel-wise layers pass channels on.
     def build(width):
@@ -191,13 +204,7 @@ def test_volumes_pass_channels_through_3d_pooling_padding_and_upsampling():
         ])  # fmt: skip
 
     keras.utils.set_random_seed(9)
-    model, drop = build(5), [0, 3]
-    kept = np.setdiff1d(np.arange(5), drop)
-    small = build(kept.size)
-    (k1, b1), (k2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
-    small.set_weights([k1[..., kept], b1[kept], k2[..., kept, :], b2])
-    trimmed = remove_units(model, {"c1": drop})
-    x = random_inputs(model)
+    trimmed, small, x = _trimmed_and_built_narrow(build, [0, 3])
     np.testing.assert_array_equal(trimmed.predict(x, verbose=0), small.predict(x, verbose=0))
 
 
@@ -214,18 +221,12 @@ def test_image_layers_that_keep_channels_apart_pass_them_through():
         ])  # fmt: skip
 
     keras.utils.set_random_seed(3)
-    model, drop = build(5), [1, 4]
-    kept = np.setdiff1d(np.arange(5), drop)
-    small = build(kept.size)
-    (k1, b1), (k2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
-    small.set_weights([k1[..., kept], b1[kept], k2[..., kept, :], b2])
-    trimmed = remove_units(model, {"c1": drop})
-    x = random_inputs(model)
+    trimmed, small, x = _trimmed_and_built_narrow(build, [1, 4])
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), small.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)  # fmt: skip
     per_channel = build(5, scale=[0.5] * 5)
     with pytest.raises(SurgeryError, match=r"'rescaling.*' \(Rescaling\) cannot drop input"):
-        remove_units(per_channel, {"c1": drop})
+        remove_units(per_channel, {"c1": [1, 4]})
 
 
 def test_channels_first_layers_are_refused_by_name():
