@@ -236,6 +236,43 @@ def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pru
                                atol=1e-6)  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["dense", "conv_then_batchnorm"])
+def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
+    # A pruned channel still output a constant (its bias through the activation, or the
+    # BatchNorm shift): the smaller model dropped it and was off by 0.64 and 1.26 here.
+    rng = np.random.default_rng(0)
+    layers = keras.layers
+    if kind == "dense":
+        inputs = keras.Input((12,))
+        h = layers.Dense(16, activation="relu", name="fc1")(inputs)
+        h = layers.Dense(8, activation="relu", name="fc2")(h)
+        dead, shape = {"fc1": [1, 5, 7], "fc2": [2]}, (32, 12)
+    else:  # a bias-free convolution before its BatchNorm: the mean moves instead
+        inputs = keras.Input((10, 10, 3))
+        h = layers.Conv2D(8, 3, name="c1")(inputs)
+        h = layers.ReLU()(layers.BatchNormalization(name="bn1")(h))
+        h = layers.Conv2D(6, 3, use_bias=False, name="c2")(h)
+        h = layers.Flatten()(layers.BatchNormalization(name="bn2")(h))
+        dead, shape = {"c1": [0, 3]}, (8, 10, 10, 3)
+    model = keras.Model(inputs, layers.Dense(3, name="out")(h))
+    for layer in model.layers:
+        layer.set_weights([w + rng.uniform(0.5, 1.0, w.shape) if w.ndim == 1 else w
+                           for w in layer.get_weights()])  # fmt: skip
+    for name, channels in dead.items():
+        weights = model.get_layer(name).get_weights()
+        weights[0][..., channels] = 0.0
+        model.get_layer(name).set_weights(weights)
+    small = kc.remove_pruned_channels(model)
+    assert all(
+        small.get_layer(n).get_weights()[0].shape[-1]
+        < model.get_layer(n).get_weights()[0].shape[-1]
+        for n in dead
+    )
+    x = rng.normal(size=shape).astype("float32")
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
 def test_remove_pruned_channels_keeps_what_no_surgery_can_remove_and_removes_the_rest():
     # A ConvNeXt-like block: a depthwise convolution written as a grouped Conv2D, then a
     # LayerNormalization; neither can lose channels. The MLP expansion after it can.

@@ -23,15 +23,24 @@ import numpy as np
 from keras_compress.core.graph import (
     WIDTH_KEYS,
     channels_first,
+    consumer_names,
     in_out_view,
     inbound_names,
     inbound_tensors,
+    model_input,
     output_owners,
     producer_name,
     step_layer,
     width_key,
 )
-from keras_compress.core.rewrite import check_rebuildable, iter_layers, iter_models, rewrite_model
+from keras_compress.core.rewrite import (
+    check_rebuildable,
+    find_layer,
+    iter_layers,
+    iter_models,
+    lift,
+    rewrite_model,
+)
 from keras_compress.core.weights import variable_name
 from keras_compress.core.wrapper import strip
 
@@ -174,9 +183,11 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     (``remove_units``), so it runs faster. Pruning wrappers are stripped first.
 
     A removed channel's output was not zero but a constant: its bias, or the shift of the
-    BatchNormalization after it, through the activation. The smaller model drops that
-    constant, as ``remove_units`` drops the outputs of removed units; fine-tune it briefly
-    (a fraction of an epoch usually restores the accuracy). Channels tied by a residual
+    BatchNormalization after it, through the activation. What the next Dense or Conv layer
+    made of it goes into that layer's bias (or, without one, the moving mean of the
+    BatchNormalization after it): exact for Dense layers and unpadded convolutions, close at
+    the borders of ``padding="same"`` ones; other readers (an RNN, a separable convolution)
+    lose it, so fine-tune briefly there. Channels tied by a residual
     ``Add`` are removed only where every branch pruned them. Zero channels that are the
     model's outputs, or flow unchanged into one (a feature extractor's last convolution before
     its pooling), stay, with a warning; so do those of a layer whose channels no surgery can
@@ -241,7 +252,65 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             "level 0): " + "; ".join(blocked),
             stacklevel=2,
         )
-    return remove_units(plain, units) if units else plain
+    if not units:
+        return plain
+    small = remove_units(plain, units)
+    _keep_constants(plain, small, units)
+    return small
+
+
+def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None:
+    """Give ``small`` what the removed channels fed its layers, a constant, as a bias.
+
+    A channel whose kernel slice is zero outputs a constant (its bias, or the BatchNorm shift
+    after it, through the activation), the same at every position: what the next Dense or
+    Conv layer made of it is a constant per output unit, added here to that layer's bias, or,
+    without one, subtracted from the moving mean of the BatchNormalization right after it.
+    Exact for Dense layers and unpadded convolutions; a ``padding="same"`` convolution sees
+    the constant cut at the borders, where the copy is off by what the border drops. The
+    constants are read from ``model`` on one all-zero input (they do not depend on it), at the
+    middle position.
+    """
+    plan = _nested_plan(model, units)
+    consumers = []
+    for layer in iter_layers(model):
+        op = step_layer(layer)
+        in_kept = plan.get(id(layer), (None, None))[0]
+        dense_or_conv = isinstance(op, keras.layers.Dense) or (
+            type(op) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+            and op.groups == 1
+        )
+        if in_kept is not None and dense_or_conv:
+            consumers.append((layer, op, in_kept, plan[id(layer)][1]))
+    if not consumers:
+        return
+    probe = keras.Model(
+        model_input(model),
+        [lift(model, find_layer(model, c[0].name)[0], c[0].input) for c in consumers],  # fmt: skip
+    )
+    zeros = keras.tree.map_structure(
+        lambda t: np.zeros([1] + [16 if d is None else d for d in t.shape[1:]], t.dtype),
+        model_input(model),
+    )
+    seen = probe.predict_on_batch(zeros)
+    seen = seen if isinstance(seen, (list, tuple)) else [seen]
+    for (layer, op, in_kept, out_kept), inputs in zip(consumers, seen):
+        inputs = np.asarray(inputs, dtype=np.float64)
+        middle = inputs[(0, *(n // 2 for n in inputs.shape[1:-1]))]  # one value per channel
+        gone = np.setdiff1d(np.arange(middle.size), in_kept)
+        kernel = np.asarray(keras.ops.convert_to_numpy(op.kernel), dtype=np.float64)
+        kernel = kernel.reshape(-1, middle.size, kernel.shape[-1]).sum(axis=0)
+        shift = middle[gone] @ kernel[gone]
+        shift = shift if out_kept is None else shift[out_kept]
+        new = step_layer(find_layer(small, layer.name)[1])
+        if op.use_bias:
+            new.bias.assign((keras.ops.convert_to_numpy(new.bias) + shift).astype(new.bias.dtype))
+            continue
+        after = [find_layer(small, n)[1] for n in consumer_names(find_layer(small, layer.name)[1])]
+        if len(after) == 1 and isinstance(step_layer(after[0]), keras.layers.BatchNormalization):
+            norm = step_layer(after[0])
+            mean = keras.ops.convert_to_numpy(norm.moving_mean)
+            norm.moving_mean.assign((mean - shift).astype(mean.dtype))
 
 
 def _keep_joint_output_channels(model: keras.Model, units: dict) -> list[str]:
