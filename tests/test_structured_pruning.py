@@ -236,7 +236,7 @@ def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pru
                                atol=1e-6)  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv_then_batchnorm"])
+@pytest.mark.parametrize("kind", ["dense", "conv_then_batchnorm", "one_pixel_map"])
 def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
     # A pruned channel still output a constant (its bias through the activation, or the
     # BatchNorm shift): the smaller model dropped it and was off by 0.64 and 1.26 here.
@@ -247,6 +247,11 @@ def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
         h = layers.Dense(16, activation="relu", name="fc1")(inputs)
         h = layers.Dense(8, activation="relu", name="fc2")(h)
         dead, shape = {"fc1": [1, 5, 7], "fc2": [2]}, (32, 12)
+    elif kind == "one_pixel_map":  # a 3x3 "same" convolution sees one tap of 9 (late layers)
+        inputs = keras.Input((4, 4, 3))
+        h = layers.Conv2D(8, 3, strides=4, padding="same", activation="relu", name="c1")(inputs)
+        h = layers.Flatten()(layers.Conv2D(5, 3, padding="same", name="c2")(h))
+        dead, shape = {"c1": [1, 2]}, (6, 4, 4, 3)
     else:  # a bias-free convolution before its BatchNorm: the mean moves instead
         inputs = keras.Input((10, 10, 3))
         h = layers.Conv2D(8, 3, name="c1")(inputs)

@@ -266,10 +266,11 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     after it, through the activation), the same at every position: what the next Dense or
     Conv layer made of it is a constant per output unit, added here to that layer's bias, or,
     without one, subtracted from the moving mean of the BatchNormalization right after it.
-    Exact for Dense layers and unpadded convolutions; a ``padding="same"`` convolution sees
-    the constant cut at the borders, where the copy is off by what the border drops. The
-    constants are read from ``model`` on one all-zero input (they do not depend on it), at the
-    middle position.
+    The removed channels' maps are read from ``model`` on one all-zero input (they do not
+    depend on it) and put through the layer's kernel without its bias; the mean over positions
+    is the shift. Exact behind Dense layers and unpadded convolutions; behind a
+    ``padding="same"`` one the shift is smaller at the borders, and its mean is the closest
+    constant (on a 1x1 map, exact).
     """
     plan = _nested_plan(model, units)
     consumers = []
@@ -286,7 +287,7 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
         return
     probe = keras.Model(
         model_input(model),
-        [lift(model, find_layer(model, c[0].name)[0], c[0].input) for c in consumers],  # fmt: skip
+        [lift(model, find_layer(model, c[0].name)[0], c[0].input) for c in consumers],
     )
     zeros = keras.tree.map_structure(
         lambda t: np.zeros([1] + [16 if d is None else d for d in t.shape[1:]], t.dtype),
@@ -295,12 +296,12 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     seen = probe.predict_on_batch(zeros)
     seen = seen if isinstance(seen, (list, tuple)) else [seen]
     for (layer, op, in_kept, out_kept), inputs in zip(consumers, seen):
-        inputs = np.asarray(inputs, dtype=np.float64)
-        middle = inputs[(0, *(n // 2 for n in inputs.shape[1:-1]))]  # one value per channel
-        gone = np.setdiff1d(np.arange(middle.size), in_kept)
-        kernel = np.asarray(keras.ops.convert_to_numpy(op.kernel), dtype=np.float64)
-        kernel = kernel.reshape(-1, middle.size, kernel.shape[-1]).sum(axis=0)
-        shift = middle[gone] @ kernel[gone]
+        removed = np.array(keras.ops.convert_to_numpy(inputs), dtype=np.float32)
+        removed[..., in_kept] = 0.0  # only what the removed channels fed it
+        if op is not layer:  # TimeDistributed: the frames are a batch
+            removed = removed.reshape(-1, *removed.shape[2:])
+        shift = _linear_part(op, removed)
+        shift = shift.reshape(-1, shift.shape[-1]).mean(axis=0).astype(np.float64)
         shift = shift if out_kept is None else shift[out_kept]
         new = step_layer(find_layer(small, layer.name)[1])
         if op.use_bias:
@@ -311,6 +312,22 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
             norm = step_layer(after[0])
             mean = keras.ops.convert_to_numpy(norm.moving_mean)
             norm.moving_mean.assign((mean - shift).astype(mean.dtype))
+
+
+def _linear_part(op: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
+    """``op``'s kernel applied to ``inputs``: a Dense or Conv layer without bias or activation."""
+    kernel = keras.ops.convert_to_numpy(op.kernel)
+    if isinstance(op, keras.layers.Dense):
+        return inputs @ kernel
+    if op.padding == "causal":  # Conv1D: padded on the left, then unpadded
+        left = op.dilation_rate[0] * (op.kernel_size[0] - 1)
+        inputs = np.pad(inputs, [(0, 0), (left, 0), (0, 0)])
+        return keras.ops.convert_to_numpy(
+            keras.ops.conv(
+                inputs, kernel, list(op.strides), "valid", dilation_rate=op.dilation_rate
+            )
+        )
+    return keras.ops.convert_to_numpy(op.convolution_op(inputs, kernel))
 
 
 def _keep_joint_output_channels(model: keras.Model, units: dict) -> list[str]:
