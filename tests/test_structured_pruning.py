@@ -236,7 +236,9 @@ def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pru
                                atol=1e-6)  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv_then_batchnorm", "one_pixel_map"])
+@pytest.mark.parametrize(
+    "kind", ["dense", "conv_then_batchnorm", "one_pixel_map", "bidirectional_gru"]
+)
 def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
     # A pruned channel still output a constant (its bias through the activation, or the
     # BatchNorm shift): the smaller model dropped it and was off by 0.64 and 1.26 here.
@@ -252,6 +254,11 @@ def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
         h = layers.Conv2D(8, 3, strides=4, padding="same", activation="relu", name="c1")(inputs)
         h = layers.Flatten()(layers.Conv2D(5, 3, padding="same", name="c2")(h))
         dead, shape = {"c1": [1, 2]}, (6, 4, 4, 3)
+    elif kind == "bidirectional_gru":  # each step's input projection, in both directions
+        inputs = keras.Input((10, 3))
+        h = layers.Conv1D(6, 3, activation="relu", name="c1")(inputs)
+        h = layers.Bidirectional(layers.GRU(4), name="gru")(h)
+        dead, shape = {"c1": [0, 5]}, (4, 10, 3)
     else:  # a bias-free convolution before its BatchNorm: the mean moves instead
         inputs = keras.Input((10, 10, 3))
         h = layers.Conv2D(8, 3, name="c1")(inputs)

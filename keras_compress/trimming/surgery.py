@@ -186,13 +186,14 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     BatchNormalization after it, through the activation. What the next Dense or Conv layer
     made of it goes into that layer's bias (or, without one, the moving mean of the
     BatchNormalization after it): exact for Dense layers and unpadded convolutions, close at
-    the borders of ``padding="same"`` ones; other readers (an RNN, a separable convolution)
-    lose it, so fine-tune briefly there. Channels tied by a residual
-    ``Add`` are removed only where every branch pruned them. Zero channels that are the
-    model's outputs, or flow unchanged into one (a feature extractor's last convolution before
-    its pooling), stay, with a warning; so do those of a layer whose channels no surgery can
-    remove (``remove_units`` would raise: a grouped convolution, a LayerNormalization after
-    it, a ``channels_first`` layer), the warning naming the layer and the reason.
+    the borders of ``padding="same"`` ones; an LSTM, GRU or SimpleRNN reading them gets it in
+    its input bias; other readers (a separable convolution) lose it, so fine-tune briefly.
+    Channels tied by a residual ``Add`` are removed only where every branch pruned them.
+    Zero channels that are the model's outputs, or flow unchanged into one (a feature
+    extractor's last convolution before its pooling), stay, with a warning; so do those of a
+    layer whose channels no surgery can remove (``remove_units`` would raise: a grouped
+    convolution, a LayerNormalization after it, a ``channels_first`` layer), the warning
+    naming the layer and the reason.
 
     Args:
         model: a channel-pruned model (wrapped or stripped), not changed.
@@ -281,7 +282,7 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
             type(op) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
             and op.groups == 1
         )
-        if in_kept is not None and dense_or_conv:
+        if in_kept is not None and (dense_or_conv or _recurrent(layer)):
             consumers.append((layer, op, in_kept, plan[id(layer)][1]))
     if not consumers:
         return
@@ -298,6 +299,15 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     for (layer, op, in_kept, out_kept), inputs in zip(consumers, seen):
         removed = np.array(keras.ops.convert_to_numpy(inputs), dtype=np.float32)
         removed[..., in_kept] = 0.0  # only what the removed channels fed it
+        if _recurrent(layer):  # the input projection of each step, in each direction
+            pairs = zip(_cells(layer), _cells(find_layer(small, layer.name)[1]))
+            for cell, new_cell in pairs:
+                shift = (removed @ keras.ops.convert_to_numpy(cell.kernel)).mean(axis=(0, 1))
+                if cell.use_bias:  # a GRU with reset_after keeps input and recurrent rows
+                    bias = keras.ops.convert_to_numpy(new_cell.bias).copy()
+                    (bias if bias.ndim == 1 else bias[0])[...] += shift
+                    new_cell.bias.assign(bias)
+            continue
         if op is not layer:  # TimeDistributed: the frames are a batch
             removed = removed.reshape(-1, *removed.shape[2:])
         shift = _linear_part(op, removed)
@@ -691,6 +701,13 @@ def _recurrent(layer) -> bool:
     if isinstance(layer, keras.layers.Bidirectional):
         layer = layer.forward_layer
     return isinstance(layer, (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN))
+
+
+def _cells(layer) -> list:
+    """The cells of a recurrent layer (both directions of a Bidirectional)."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [layer.forward_layer.cell, layer.backward_layer.cell]
+    return [layer.cell]
 
 
 def _expand(kept: np.ndarray | None, multiplier: int) -> np.ndarray | None:
