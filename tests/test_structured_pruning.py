@@ -237,7 +237,7 @@ def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pru
 
 
 @pytest.mark.parametrize(
-    "kind", ["dense", "conv_then_batchnorm", "one_pixel_map", "bidirectional_gru"]
+    "kind", ["dense", "conv_then_batchnorm", "one_pixel_map", "bidirectional_gru", "separable"]
 )
 def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
     # A pruned channel still output a constant (its bias through the activation, or the
@@ -254,6 +254,11 @@ def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
         h = layers.Conv2D(8, 3, strides=4, padding="same", activation="relu", name="c1")(inputs)
         h = layers.Flatten()(layers.Conv2D(5, 3, padding="same", name="c2")(h))
         dead, shape = {"c1": [1, 2]}, (6, 4, 4, 3)
+    elif kind == "separable":  # depthwise then pointwise, Xception's reader
+        inputs = keras.Input((8, 8, 3))
+        h = layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+        h = layers.Flatten()(layers.SeparableConv2D(4, 3, depth_multiplier=2, name="sep")(h))
+        dead, shape = {"c1": [1, 4]}, (4, 8, 8, 3)
     elif kind == "bidirectional_gru":  # each step's input projection, in both directions
         inputs = keras.Input((10, 3))
         h = layers.Conv1D(6, 3, activation="relu", name="c1")(inputs)

@@ -95,6 +95,7 @@ PASS_THROUGH = (
 MERGE_SAME = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
               keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum)  # fmt: skip
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 #: ``keras.ops`` calls in a graph that act on each channel alone (MobileNetV3's hard sigmoid is
 #: ``relu6(x + 3.0) * (1 / 6)``), by class name: their other operands must be numbers or
 #: tensors of the same channels (or one channel, broadcast).
@@ -186,14 +187,13 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     BatchNormalization after it, through the activation. What the next Dense or Conv layer
     made of it goes into that layer's bias (or, without one, the moving mean of the
     BatchNormalization after it): exact for Dense layers and unpadded convolutions, close at
-    the borders of ``padding="same"`` ones; an LSTM, GRU or SimpleRNN reading them gets it in
-    its input bias; other readers (a separable convolution) lose it, so fine-tune briefly.
-    Channels tied by a residual ``Add`` are removed only where every branch pruned them.
-    Zero channels that are the model's outputs, or flow unchanged into one (a feature
-    extractor's last convolution before its pooling), stay, with a warning; so do those of a
-    layer whose channels no surgery can remove (``remove_units`` would raise: a grouped
-    convolution, a LayerNormalization after it, a ``channels_first`` layer), the warning
-    naming the layer and the reason.
+    the borders of ``padding="same"`` ones (separable convolutions too); an LSTM, GRU or
+    SimpleRNN reading them gets it in its input bias. Channels tied by a residual ``Add`` are
+    removed only where every branch pruned them. Zero channels that are the model's outputs,
+    or flow unchanged into one (a feature extractor's last convolution before its pooling),
+    stay, with a warning; so do those of a layer whose channels no surgery can remove
+    (``remove_units`` would raise: a grouped convolution, a LayerNormalization after it, a
+    ``channels_first`` layer), the warning naming the layer and the reason.
 
     Args:
         model: a channel-pruned model (wrapped or stripped), not changed.
@@ -278,7 +278,7 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     for layer in iter_layers(model):
         op = step_layer(layer)
         in_kept = plan.get(id(layer), (None, None))[0]
-        dense_or_conv = isinstance(op, keras.layers.Dense) or (
+        dense_or_conv = isinstance(op, (keras.layers.Dense, *SEPARABLE)) or (
             type(op) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
             and op.groups == 1
         )
@@ -325,7 +325,13 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
 
 
 def _linear_part(op: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
-    """``op``'s kernel applied to ``inputs``: a Dense or Conv layer without bias or activation."""
+    """``op``'s kernels applied to ``inputs``: a Dense or Conv layer, no bias, no activation."""
+    if isinstance(op, SEPARABLE):  # depthwise, then pointwise: Keras's own op, as its call
+        separable = keras.ops.separable_conv(
+            inputs, op.depthwise_kernel, op.pointwise_kernel, strides=op.strides,
+            padding=op.padding, dilation_rate=op.dilation_rate, data_format=op.data_format,
+        )  # fmt: skip
+        return keras.ops.convert_to_numpy(separable)
     kernel = keras.ops.convert_to_numpy(op.kernel)
     if isinstance(op, keras.layers.Dense):
         return inputs @ kernel
