@@ -237,8 +237,10 @@ def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pru
 
 
 @pytest.mark.parametrize(
-    "kind", ["dense", "conv_then_batchnorm", "one_pixel_map", "bidirectional_gru", "separable"]
-)
+    "kind",
+    ["dense", "conv_then_batchnorm", "one_pixel_map", "bidirectional_gru", "separable",
+     "transposed"],
+)  # fmt: skip
 def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
     # A pruned channel still output a constant (its bias through the activation, or the
     # BatchNorm shift): the smaller model dropped it and was off by 0.64 and 1.26 here.
@@ -254,6 +256,12 @@ def test_removed_channels_leave_their_constant_in_the_next_bias(kind):
         h = layers.Conv2D(8, 3, strides=4, padding="same", activation="relu", name="c1")(inputs)
         h = layers.Flatten()(layers.Conv2D(5, 3, padding="same", name="c2")(h))
         dead, shape = {"c1": [1, 2]}, (6, 4, 4, 3)
+    elif kind == "transposed":  # a decoder's upsampling: exact on average (pooled after it)
+        inputs = keras.Input((6, 6, 3))
+        h = layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+        h = layers.Conv2DTranspose(4, 3, strides=2, name="up")(h)
+        h = layers.GlobalAveragePooling2D()(h)
+        dead, shape = {"c1": [1, 4]}, (4, 6, 6, 3)
     elif kind == "separable":  # depthwise then pointwise, Xception's reader
         inputs = keras.Input((8, 8, 3))
         h = layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)

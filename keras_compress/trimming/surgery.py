@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from keras_compress.core.graph import (
+    TRANSPOSED_CONVS,
     WIDTH_KEYS,
     channels_first,
     consumer_names,
@@ -187,7 +188,7 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
     BatchNormalization after it, through the activation. What the next Dense or Conv layer
     made of it goes into that layer's bias (or, without one, the moving mean of the
     BatchNormalization after it): exact for Dense layers and unpadded convolutions, close at
-    the borders of ``padding="same"`` ones (separable convolutions too); an LSTM, GRU or
+    the borders of ``padding="same"`` ones (separable, transposed too); an LSTM, GRU or
     SimpleRNN reading them gets it in its input bias. Channels tied by a residual ``Add`` are
     removed only where every branch pruned them. Zero channels that are the model's outputs,
     or flow unchanged into one (a feature extractor's last convolution before its pooling),
@@ -278,7 +279,8 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     for layer in iter_layers(model):
         op = step_layer(layer)
         in_kept = plan.get(id(layer), (None, None))[0]
-        dense_or_conv = isinstance(op, (keras.layers.Dense, *SEPARABLE)) or (
+        linear = (keras.layers.Dense, *SEPARABLE, *TRANSPOSED_CONVS)
+        dense_or_conv = isinstance(op, linear) or (
             type(op) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
             and op.groups == 1
         )
@@ -332,6 +334,13 @@ def _linear_part(op: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
             padding=op.padding, dilation_rate=op.dilation_rate, data_format=op.data_format,
         )  # fmt: skip
         return keras.ops.convert_to_numpy(separable)
+    if isinstance(op, TRANSPOSED_CONVS):  # as its call, without the bias
+        transposed = keras.ops.conv_transpose(
+            inputs, op.kernel, strides=list(op.strides), padding=op.padding,
+            output_padding=op.output_padding, dilation_rate=op.dilation_rate,
+            data_format=op.data_format,
+        )  # fmt: skip
+        return keras.ops.convert_to_numpy(transposed)
     kernel = keras.ops.convert_to_numpy(op.kernel)
     if isinstance(op, keras.layers.Dense):
         return inputs @ kernel
