@@ -292,11 +292,20 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
         model_input(model),
         [lift(model, find_layer(model, c[0].name)[0], c[0].input) for c in consumers],
     )
-    zeros = keras.tree.map_structure(
-        lambda t: np.zeros([1] + [16 if d is None else d for d in t.shape[1:]], t.dtype),
+    zeros = keras.tree.map_structure(  # an axis of any size gets 64 (InceptionV3 needs 75)
+        lambda t: np.zeros([1] + [64 if d is None else d for d in t.shape[1:]], t.dtype),
         model_input(model),
     )
-    seen = probe.predict_on_batch(zeros)
+    try:
+        seen = probe.predict_on_batch(zeros)
+    except Exception as error:  # noqa: BLE001 - an input of that size may not fit the model
+        warnings.warn(
+            f"remove_pruned_channels could not read the removed channels' constant outputs "
+            f"({type(error).__name__}: {str(error)[:200]}); the smaller model drops them: "
+            "fine-tune it briefly",
+            stacklevel=3,
+        )
+        return
     seen = seen if isinstance(seen, (list, tuple)) else [seen]
     for (layer, op, in_kept, out_kept), inputs in zip(consumers, seen):
         removed = np.array(keras.ops.convert_to_numpy(inputs), dtype=np.float32)
@@ -313,6 +322,8 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
         if op is not layer:  # TimeDistributed: the frames are a batch
             removed = removed.reshape(-1, *removed.shape[2:])
         shift = _linear_part(op, removed)
+        if shift.size == 0:  # a map shrunk to nothing at the probe's size: nothing to add
+            continue
         shift = shift.reshape(-1, shift.shape[-1]).mean(axis=0).astype(np.float64)
         shift = shift if out_kept is None else shift[out_kept]
         new = step_layer(find_layer(small, layer.name)[1])
