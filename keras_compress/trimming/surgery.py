@@ -150,7 +150,11 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         16
     """
     check_rebuildable(model)
-    plan = _nested_plan(model, units)
+    return _apply_plan(model, _nested_plan(model, units))
+
+
+def _apply_plan(model: keras.Model, plan: dict) -> keras.Model:
+    """``model`` rebuilt with each planned layer's channels (``_nested_plan``) sliced."""
 
     def transform(layer):
         if id(layer) not in plan:
@@ -228,7 +232,7 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             units[layer.name] = dead.tolist()
     outputs, blocked = [], []
     try:
-        _nested_plan(plain, units)  # usually fine: one walk, not one per layer
+        plan = _nested_plan(plain, units)  # usually fine: one walk, not one per layer
     except SurgeryError:
         for name, dead in list(units.items()):
             try:
@@ -239,7 +243,8 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
             except SurgeryError as error:  # a layer downstream cannot lose them
                 blocked.append(f"{name} ({len(dead)}): {error}")
                 del units[name]
-        outputs += _keep_joint_output_channels(plain, units)
+        kept, plan = _keep_joint_output_channels(plain, units)
+        outputs += kept
     if outputs:
         warnings.warn(
             f"remove_pruned_channels keeps the zero channels of {', '.join(outputs)}: they are "
@@ -256,12 +261,12 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
         )
     if not units:
         return plain
-    small = remove_units(plain, units)
-    _keep_constants(plain, small, units)
+    small = _apply_plan(plain, plan)
+    _keep_constants(plain, small, plan)
     return small
 
 
-def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None:
+def _keep_constants(model: keras.Model, small: keras.Model, plan: dict) -> None:
     """Give ``small`` what the removed channels fed its layers, a constant, as a bias.
 
     A channel whose kernel slice is zero outputs a constant (its bias, or the BatchNorm shift
@@ -274,12 +279,11 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     ``padding="same"`` one the shift is smaller at the borders, and its mean is the closest
     constant (on a 1x1 map, exact).
     """
-    plan = _nested_plan(model, units)
+    linear = (keras.layers.Dense, *SEPARABLE, *TRANSPOSED_CONVS)
     consumers = []
     for layer in iter_layers(model):
         op = step_layer(layer)
         in_kept = plan.get(id(layer), (None, None))[0]
-        linear = (keras.layers.Dense, *SEPARABLE, *TRANSPOSED_CONVS)
         dense_or_conv = isinstance(op, linear) or (
             type(op) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
             and op.groups == 1
@@ -310,8 +314,9 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
     for (layer, op, in_kept, out_kept), inputs in zip(consumers, seen):
         removed = np.array(keras.ops.convert_to_numpy(inputs), dtype=np.float32)
         removed[..., in_kept] = 0.0  # only what the removed channels fed it
+        smaller = find_layer(small, layer.name)[1]
         if _recurrent(layer):  # the input projection of each step, in each direction
-            pairs = zip(_cells(layer), _cells(find_layer(small, layer.name)[1]))
+            pairs = zip(_cells(layer), _cells(smaller))
             for cell, new_cell in pairs:
                 shift = (removed @ keras.ops.convert_to_numpy(cell.kernel)).mean(axis=(0, 1))
                 if cell.use_bias:  # a GRU with reset_after keeps input and recurrent rows
@@ -326,11 +331,11 @@ def _keep_constants(model: keras.Model, small: keras.Model, units: dict) -> None
             continue
         shift = shift.reshape(-1, shift.shape[-1]).mean(axis=0).astype(np.float64)
         shift = shift if out_kept is None else shift[out_kept]
-        new = step_layer(find_layer(small, layer.name)[1])
+        new = step_layer(smaller)
         if op.use_bias:
             new.bias.assign((keras.ops.convert_to_numpy(new.bias) + shift).astype(new.bias.dtype))
             continue
-        after = [find_layer(small, n)[1] for n in consumer_names(find_layer(small, layer.name)[1])]
+        after = [find_layer(small, name)[1] for name in consumer_names(smaller)]
         if len(after) == 1 and isinstance(step_layer(after[0]), keras.layers.BatchNormalization):
             norm = step_layer(after[0])
             mean = keras.ops.convert_to_numpy(norm.moving_mean)
@@ -366,19 +371,18 @@ def _linear_part(op: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(op.convolution_op(inputs, kernel))
 
 
-def _keep_joint_output_channels(model: keras.Model, units: dict) -> list[str]:
+def _keep_joint_output_channels(model: keras.Model, units: dict) -> tuple[list[str], dict]:
     """Drop from ``units`` the removals that reach an output only together; name them.
 
     Each layer's removal may pass alone while several together change an output: the
     branches of a residual chain into a (nested) model's output, whose channels leave the
     ``Add`` only where every branch removed them. The owners of such an output's channels
-    keep theirs, until the plan passes.
+    keep theirs, until the plan passes. Returns their names and that plan.
     """
     kept = []
     while True:
         try:
-            _nested_plan(model, units)
-            return kept
+            return kept, _nested_plan(model, units)
         except _OutputChange as change:
             owners = [layer.name for layer in output_owners(change.model) if layer.name in units]
             if not owners:
