@@ -229,3 +229,73 @@ def test_lambda_layers_are_copied_and_a_layer_without_config_is_named():
     rebuilt = r"layer '__no_config' \(_NoConfig\) cannot be rebuilt.*unexpected keyword"
     with pytest.raises(TypeError, match=rebuilt):
         kc.make_prunable(broken)
+
+
+class _Block(keras.Model):  # a subclassed model used as a layer
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fc = L.Dense(8)
+
+    def call(self, x):
+        return self.fc(x)
+
+
+@REBUILDS
+def test_a_nested_subclassed_model_is_named(call):
+    # Keras's clone_model said "Arguments `clone_function` and `input_tensors` are only
+    # supported for Sequential models or Functional models", naming neither model.
+    inputs = keras.Input((6,))
+    hidden = _Block(name="block")(L.Dense(8, name="fc")(inputs))
+    model = keras.Model(inputs, L.Dense(2)(hidden), name="net")
+    with pytest.raises(TypeError, match="model 'net' holds 'block', a subclassed keras.Model"):
+        call(model)
+
+
+def _lora_model():
+    layers = [L.Embedding(20, 8, name="emb"), L.Conv1D(6, 3, name="conv"), L.Flatten(),
+              L.Dense(4, name="fc")]  # fmt: skip
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), *layers])
+    rng = np.random.default_rng(0)
+    for name in ("emb", "conv", "fc"):
+        layer = model.get_layer(name)
+        layer.enable_lora(2)  # freezes the kernel; lora_kernel_b starts at zero
+        for variable in layer.weights:
+            if "lora" in variable.path:
+                variable.assign(rng.normal(0.0, 0.5, variable.shape))
+    return model
+
+
+def test_lora_layers_are_compressed_as_the_kernel_they_compute_with():
+    # A LoRA layer's kernel is frozen, so make_prunable and share_weights skipped it silently
+    # (or, all layers LoRA, found "no layer with weights to prune").
+    model = _lora_model()
+    x = np.random.default_rng(1).integers(0, 20, (32, 6))
+    y = np.random.default_rng(2).integers(0, 4, 32)
+    merged = kc.core.merge_lora(model)
+    assert not any("lora" in w.path for w in merged.weights)
+    np.testing.assert_allclose(merged.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert model.get_layer("fc").lora_enabled  # the input model is not changed
+    pruned = kc.make_prunable(model)
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(x, y, epochs=1, verbose=0, callbacks=[kc.MagnitudePruning(0.5, "constant")])
+    plain = kc.strip(pruned)
+    for name, attribute in (("emb", "embeddings"), ("conv", "kernel"), ("fc", "kernel")):
+        used = keras.ops.convert_to_numpy(getattr(plain.get_layer(name), attribute))
+        assert np.mean(used == 0) >= 0.49, name
+    shared = kc.strip(kc.share_weights(model, bits=2))
+    for name, attribute in (("emb", "embeddings"), ("conv", "kernel"), ("fc", "kernel")):
+        used = keras.ops.convert_to_numpy(getattr(shared.get_layer(name), attribute))
+        assert np.unique(used).size <= 4, name
+    with pytest.raises(ValueError, match="layers emb, conv, fc have LoRA enabled.*merge_lora"):
+        kc.rate_regularize(model, 0.01)
+
+
+def test_a_model_quantized_by_keras_is_refused_with_the_way_out():
+    # make_prunable said only "has no layer with weights to prune".
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, name="fc"), L.Dense(2, name="out")])
+    model.quantize("int8")
+    way_out = "layers fc, out were quantized by Keras.*quantization='int8'"
+    with pytest.raises(ValueError, match=f"no layer with weights to prune; {way_out}"):
+        kc.make_prunable(model)
+    with pytest.raises(ValueError, match=f"selected by bits=4; {way_out}"):
+        kc.share_weights(model, bits=4)

@@ -24,7 +24,7 @@ from keras_compress.core import (
 )
 from keras_compress.core.batchnorm import fold_batchnorm
 from keras_compress.core.report import compressed_weights, sparsity, summary, weight_rows
-from keras_compress.core.rewrite import iter_layers
+from keras_compress.core.rewrite import iter_layers, merge_lora
 from keras_compress.core.selectors import (
     LayerSelector,
     check_selectors,
@@ -45,6 +45,7 @@ __all__ = [
     "graph",
     "hessian",
     "is_wrapper",
+    "merge_lora",
     "iter_layers",
     "report",
     "rewrite",

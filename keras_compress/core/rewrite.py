@@ -10,6 +10,10 @@ import keras
 import numpy as np
 
 from keras_compress.core.graph import call_arguments, is_functional, model_input
+from keras_compress.core.weights import relative_path
+
+#: The variables LoRA adds a low-rank product to (``merge_lora``): kernels and embeddings.
+MERGED_BY_LORA = ("kernel", "embeddings")
 
 #: ``transform(layer)`` returns ``None`` to copy the layer unchanged, or ``(new_layer, load)``
 #: where ``load()`` copies the weights into ``new_layer`` once the new model is built.
@@ -97,11 +101,93 @@ def copy_state(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
                 new.load_assets(folder)
 
 
+def quantized_note(model: keras.Model) -> str:
+    """A sentence naming the layers Keras quantized in ``model`` (nested ones too), or ``""``.
+
+    ``model.quantize("int8")`` (or ``"int4"``, ``"float8"``, GPTQ) turns a layer's kernel into a
+    frozen integer variable and a scale: keras_compress compresses float weights, and TFLite's
+    converter takes no such layer. Errors about such a model end with this note.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> model.quantize("int8")
+        >>> quantized_note(model)[:60]
+        'layers fc were quantized by Keras (model.quantize): their ke'
+    """
+    names = [layer.name for layer in iter_layers(model)
+             if getattr(layer, "quantization_mode", None)]  # fmt: skip
+    if not names:
+        return ""
+    return (
+        f"layers {', '.join(names)} were quantized by Keras (model.quantize): their kernels are "
+        "frozen integers, which keras_compress does not compress and TFLite's converter does "
+        "not take; compress the float model and quantize at export "
+        "(kc.export(..., quantization='int8', representative_data=...))"
+    )
+
+
+def has_lora(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` has LoRA enabled (``layer.enable_lora(rank)``; see ``merge_lora``).
+
+    Example:
+        >>> dense = keras.layers.Dense(2)
+        >>> dense.build((None, 3))
+        >>> has_lora(dense), dense.enable_lora(1), has_lora(dense)
+        (False, None, True)
+    """
+    return bool(getattr(layer, "lora_enabled", False))
+
+
+def merge_lora(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` whose LoRA-enabled layers are plain layers holding the merged kernel.
+
+    A layer with LoRA enabled (``layer.enable_lora(rank)``: Dense, EinsumDense, Embedding,
+    convolutions) computes with ``kernel + alpha / rank * lora_a @ lora_b`` while its
+    ``kernel`` itself is frozen, so pruning or sharing ``kernel`` would compress a tensor the
+    layer does not compute with. ``make_prunable`` and ``share_weights`` call this first, so
+    they compress the merged kernel, which the copy trains directly (as it did before LoRA was
+    enabled). The merged value is Keras's own (the layer's ``kernel`` or ``embeddings``
+    property); outputs are unchanged up to float rounding.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
+        >>> model.get_layer("fc").enable_lora(1)
+        >>> [w.name for w in merge_lora(model).get_layer("fc").weights]
+        ['kernel', 'bias']
+    """
+
+    def drop_lora(config: dict) -> None:
+        config.pop("lora_rank", None)
+        config.pop("lora_alpha", None)
+
+    def transform(layer: keras.layers.Layer):
+        if not has_lora(layer):
+            return None
+        new = fresh_copy(layer, drop_lora)
+
+        def load() -> None:
+            # the properties kernel/embeddings give LoRA's merged tensor (Keras's own sum);
+            # copies, as in copy_state (JAX donates the buffers a variable is assigned)
+            source = {relative_path(layer, v): v for v in layer.weights}
+            new.set_weights([
+                np.array(keras.ops.convert_to_numpy(
+                    getattr(layer, name) if (name := relative_path(new, v)) in MERGED_BY_LORA
+                    else source[name]
+                ))
+                for v in new.weights
+            ])  # fmt: skip
+
+        return new, load
+
+    return rewrite_model(model, transform)
+
+
 def check_rebuildable(model) -> None:
     """Raise unless ``model`` is a built Sequential or functional ``keras.Model``.
 
     Raises:
-        TypeError: not a ``keras.Model``, or a subclassed one (its graph cannot be rebuilt).
+        TypeError: not a ``keras.Model``, or a subclassed one, or one holding a subclassed one
+            at any depth (their graphs cannot be rebuilt).
         ValueError: the model is not built (no ``Input`` and never called).
 
     Example:
@@ -119,6 +205,15 @@ def check_rebuildable(model) -> None:
         )
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and not is_functional(layer):
+            raise TypeError(
+                f"model {model.name!r} holds {layer.name!r}, a subclassed keras.Model "
+                f"({type(layer).__name__}); only Sequential and functional models, nested ones "
+                "included, can be rebuilt. Build that part functionally (or as a Sequential)."
+            )
+        if isinstance(layer, keras.Model):
+            check_rebuildable(layer)
 
 
 def rewrite_model(model: keras.Model, transform: LayerTransform) -> keras.Model:

@@ -21,7 +21,13 @@ import keras
 import tensorflow as tf
 
 from keras_compress.core.graph import is_functional, model_input
-from keras_compress.core.rewrite import copy_state, fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.rewrite import (
+    copy_state,
+    fresh_copy,
+    iter_layers,
+    quantized_note,
+    rewrite_model,
+)
 from keras_compress.core.wrapper import is_wrapper, strip
 
 QUANTIZATIONS = ("float32", "int8")
@@ -294,15 +300,9 @@ def _unknown_lengths(model: keras.Model) -> bool:
 
 
 def _hint(model: keras.Model) -> str:
-    quantized = [layer.name for layer in iter_layers(model)
-                 if getattr(layer, "quantization_mode", None)]  # fmt: skip
-    if quantized:
-        return (
-            f"\nHint: layers {', '.join(quantized)} were quantized by Keras "
-            "(model.quantize); their integer kernels and activations are no TFLite builtin "
-            "inputs, and Keras's own LiteRT export fails on them too. Export the float model "
-            "with kc.export(model, path, quantization='int8', representative_data=...)."
-        )
+    note = quantized_note(model)
+    if note:
+        return f"\nHint: {note}; Keras's own LiteRT export fails on them too."
     rnn = any(isinstance(layer, keras.layers.RNN) for layer in iter_layers(model))
     if not (rnn and is_functional(model) and _unknown_lengths(model)):
         return ""

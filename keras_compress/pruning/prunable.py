@@ -6,7 +6,15 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_compress.core.rewrite import check_rebuildable, fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.rewrite import (
+    check_rebuildable,
+    fresh_copy,
+    has_lora,
+    iter_layers,
+    merge_lora,
+    quantized_note,
+    rewrite_model,
+)
 from keras_compress.core.selectors import LayerSelector, check_selectors, selects, selects_any
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import is_wrapper
@@ -21,7 +29,9 @@ def make_prunable(
     """Return a copy of ``model`` whose selected layers are wrapped in ``PruningWrapper``.
 
     Compile the result (if ``model`` was compiled, the copy is compiled the same way, with a
-    fresh optimizer) and train it with a ``MagnitudePruning`` callback.
+    fresh optimizer) and train it with a ``MagnitudePruning`` callback. Layers with LoRA
+    enabled are merged first (``keras_compress.core.merge_lora``): their merged kernel is
+    pruned and trained. Frozen weights (``trainable=False``) are left alone.
 
     Args:
         model: a built Sequential or functional model (nested models are searched).
@@ -48,7 +58,10 @@ def make_prunable(
     """
     check_rebuildable(model)
     selectors = check_selectors(layers) if layers is not None else None
-    all_layers = list(iter_layers(model))
+    source = (
+        merge_lora(model) if any(map(has_lora, iter_layers(model))) else model
+    )  # prune what layers compute with
+    all_layers = list(iter_layers(source))
     if selectors is not None:
         for selector in selectors:
             if not any(selects(selector, layer) for layer in all_layers):
@@ -71,7 +84,10 @@ def make_prunable(
 
     picked = [layer for layer in all_layers if chosen(layer)]
     if not picked:
-        raise ValueError(f"model {model.name!r} has no layer with weights to prune")
+        note = quantized_note(model)
+        raise ValueError(
+            f"model {model.name!r} has no layer with weights to prune" + (note and f"; {note}")
+        )
 
     def transform(layer: keras.layers.Layer):
         if layer not in picked:
@@ -84,7 +100,7 @@ def make_prunable(
         )
         return wrapper, lambda: wrapper.layer.set_weights(layer.get_weights())
 
-    new_model = rewrite_model(model, transform)
+    new_model = rewrite_model(source, transform)
     if model.compiled:
         new_model.compile_from_config(model.get_compile_config())
     return new_model

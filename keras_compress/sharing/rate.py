@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.rewrite import iter_layers
+from keras_compress.core.rewrite import has_lora, iter_layers
 from keras_compress.core.selectors import LayerSelector, per_layer
 from keras_compress.core.weights import compressible_variables, variable_name
 from keras_compress.core.wrapper import unwrap
@@ -110,7 +110,8 @@ def rate_regularize(
         ``model``, whose ``fit`` now adds ``lam`` x estimated kilobytes to the loss.
 
     Raises:
-        ValueError: a key of ``bits`` selects no layer, or nothing is selected.
+        ValueError: a key of ``bits`` selects no layer, nothing is selected, or a selected
+            layer has LoRA enabled (``keras_compress.core.merge_lora`` it first).
 
     Example:
         >>> import keras_compress as kc
@@ -119,11 +120,19 @@ def rate_regularize(
         3
     """
     layers = [layer for layer in iter_layers(model) if not isinstance(layer, keras.Model)]
+    layer_bits = per_layer(bits, layers, "bits", unwrap)  # selectors see a wrapper's layer
+    lora = [layer.name for layer, b in zip(layers, layer_bits)
+            if b is not None and has_lora(unwrap(layer))]  # fmt: skip
+    if lora:
+        raise ValueError(
+            f"layers {', '.join(lora)} have LoRA enabled: their kernels are frozen and they "
+            "compute with kernel + lora_a @ lora_b, so no penalty on a trainable weight prices "
+            "what they code to; merge first: model = kc.core.merge_lora(model)"
+        )
     chosen = 0
-    # selectors see the layer inside a pruning wrapper
-    for layer, layer_bits in zip(layers, per_layer(bits, layers, "bits", unwrap)):
-        variables = compressible_variables(layer, weights) if layer_bits is not None else []
-        rate = EntropyRate(lam, layer_bits, temperature) if lam > 0 and variables else None
+    for layer, b in zip(layers, layer_bits):
+        variables = compressible_variables(layer, weights) if b is not None else []
+        rate = EntropyRate(lam, b, temperature) if lam > 0 and variables else None
         for variable in variables:
             variable.regularizer = rate
             _set_layer_attribute(layer, variable, rate)

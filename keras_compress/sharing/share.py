@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_compress.core.rewrite import fresh_copy, iter_layers, rewrite_model
+from keras_compress.core.rewrite import (
+    fresh_copy,
+    has_lora,
+    iter_layers,
+    merge_lora,
+    quantized_note,
+    rewrite_model,
+)
 from keras_compress.core.selectors import LayerSelector, per_layer
 from keras_compress.core.weights import compressible_variables
 from keras_compress.core.wrapper import strip, weight_key
@@ -136,6 +143,8 @@ def share_weights(
             "quantizer='hessian_kmeans' needs hessian= (see keras_compress.core.hessian)"
         )
     plain = strip(model)
+    if any(map(has_lora, iter_layers(plain))):  # share what the layers compute with
+        plain = merge_lora(plain)
     layers = [layer for layer in iter_layers(plain) if not isinstance(layer, keras.Model)]
     picked = {}
     for layer, layer_bits in zip(layers, per_layer(bits, layers, "bits")):
@@ -146,7 +155,11 @@ def share_weights(
         WeightSharingWrapper(layer, layer_bits, weights, gradient)  # validates bits early
         picked[id(layer)] = layer_bits
     if not picked:
-        raise ValueError(f"no layer of model {model.name!r} is selected by bits={bits!r}")
+        note = quantized_note(plain)
+        raise ValueError(
+            f"no layer of model {model.name!r} is selected by bits={bits!r}"
+            + (note and f"; {note}")
+        )
     exact = []  # tensors with fewer distinct values than clusters: each value kept as it is
 
     def transform(layer):
