@@ -255,6 +255,36 @@ def test_int8_calibration_lists_follow_the_models_input_order():
         kc.deploy.convert(model, "int8", lambda: ([x[0][i : i + 1]] for i in range(8)))
 
 
+def test_litert_takes_several_inputs_by_name_only():
+    # run() fed a list to the signature's inputs in name order, not the model's: these two
+    # inputs of one shape were swapped without a word. The .tflite keeps no model order.
+    right, left = keras.Input((4,), name="right_side"), keras.Input((4,), name="left_side")
+    model = keras.Model(
+        [right, left], keras.layers.Dense(2)(keras.layers.Concatenate()([right, left]))
+    )
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(8, 4)).astype("float32") for _ in range(2)]
+    model_bytes = kc.deploy.convert(model)
+    with pytest.raises(ValueError, match=r"2 inputs \(left_side, right_side\); pass them by name"):
+        kc.deploy.litert.run(model_bytes, x)
+    (got,) = kc.deploy.litert.run(model_bytes, {"right_side": x[0], "left_side": x[1]})
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="representative_data is a callable.*got list"):
+        kc.deploy.convert(model, "int8", [x])  # said "'list' object is not callable"
+
+
+@pytest.mark.slow  # a failed conversion and the per-layer search: 3 s
+def test_a_text_model_is_told_to_keep_its_preprocessing_outside(tmp_path):
+    vectorize = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=6)
+    vectorize.adapt(["a cat sat", "the dog ran far"])
+    text = keras.Input((1,), dtype="string")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(vectorize(text)))
+    model = keras.Model(text, keras.layers.Dense(2)(pooled))
+    with pytest.raises(ValueError, match="(?s)text_vectorization.*Hint: the model takes strings"):
+        kc.export(model, tmp_path / "text")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow  # kept out of the quick subset (3-7 s)
 def test_a_mixed_precision_model_exports_computing_in_float32(toy_data, tmp_path):
     """Keras's LiteRT export fails on bfloat16 MatMuls; ours converts the float32 computation."""

@@ -69,6 +69,7 @@ def convert(
         The ``.tflite`` bytes.
 
     Raises:
+        TypeError: ``representative_data`` that is not callable.
         ValueError: unknown ``quantization``, missing representative data, a subclassed
             model with keras_compress wrappers; a conversion failure names the first layer
             the converter rejects and how to fix it.
@@ -82,6 +83,13 @@ def convert(
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if quantization == "int8" and representative_data is None:
         raise ValueError("int8 export needs representative_data (a callable yielding inputs)")
+    if representative_data is not None and not callable(representative_data):
+        raise TypeError(
+            "representative_data is a callable returning an iterable of input batches, as "
+            "TFLite's converter takes it (it may be called more than once), such as "
+            "lambda: (x[i : i + 1] for i in range(100)); got "
+            f"{type(representative_data).__name__}"
+        )
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     if not per_channel and quantization != "int8":
@@ -303,6 +311,14 @@ def _hint(model: keras.Model) -> str:
     note = quantized_note(model)
     if note:
         return f"\nHint: {note}; Keras's own LiteRT export fails on them too."
+    if any(t.dtype == "string" for t in keras.tree.flatten(model_input(model))):
+        return (
+            "\nHint: the model takes strings, and TFLite's builtin operators process no text "
+            "(Keras's own LiteRT export emits TensorFlow ops for it, which need the Flex "
+            "delegate: neither LiteRT's Python interpreter nor TensorFlow Lite Micro runs "
+            "them). Keep TextVectorization/StringLookup outside the exported model (in "
+            "tf.data, or in the app) and export the part that takes token ids."
+        )
     rnn = any(isinstance(layer, keras.layers.RNN) for layer in iter_layers(model))
     if not (rnn and is_functional(model) and _unknown_lengths(model)):
         return ""

@@ -43,8 +43,10 @@ def run(
     Args:
         model: ``.tflite`` bytes (``kc.export`` writes them through Keras's LiteRT export,
             whose signature names each input after the Keras model's ``Input``).
-        inputs: one array (a single-input model), arrays in the signature's input order, or
-            ``{input name: array}``; the first axis is the batch.
+        inputs: one array (or a list of one) for a single-input model; ``{input name:
+            array}`` for several (the names of the Keras model's ``Input`` layers, which its
+            signature keeps; not a list, whose order the ``.tflite`` cannot check); the first
+            axis is the batch.
         num_threads: LiteRT's CPU threads (``None``: its default).
         dequantize: return a quantized output as float32 (``(q - zero_point) * scale``);
             ``False``: as the interpreter gives it.
@@ -54,7 +56,8 @@ def run(
         converted with a fixed batch of 1 runs one example at a time.
 
     Raises:
-        ValueError: inputs that do not match the signature's names or count.
+        ValueError: inputs that do not match the signature's names or count, or a list for
+            several inputs.
 
     Example:
         >>> outputs = run(model_bytes, x_test[:8])  # doctest: +SKIP
@@ -68,6 +71,14 @@ def run(
         feed = {str(k): np.asarray(v) for k, v in inputs.items()}
     else:
         arrays = [inputs] if isinstance(inputs, np.ndarray) else [np.asarray(a) for a in inputs]
+        if len(names) > 1:
+            # The .tflite keeps no trace of the Keras model's input order (the signature lists
+            # its inputs by name, the subgraph in the converter's order): a list could feed
+            # two inputs of one shape to each other's places, silently.
+            raise ValueError(
+                f"the model takes {len(names)} inputs ({', '.join(names)}); pass them by name, "
+                "{input name: array}: a .tflite does not keep the Keras model's input order"
+            )
         feed = dict(zip(names, arrays)) if len(arrays) == len(names) else {}
     if sorted(feed) != names:
         got = sorted(feed) if isinstance(inputs, Mapping) else f"{len(arrays)} array(s)"
