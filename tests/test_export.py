@@ -273,6 +273,26 @@ def test_litert_takes_several_inputs_by_name_only():
         kc.deploy.convert(model, "int8", [x])  # said "'list' object is not callable"
 
 
+def test_litert_runs_an_int8_model_that_xnnpack_refuses_on_its_builtin_kernels():
+    # A squeeze-and-excitation block whose squeeze ReLU is zero on all calibration data (as
+    # pruning can leave it): its output scale is near zero, XNNPACK refuses the requantization
+    # and run() failed with "failed to create XNNPACK runtime".
+    x = keras.Input((4, 4, 8))
+    squeeze = keras.layers.Dense(
+        2, activation="relu", kernel_initializer=keras.initializers.Constant(-0.5)
+    )
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True)(keras.layers.ReLU()(x))
+    gate = keras.layers.Dense(8, activation="sigmoid")(squeeze(pooled))
+    gated = keras.layers.GlobalAveragePooling2D()(keras.layers.Multiply()([x, gate]))
+    model = keras.Model(x, keras.layers.Dense(3)(gated))
+    data = np.random.default_rng(0).normal(size=(16, 4, 4, 8)).astype("float32")
+    model_bytes = kc.deploy.convert(model, "int8", lambda: (data[i : i + 1] for i in range(16)))
+    with pytest.warns(UserWarning, match="XNNPACK delegate cannot run this model.*builtin kernels"):
+        (got,) = kc.deploy.litert.run(model_bytes, data)
+    expected = model.predict(data, verbose=0)
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
 @pytest.mark.slow  # a failed conversion and the per-layer search: 3 s
 def test_a_text_model_is_told_to_keep_its_preprocessing_outside(tmp_path):
     vectorize = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=6)

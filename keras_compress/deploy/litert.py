@@ -6,22 +6,28 @@ package; every place in keras_compress that runs a ``.tflite`` goes through here
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 
-def interpreter(model: bytes, num_threads: int | None = None):
+def interpreter(model: bytes, num_threads: int | None = None, delegates: bool = True):
     """A LiteRT ``Interpreter`` for the model's bytes, tensors allocated.
+
+    ``delegates=False``: LiteRT's builtin kernels only, without the default XNNPACK delegate.
 
     Example:
         >>> it = interpreter(open("out/lenet5.tflite", "rb").read())  # doctest: +SKIP
         >>> it.get_signature_list()  # doctest: +SKIP
         {'serving_default': {'inputs': ['input_layer'], 'outputs': ['output_0']}}
     """
-    from ai_edge_litert.interpreter import Interpreter  # the maintained LiteRT runtime
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # maintained LiteRT
 
-    it = Interpreter(model_content=bytes(model), num_threads=num_threads)
+    kernels = {} if delegates else {
+        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    }  # fmt: skip
+    it = Interpreter(model_content=bytes(model), num_threads=num_threads, **kernels)
     it.allocate_tensors()
     return it
 
@@ -87,7 +93,23 @@ def run(
     batch = len(next(iter(feed.values())))
     fixed = all(d["shape_signature"][0] == 1 for d in details.values()) and batch != 1
     rows = [{k: v[i : i + 1] for k, v in feed.items()} for i in range(batch)] if fixed else [feed]
-    results = [runner(**row) for row in rows]
+    try:
+        results = [runner(**row) for row in rows]
+    except RuntimeError as error:
+        if "XNNPACK" not in str(error):
+            raise
+        # XNNPACK refuses some valid int8 models when it builds its runtime, after accepting
+        # each node: requantization scales out of its range, such as a layer's output that was
+        # zero on all calibration data (a dead ReLU) and got a near-zero scale
+        # (tensorflow/tensorflow#77293). LiteRT's builtin kernels run them.
+        warnings.warn(
+            f"LiteRT's XNNPACK delegate cannot run this model ({error}); it ran on LiteRT's "
+            "builtin kernels instead. A device's default interpreter fails the same way: run "
+            "it there without the XNNPACK delegate (docs/export.md)",
+            stacklevel=2,
+        )
+        runner = interpreter(model, num_threads, delegates=False).get_signature_runner()
+        results = [runner(**row) for row in rows]
     order = sorted(results[0], key=lambda name: (len(name), name))  # output_2 before output_10
     outputs = {name: np.concatenate([r[name] for r in results]) for name in order}
     if dequantize:
