@@ -130,8 +130,9 @@ def test_residual_add_removes_only_channels_every_branch_drops():
     x = random_inputs(model)
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
-    # Disagreeing branches are left alone: nothing in common, nothing removed.
-    untouched = remove_units(model, {"a": [0]})
+    # Disagreeing branches are left alone: nothing in common, nothing removed, and said so.
+    with pytest.warns(UserWarning, match=r"keeps units of a \[0\]: they meet .* in a sum"):
+        untouched = remove_units(model, {"a": [0]})
     assert untouched.count_params() == model.count_params()
 
 
@@ -375,11 +376,16 @@ def test_squeeze_and_excitation_reshape_keeps_the_channels_last():
     h = L.Reshape((36, 8), name="tokens")(L.Multiply()([h, s]))
     model = keras.Model(inputs, L.Dense(3, name="out")(h))
     drop = [1, 4, 5]
-    trimmed = remove_units(model, {"expand": drop, "se_expand": drop})
-    assert trimmed.get_layer("se_reshape").target_shape == (1, 1, 5)
-    assert trimmed.get_layer("tokens").target_shape == (36, 5)
     x = np.random.default_rng(2).random((4, 6, 6, 3)).astype("float32")
-    _assert_same_outputs(trimmed, _zeroed(model, {"expand": drop}), x)
+    # Naming the expansion alone is enough: a removed channel counts as zero, and so does its
+    # product with the gate, whose unit goes too (remove_units kept both whole before, and
+    # said nothing).
+    for request in ({"expand": drop, "se_expand": drop}, {"expand": drop}):
+        trimmed = remove_units(model, request)
+        assert trimmed.get_layer("se_reshape").target_shape == (1, 1, 5)
+        assert trimmed.get_layer("tokens").target_shape == (36, 5)
+        assert trimmed.get_layer("se_expand").filters == 5
+        _assert_same_outputs(trimmed, _zeroed(model, {"expand": drop}), x)
 
 
 def test_a_residual_chain_settles_through_depthwise_and_earlier_merges():
@@ -438,9 +444,11 @@ def test_element_wise_keras_ops_calls_pass_channels_through():
     beta[drop], mean[drop] = 0, 0
     bn.set_weights([gamma, beta, mean, var])
     _assert_same_outputs(trimmed, _zeroed(model, {"expand": drop}), x)
-    # Only the expansion loses channels: the gate keeps them all, so nothing is removed there.
-    kept = remove_units(model, {"expand": drop})
-    assert kept.get_layer("expand").filters == 8
+    # The expansion alone: its removed channels count as zero, and so do their products with
+    # the gate (a keras.ops multiplication here), whose units go too.
+    alone = remove_units(model, {"expand": drop})
+    assert [alone.get_layer(n).filters for n in ("expand", "se_expand")] == [6, 6]
+    _assert_same_outputs(alone, _zeroed(model, {"expand": drop}), x)
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,9 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         the removed units' outputs are ignored by the layers that read them.
 
     Channels tied by a residual merge (``Add`` and the like) are removed only where every
-    branch removes them; the others are left alone in all branches.
+    branch removes them; the others are left alone in all branches, with a warning naming
+    them. A product (``Multiply``: a squeeze-and-excitation gate) loses a channel where any
+    factor loses it: the gate's layer loses that unit too (see ``channel_plan``).
 
     Raises:
         SurgeryError: a layer that is not Dense/Conv, an index out of range, all of a layer's
@@ -150,7 +152,30 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         16
     """
     check_rebuildable(model)
-    return _apply_plan(model, _nested_plan(model, units))
+    plan = _nested_plan(model, units, any_factor=True)
+    _warn_unremoved(model, units, plan)
+    return _apply_plan(model, plan)
+
+
+def _warn_unremoved(model: keras.Model, units: Mapping[str, Iterable[int]], plan: dict) -> None:
+    """Name the requested units that a merge left in place (``_settle``), and the way out."""
+    kept = []
+    for name, indices in units.items():
+        layer = find_layer(model, name)[1]
+        out_kept = plan.get(id(layer), (None, None))[1]
+        width = int(layer.output.shape[-1])
+        left = sorted({int(i) % width for i in indices} & set(
+            range(width) if out_kept is None else out_kept.tolist()
+        ))  # fmt: skip
+        if left:
+            kept.append(f"{name} {left}")
+    if kept:
+        warnings.warn(
+            f"remove_units keeps units of {'; '.join(kept)}: they meet other layers' channels "
+            "in a sum (Add, Subtract, Average, ...), which loses a channel only where every "
+            "branch loses it; name the same units of the other branches' layers too",
+            stacklevel=3,
+        )
 
 
 def _apply_plan(model: keras.Model, plan: dict) -> keras.Model:
@@ -390,10 +415,19 @@ def _keep_joint_output_channels(model: keras.Model, units: dict) -> tuple[list[s
             kept += [f"{owner} ({len(units.pop(owner))})" for owner in owners]
 
 
-def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict:
+def channel_plan(
+    model: keras.Model, units: Mapping[str, Iterable[int]], any_factor: bool = True
+) -> dict:
     """Which channels each changed layer keeps: name -> (input kept, output kept).
 
     Only layers whose weights or width change are listed; ``None`` means all channels.
+    Branches that meet in a merge must keep the same channels. A sum (``Add``, ``Subtract``,
+    ``Average``, ...) loses a channel only where every branch loses it: the others keep
+    theirs. With ``any_factor``, a product (``Multiply``: a squeeze-and-excitation gate) loses
+    a channel where any factor loses it, and the layers making the other factors (the gate's
+    Dense) lose that unit too: a removed channel counts as zero, and so is its product.
+    ``any_factor=False`` treats products as sums (``remove_pruned_channels``: a pruned
+    channel's output is a constant, which still scales the product).
 
     Example:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
@@ -410,11 +444,13 @@ def channel_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict
         try:
             return _plan(model, kept)
         except _MergeConflict as conflict:
-            _settle(layers, kept, conflict)
+            _settle(layers, kept, conflict, any_factor)
     raise SurgeryError("residual merges could not be settled")  # pragma: no cover
 
 
-def _nested_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict:
+def _nested_plan(
+    model: keras.Model, units: Mapping[str, Iterable[int]], any_factor: bool = False
+) -> dict:
     """``channel_plan`` of ``model`` and of each model nested in it, keyed by layer identity.
 
     Each name of ``units`` is looked up among the layers of every graph; a unit inside a
@@ -437,7 +473,7 @@ def _nested_plan(model: keras.Model, units: Mapping[str, Iterable[int]]) -> dict
     for graph in graphs:
         mine = {n: i for n, i in units.items() if homes.get(n, [model])[0] is graph}
         if graph is model or mine:
-            for name, kept in channel_plan(graph, mine).items():
+            for name, kept in channel_plan(graph, mine, any_factor).items():
                 plan[id(graph.get_layer(name))] = kept
     return plan
 
@@ -532,14 +568,22 @@ def _op_broadcast_operands(op) -> list[bool] | None:
     return [t.shape[-1] == 1 != width for t in tensors]
 
 
-def _settle(layers: dict, removed: dict, conflict: _MergeConflict) -> None:
-    """Restrict the removals feeding a merge to the channels every branch removes."""
+def _settle(layers: dict, removed: dict, conflict: _MergeConflict, any_factor: bool) -> None:
+    """Make the removals feeding a merge agree (see ``channel_plan``).
+
+    A sum keeps the channels some branch keeps; with ``any_factor`` a product loses those
+    any factor loses.
+    """
     width = int(conflict.layer.output.shape[-1])
     dropped = [
         set() if k is None else set(range(width)) - set(k.tolist()) for k in conflict.in_kept
     ]
-    common = set.intersection(*dropped)
-    for tensor, drop in zip(inbound_tensors(conflict.layer), dropped):
+    # a broadcast operand (one channel, x * scale) has no channels to agree on
+    full = [(t, d) for t, d in zip(inbound_tensors(conflict.layer), dropped)
+            if t.shape[-1] == width]  # fmt: skip
+    product = type(conflict.layer).__name__ == "Multiply"  # the layer and the keras.ops call
+    common = (set.union if any_factor and product else set.intersection)(*(d for _, d in full))
+    for tensor, drop in full:
         if drop == common:
             continue
         owners = _channel_owners(layers, producer_name(tensor))
