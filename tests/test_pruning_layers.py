@@ -252,8 +252,8 @@ def test_a_nested_subclassed_model_is_named(call):
 
 
 def _lora_model():
-    layers = [L.Embedding(20, 8, name="emb"), L.Conv1D(6, 3, name="conv"), L.Flatten(),
-              L.Dense(4, name="fc")]  # fmt: skip
+    layers = [L.Embedding(20, 8, name="emb"), L.Conv1D(6, 3, name="conv"),
+              L.BatchNormalization(name="bn"), L.Flatten(), L.Dense(4, name="fc")]  # fmt: skip
     model = keras.Sequential([keras.Input((6,), dtype="int32"), *layers])
     rng = np.random.default_rng(0)
     for name in ("emb", "conv", "fc"):
@@ -288,6 +288,32 @@ def test_lora_layers_are_compressed_as_the_kernel_they_compute_with():
         assert np.unique(used).size <= 4, name
     with pytest.raises(ValueError, match="layers emb, conv, fc have LoRA enabled.*merge_lora"):
         kc.rate_regularize(model, 0.01)
+    with pytest.raises(ValueError, match="layers fc have LoRA enabled.*OBS.*merge_lora"):
+        kc.pruning.saliency.obs_prune_model(model, x, {"fc": 0.5})
+
+
+def test_lora_layers_are_folded_and_trimmed_as_the_kernel_they_compute_with():
+    # fold_batchnorm scaled the (4-D) LoRA factor as a kernel, remove_units sliced it as a
+    # bias: "operands could not be broadcast", "index out of bounds".
+    model = _lora_model()
+    x = np.random.default_rng(1).integers(0, 20, (16, 6))
+    bn = model.get_layer("bn")
+    bn.set_weights([np.linspace(0.5, 1.5, 6), np.linspace(-0.3, 0.3, 6), np.linspace(0.1, 0.6, 6),
+                    np.linspace(0.5, 2.0, 6)])  # fmt: skip
+    folded = kc.fold_batchnorm(model)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    trimmed = kc.remove_units(model, {"conv": [0, 4]})
+    assert trimmed.get_layer("conv").filters == 4
+    zeroed = kc.core.merge_lora(model)
+    kernel, bias = zeroed.get_layer("conv").get_weights()
+    kernel[..., [0, 4]], bias[[0, 4]] = 0.0, 0.0
+    zeroed.get_layer("conv").set_weights([kernel, bias])
+    gamma, beta, mean, variance = zeroed.get_layer("bn").get_weights()
+    beta[[0, 4]], mean[[0, 4]] = 0.0, 0.0  # the removed channels' outputs exactly zero
+    zeroed.get_layer("bn").set_weights([gamma, beta, mean, variance])
+    np.testing.assert_allclose(
+        trimmed.predict(x, verbose=0), zeroed.predict(x, verbose=0), atol=1e-5
+    )
 
 
 def test_a_model_quantized_by_keras_is_refused_with_the_way_out():

@@ -21,7 +21,7 @@ from keras_compress.core.graph import (
     output_names,
     step_layer,
 )
-from keras_compress.core.rewrite import iter_models, rewrite_model
+from keras_compress.core.rewrite import iter_models, merge_lora, rewrite_model
 from keras_compress.core.wrapper import strip
 
 #: Layers a following BatchNormalization folds into, with their output-channel layout.
@@ -56,7 +56,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         >>> [type(layer).__name__ for layer in fold_batchnorm(model).layers]
         ['Conv2D', 'Identity', 'ReLU']
     """
-    plain = strip(model)
+    plain = merge_lora(strip(model))  # a LoRA layer's kernel is frozen: fold the merged one
     plan = _plan(plain)  # producer name -> its BatchNormalization
 
     def transform(layer):

@@ -138,6 +138,24 @@ def has_lora(layer: keras.layers.Layer) -> bool:
     return bool(getattr(layer, "lora_enabled", False))
 
 
+def refuse_lora(layers, action: str) -> None:
+    """Raise unless no layer of ``layers`` has LoRA enabled: ``action`` edits kernels in place.
+
+    Raises:
+        ValueError: naming the LoRA layers and ``merge_lora``.
+
+    Example:
+        >>> refuse_lora([keras.layers.Dense(2)], "pruning by OBS")
+    """
+    names = [layer.name for layer in layers if has_lora(layer)]
+    if names:
+        raise ValueError(
+            f"layers {', '.join(names)} have LoRA enabled: their kernels are frozen and they "
+            f"compute with kernel + lora_a @ lora_b, which {action} cannot change in place; "
+            "merge first: model = kc.core.merge_lora(model)"
+        )
+
+
 def merge_lora(model: keras.Model) -> keras.Model:
     """A copy of ``model`` whose LoRA-enabled layers are plain layers holding the merged kernel.
 
@@ -147,7 +165,11 @@ def merge_lora(model: keras.Model) -> keras.Model:
     layer does not compute with. ``make_prunable`` and ``share_weights`` call this first, so
     they compress the merged kernel, which the copy trains directly (as it did before LoRA was
     enabled). The merged value is Keras's own (the layer's ``kernel`` or ``embeddings``
-    property); outputs are unchanged up to float rounding.
+    property); outputs are unchanged up to float rounding. ``model`` itself is returned when
+    no layer has LoRA enabled. The functions that rebuild a model (``make_prunable``,
+    ``share_weights``, ``fold_batchnorm``, ``remove_units``, ``remove_pruned_channels``) call
+    this first; those that change kernels in place (``rate_regularize``, ``obs_prune_model``)
+    ask for it (``refuse_lora``).
 
     Example:
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
@@ -179,6 +201,8 @@ def merge_lora(model: keras.Model) -> keras.Model:
 
         return new, load
 
+    if not any(map(has_lora, iter_layers(model))):
+        return model
     return rewrite_model(model, transform)
 
 

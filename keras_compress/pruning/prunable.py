@@ -9,7 +9,6 @@ import keras
 from keras_compress.core.rewrite import (
     check_rebuildable,
     fresh_copy,
-    has_lora,
     iter_layers,
     merge_lora,
     quantized_note,
@@ -58,9 +57,7 @@ def make_prunable(
     """
     check_rebuildable(model)
     selectors = check_selectors(layers) if layers is not None else None
-    source = (
-        merge_lora(model) if any(map(has_lora, iter_layers(model))) else model
-    )  # prune what layers compute with
+    source = merge_lora(model)  # LoRA layers compute with kernel + lora_a @ lora_b: prune that
     all_layers = list(iter_layers(source))
     if selectors is not None:
         for selector in selectors:

@@ -26,7 +26,7 @@ import numpy as np
 from keras_compress.core.graph import model_input
 from keras_compress.core.hessian import fisher_diagonal, hessian_vector_products
 from keras_compress.core.report import weight_variables
-from keras_compress.core.rewrite import find_layer, lift
+from keras_compress.core.rewrite import find_layer, lift, refuse_lora
 
 #: Largest input dimension ``obs_prune`` accepts: ``H`` and its inverse are dense
 #: ``d x d`` float64 matrices (4096: 128 MiB each) and factorising them costs ``O(d^3)``.
@@ -284,6 +284,7 @@ def obs_prune_model(
         6
     """
     errors = {}
+    refuse_lora([find_layer(model, name)[1] for name in levels], "pruning by OBS")
     for name, sparsity in levels.items():
         _, layer = find_layer(model, name)
         seen = layer_inputs(model, name, x)

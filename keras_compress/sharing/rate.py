@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.rewrite import has_lora, iter_layers
+from keras_compress.core.rewrite import iter_layers, refuse_lora
 from keras_compress.core.selectors import LayerSelector, per_layer
 from keras_compress.core.weights import compressible_variables, variable_name
 from keras_compress.core.wrapper import unwrap
@@ -121,14 +121,8 @@ def rate_regularize(
     """
     layers = [layer for layer in iter_layers(model) if not isinstance(layer, keras.Model)]
     layer_bits = per_layer(bits, layers, "bits", unwrap)  # selectors see a wrapper's layer
-    lora = [layer.name for layer, b in zip(layers, layer_bits)
-            if b is not None and has_lora(unwrap(layer))]  # fmt: skip
-    if lora:
-        raise ValueError(
-            f"layers {', '.join(lora)} have LoRA enabled: their kernels are frozen and they "
-            "compute with kernel + lora_a @ lora_b, so no penalty on a trainable weight prices "
-            "what they code to; merge first: model = kc.core.merge_lora(model)"
-        )
+    refuse_lora([unwrap(layer) for layer, b in zip(layers, layer_bits) if b is not None],
+                "a rate penalty")  # fmt: skip
     chosen = 0
     for layer, b in zip(layers, layer_bits):
         variables = compressible_variables(layer, weights) if b is not None else []

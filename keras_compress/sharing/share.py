@@ -10,7 +10,6 @@ import numpy as np
 
 from keras_compress.core.rewrite import (
     fresh_copy,
-    has_lora,
     iter_layers,
     merge_lora,
     quantized_note,
@@ -142,9 +141,7 @@ def share_weights(
         raise ValueError(
             "quantizer='hessian_kmeans' needs hessian= (see keras_compress.core.hessian)"
         )
-    plain = strip(model)
-    if any(map(has_lora, iter_layers(plain))):  # share what the layers compute with
-        plain = merge_lora(plain)
+    plain = merge_lora(strip(model))  # share what LoRA layers compute with
     layers = [layer for layer in iter_layers(plain) if not isinstance(layer, keras.Model)]
     picked = {}
     for layer, layer_bits in zip(layers, per_layer(bits, layers, "bits")):

@@ -40,6 +40,7 @@ from keras_compress.core.rewrite import (
     iter_layers,
     iter_models,
     lift,
+    merge_lora,
     rewrite_model,
 )
 from keras_compress.core.weights import variable_name
@@ -152,6 +153,7 @@ def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> kera
         16
     """
     check_rebuildable(model)
+    model = merge_lora(model)  # a LoRA layer's kernel is frozen: slice the merged one
     plan = _nested_plan(model, units, any_factor=True)
     _warn_unremoved(model, units, plan)
     return _apply_plan(model, plan)
@@ -241,7 +243,7 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
         >>> remove_pruned_channels(model).layers[0].units
         2
     """
-    plain = strip(model)
+    plain = merge_lora(strip(model))
     units = {}
     for layer in iter_layers(plain):  # nested models' layers too
         op = step_layer(layer)
