@@ -134,3 +134,54 @@ def test_lstm_loop_body_weights_are_coded_and_run_bit_identically(tmp_path):
     assert {c.chosen for c in body} == {"lut"} and len(body) == 2  # kernel, recurrent kernel
     assert all(isinstance(c.options["huffman"], str) for c in body)  # float32: no Huffman
     np.testing.assert_array_equal(tflm.run(result.data, x[:10]), tflm.run(data, x[:10]))
+
+
+def _int8(model, x, tmp_path):
+    def calibration():  # one example at a time, a list of the model's inputs
+        return ([row[None] for row in rows] for rows in zip(*x))
+
+    kc.export(model, tmp_path / "m", quantization="int8", representative_data=calibration)
+    return (tmp_path / "m.tflite").read_bytes()
+
+
+def test_a_tensor_read_by_several_operators_pays_for_each_decode(tmp_path):
+    # Upstream puts a DECODE (with its own tensors) before each operator reading a coded
+    # tensor: an unrolled GRU's kernels, read once per time step, grew a keyword-spotting
+    # model from 262 to 313 KB. A shared layer's kernel is read twice here.
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((128,))
+    shared = keras.layers.Dense(128, activation="relu", name="shared")
+    model = keras.Model(inputs, keras.layers.Dense(2)(shared(shared(inputs))))
+    kernel = rng.normal(size=(128, 128)) * (rng.random((128, 128)) < 0.1)  # 90% zeros
+    shared.set_weights([kernel.astype("float32"), np.zeros(128, "float32")])
+    data = _int8(model, [rng.normal(size=(16, 128)).astype("float32")], tmp_path)
+
+    def coded(min_saving):
+        result = tflm.compress(data, min_saving=min_saving)
+        return result, next(c for c in result.choices if c.raw_bytes == 128 * 128)
+
+    _, choice = coded(0)
+    saving = choice.raw_bytes - choice.bytes_after
+    result, choice = coded(saving // 2 + 1)  # enough for one DECODE, not for two
+    assert choice.chosen == "none" and "x 2 DECODE operators" in choice.reason
+    result, choice = coded(saving // 2 - 1)
+    assert choice.chosen != "none" and len(result.data) < len(data)
+    rows = rng.integers(-128, 128, size=(4, 128)).astype(np.int8)
+    np.testing.assert_array_equal(tflm.run(result.data, rows), tflm.run(data, rows))
+
+
+def test_a_model_that_coding_would_grow_is_returned_as_it_is(tmp_path):
+    # The first DECODE adds its operator code and alignment (about 900 B): coding one small
+    # tensor to save a few bytes made a larger model.
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc")])
+    kernel = np.zeros((8, 8), "float32")
+    kernel[np.arange(8), np.arange(8)] = 1.0  # 87.5% zeros: pruning's coding saves a few bytes
+    model.layers[0].set_weights([kernel, np.zeros(8, "float32")])
+    x = [np.random.default_rng(4).normal(size=(16, 8)).astype("float32")]
+    data = _int8(model, x, tmp_path)
+    result = tflm.compress(data, min_saving=1, min_elements=1)
+    assert result.data == data
+    assert all(c.chosen == "none" for c in result.choices)
+    assert any("the rebuilt model would be" in c.reason for c in result.choices)

@@ -37,7 +37,10 @@ from keras_compress.tflm.encoders import Encoding, encode_huffman, encode_prunin
 METHODS = ("lut", "huffman", "pruning")
 # A DECODE operator, its ancillary and output tensors and their buffers cost flatbuffer bytes
 # (measured on a small MLP: about 250 B per coded tensor, about 900 B more for the first, which
-# adds the custom operator code and alignment); a smaller saving is not worth the operator.
+# adds the custom operator code and alignment; on an unrolled GRU, whose long tensor names are
+# copied into each decoded tensor, about 490 B); a smaller saving is not worth the operator.
+# Upstream inserts one DECODE before each operator that reads the tensor (a decoded tensor
+# lives until the next operator only), so a tensor read by n operators must save n times this.
 DEFAULT_MIN_SAVING = 256
 INSTALL_HINT = 'TensorFlow Lite Micro is missing: pip install "keras-compress[tflm]"'
 
@@ -140,7 +143,9 @@ def compress(
     Args:
         model: the bytes of a ``.tflite`` (full-integer int8 for microcontrollers).
         methods: the methods allowed, a subset of ``("lut", "huffman", "pruning")``.
-        min_saving: the fewest bytes a method must save to be used.
+        min_saving: the fewest bytes a method must save to be used, per DECODE operator it
+            needs (one before each operator that reads the tensor). If the coded model still
+            comes out no smaller than ``model``, ``model`` is returned as it is.
         min_elements: smaller tensors are left as they are.
         max_decoded_bytes: larger tensors are left as they are (``None``: no limit).
 
@@ -186,7 +191,13 @@ def compress(
     if not results:
         return TflmModel(bytes(model), choices)
     decode_insert.insert_decode_operators(graph_model, results)
-    return TflmModel(_aligned(bytes(graph_model.build())), choices)
+    data = _aligned(bytes(graph_model.build()))
+    if len(data) >= len(model):  # rebuilding costs bytes of its own (alignment, metadata)
+        why = f"the rebuilt model would be {len(data):,} B, not below the input's {len(model):,} B"
+        kept = [_replace(c, chosen="none", reason=why) if c.chosen != "none" else c
+                for c in choices]  # fmt: skip
+        return TflmModel(bytes(model), kept)
+    return TflmModel(data, choices)
 
 
 def _choose(graph, g, index, tensor, owners, constant_inputs, limits):
@@ -213,8 +224,10 @@ def _choose(graph, g, index, tensor, owners, constant_inputs, limits):
         return _replace(choice, reason="no method applies"), None
     method = min(sized, key=lambda m: (sized[m], METHODS.index(m)))
     saving = base.raw_bytes - sized[method]
-    if saving < min_saving:
-        return _replace(choice, reason=f"{method} would save {saving:,} B < {min_saving:,} B"), None
+    decodes = len(consumers) + (tensor in graph.outputs)  # one DECODE per reader (upstream)
+    if saving < min_saving * decodes:
+        needed = f"{min_saving:,} B" + (f" x {decodes} DECODE operators" if decodes > 1 else "")
+        return _replace(choice, reason=f"{method} would save {saving:,} B < {needed}"), None
     others = ", ".join(f"{m} {sized[m]:,} B" for m in sorted(sized, key=sized.get) if m != method)
     why = f"smallest: {sized[method]:,} B of {base.raw_bytes:,} B"
     why += f" (vs {others})" if others else ""
