@@ -80,3 +80,26 @@ def test_an_lstm_runs_in_tflm_at_a_fixed_batch_and_a_dynamic_one_says_why_not():
     dynamic = kc.deploy.convert(model, "int8", calibration)
     with pytest.raises(RuntimeError, match=r"TFLM cannot run the model: .*FILL.*batch_size=1"):
         kc.tflm.run(dynamic, quantized)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_nearest_upsampling_runs_in_tflm_as_one_resize(data_format, tmp_path):
+    # Keras 3's UpSampling2D repeats (RESHAPE + TILE): TFLM has no TILE kernel, so a U-Net's
+    # decoder failed there ("Didn't find op for builtin opcode 'TILE'").
+    shape = (5, 3, 2) if data_format == "channels_last" else (2, 5, 3)
+    layers = keras.layers
+    inputs = keras.Input(shape)
+    up = layers.UpSampling2D((2, 3), data_format=data_format, name="up")(inputs)
+    outputs = layers.Conv2D(2, 1, data_format=data_format)(up)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(8, *shape)).astype("float32")
+    floats = kc.deploy.convert(model)
+    np.testing.assert_allclose(kc.deploy.litert.run(floats, x)[0], model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    int8 = kc.deploy.convert(model, "int8", lambda: (x[i : i + 1] for i in range(8)), batch_size=1)
+    ops = {op["op_name"] for op in kc.deploy.litert.interpreter(int8)._get_ops_details()}
+    assert "TILE" not in ops and "RESIZE_NEAREST_NEIGHBOR" in ops
+    q = np.random.default_rng(1).integers(-128, 128, size=(4, *shape)).astype(np.int8)
+    micro = kc.tflm.run(int8, q).astype(np.int32)
+    lite = kc.deploy.litert.run(int8, q, dequantize=False)[0].astype(np.int32)
+    assert np.abs(micro - lite).max() <= 1  # the two runtimes' convolutions round apart

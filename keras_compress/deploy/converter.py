@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_compress.core.graph import is_functional, model_input
+from keras_compress.core.graph import call_arguments, channels_first, is_functional, model_input
 from keras_compress.core.rewrite import (
     copy_state,
     fresh_copy,
@@ -94,7 +94,7 @@ def convert(
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     if not per_channel and quantization != "int8":
         raise ValueError("per_channel=False chooses int8 scales: it needs quantization='int8'")
-    plain = _plain(model)
+    plain = _nearest_resizes(_plain(model))
     if quantization == "int8":
         plain = _unrolled(plain, model.name)
     names = [t.name for t in plain.inputs] if is_functional(plain) else []
@@ -170,6 +170,44 @@ def _rebuilt(model: keras.Model, edit: Callable[[dict], bool]) -> keras.Model:
         return new, lambda: copy_state(layer, new)
 
     if not any(edit(layer.get_config()) for layer in iter_layers(model)):
+        return model
+    return rewrite_model(model, transform)
+
+
+def _nearest_resizes(model: keras.Model) -> keras.Model:
+    """``model`` with each nearest-neighbour ``UpSampling2D`` computed as a ``Resizing``.
+
+    Keras 3 upsamples by repeating (``keras.ops.repeat``), which converts to ``RESHAPE`` and
+    ``TILE``; TensorFlow Lite Micro has no ``TILE`` kernel, so a U-Net's decoder did not run
+    there. ``Resizing(h * a, w * b, interpolation="nearest")`` computes the same pixels (output
+    ``i`` reads input ``i // a``, which nearest-neighbour resizing with half-pixel centres
+    gives for an integer factor) as one ``RESIZE_NEAREST_NEIGHBOR``, which both runtimes have.
+    Layers of unknown height or width, or called more than once, stay as they are.
+    """
+
+    def size(layer) -> tuple[int, int] | None:
+        if type(layer) is not keras.layers.UpSampling2D or layer.interpolation != "nearest":
+            return None
+        try:
+            (image,), _ = call_arguments(layer)
+        except ValueError:  # a shared layer, or one never called
+            return None
+        shape = tuple(image.shape)
+        h, w = shape[2:4] if channels_first(layer) else shape[1:3]
+        if h is None or w is None:
+            return None
+        return h * layer.size[0], w * layer.size[1]
+
+    def transform(layer):
+        target = size(layer)
+        if target is None:
+            return None
+        new = keras.layers.Resizing(*target, interpolation="nearest",
+                                    data_format=layer.data_format, name=layer.name,
+                                    dtype=layer.dtype_policy)  # fmt: skip
+        return new, lambda: None
+
+    if not is_functional(model) or not any(size(layer) for layer in iter_layers(model)):
         return model
     return rewrite_model(model, transform)
 
