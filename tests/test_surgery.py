@@ -230,6 +230,27 @@ def test_image_layers_that_keep_channels_apart_pass_them_through():
         remove_units(per_channel, {"c1": [1, 4]})
 
 
+def test_prelu_slopes_are_sliced_with_their_channels():
+    # PReLU (MobileFaceNet, ESPNet) holds a slope per channel, or per position and channel:
+    # the surgery refused it ("cannot drop input channels").
+    keras.utils.set_random_seed(17)
+    inputs = keras.Input((6, 6, 3))
+    h = L.PReLU(name="per_pixel")(L.Conv2D(5, 3, padding="same", name="c1")(inputs))
+    h = L.PReLU(shared_axes=[1, 2], name="per_channel")(h)
+    h = L.PReLU(shared_axes=[1, 2, 3], name="one")(h)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    rng = np.random.default_rng(5)
+    for name in ("per_pixel", "per_channel", "one"):
+        layer = model.get_layer(name)
+        layer.set_weights([rng.uniform(0.1, 0.5, w.shape) for w in layer.get_weights()])
+    trimmed = remove_units(model, {"c1": [1, 4]})
+    assert trimmed.get_layer("per_pixel").get_weights()[0].shape == (6, 6, 3)
+    assert trimmed.get_layer("per_channel").get_weights()[0].shape == (1, 1, 3)
+    assert trimmed.get_layer("one").get_weights()[0].shape == (1, 1, 1)
+    x = np.random.default_rng(6).normal(size=(4, 6, 6, 3)).astype("float32")
+    _assert_same_outputs(trimmed, _zeroed(model, {"c1": [1, 4]}), x)  # PReLU(0) = 0
+
+
 def test_channels_first_layers_are_refused_by_name():
     # Surgery reads channels on the last axis; a channels_first model was silently mis-sliced
     # (its width read from the last spatial axis) before this was refused.

@@ -627,7 +627,7 @@ def _channel_owners(
         found = [_channel_owners(layers, n) for n in inputs]
         return None if None in found else [o for f in found for o in f]
     one_to_one = (
-        isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization))
+        isinstance(op, (*PASS_THROUGH, keras.layers.BatchNormalization, keras.layers.PReLU))
         or _scalar_rescaling(op)
         or (through_merges and isinstance(op, DEPTHWISE) and op.depth_multiplier == 1)
     )
@@ -683,6 +683,8 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         if op.axis not in (-1, len(_step_shapes(layer)[0])):
             raise SurgeryError(f"layer {name!r} ({kind}) normalises axis {op.axis}, not the last")
         return in_kept[0]
+    if isinstance(op, keras.layers.PReLU):  # a slope per channel (or one for all): sliced
+        return in_kept[0]
     if isinstance(op, DEPTHWISE):
         return _expand(in_kept[0], op.depth_multiplier)
     if isinstance(op, (keras.layers.Flatten, keras.layers.Reshape)):
@@ -717,8 +719,8 @@ def _propagate(layer, in_kept: list, removed_out: np.ndarray | None) -> np.ndarr
         return first
     raise SurgeryError(
         f"layer {name!r} ({kind}) cannot drop input channels: remove_units supports "
-        "Dense, Conv, ConvTranspose, SeparableConv, DepthwiseConv, BatchNormalization, LSTM, "
-        "GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges, "
+        "Dense, Conv, ConvTranspose, SeparableConv, DepthwiseConv, BatchNormalization, PReLU, "
+        "LSTM, GRU, SimpleRNN, Bidirectional, pooling, Flatten, Concatenate, Add-like merges, "
         "weightless pass-through layers and TimeDistributed of these"
     )
 
@@ -814,6 +816,8 @@ def _sliced_weights(layer, in_kept, out_kept) -> list[np.ndarray]:
         return [take(kernel, in_kept, -2), *(take(b, out, 0) for b in bias)]
     if isinstance(op, keras.layers.BatchNormalization):
         return [take(w, in_kept, 0) for w in weights]
+    if isinstance(op, keras.layers.PReLU):  # alpha: the input's shape, shared axes of size 1
+        return [w if w.shape[-1] == 1 else take(w, in_kept, -1) for w in weights]
     if _recurrent(layer):  # the input kernels (in, gates * units) lose rows (both directions)
         return [take(w, in_kept, 0) if variable_name(v) == "kernel" else w
                 for w, v in zip(weights, layer.weights)]  # fmt: skip
