@@ -161,15 +161,14 @@ def merge_lora(model: keras.Model) -> keras.Model:
 
     A layer with LoRA enabled (``layer.enable_lora(rank)``: Dense, EinsumDense, Embedding,
     convolutions) computes with ``kernel + alpha / rank * lora_a @ lora_b`` while its
-    ``kernel`` itself is frozen, so pruning or sharing ``kernel`` would compress a tensor the
-    layer does not compute with. ``make_prunable`` and ``share_weights`` call this first, so
-    they compress the merged kernel, which the copy trains directly (as it did before LoRA was
-    enabled). The merged value is Keras's own (the layer's ``kernel`` or ``embeddings``
-    property); outputs are unchanged up to float rounding. ``model`` itself is returned when
-    no layer has LoRA enabled. The functions that rebuild a model (``make_prunable``,
-    ``share_weights``, ``fold_batchnorm``, ``remove_units``, ``remove_pruned_channels``) call
-    this first; those that change kernels in place (``rate_regularize``, ``obs_prune_model``)
-    ask for it (``refuse_lora``).
+    ``kernel`` itself is frozen, so pruning, sharing, folding or slicing ``kernel`` would work
+    on a tensor the layer does not compute with. The functions that rebuild a model
+    (``make_prunable``, ``share_weights``, ``fold_batchnorm``, ``remove_units``,
+    ``remove_pruned_channels``) call this first and work on the merged kernel, which the copy
+    trains directly (as before LoRA was enabled); those that change kernels in place
+    (``rate_regularize``, ``obs_prune_model``) ask for it (``refuse_lora``). The merged value
+    is Keras's own (the layer's ``kernel`` or ``embeddings`` property); outputs are unchanged
+    up to float rounding. ``model`` itself is returned when no layer has LoRA enabled.
 
     Example:
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")])
