@@ -303,6 +303,13 @@ def test_a_text_model_is_told_to_keep_its_preprocessing_outside(tmp_path):
     with pytest.raises(ValueError, match="(?s)text_vectorization.*Hint: the model takes strings"):
         kc.export(model, tmp_path / "text")
     assert list(tmp_path.iterdir()) == []
+    # With TensorFlow ops allowed, as Keras's own export does, it exports for the Flex
+    # delegate, and the sidecar still rebuilds it byte for byte.
+    report = kc.export(model, tmp_path / "text", tf_ops=True)
+    data = (tmp_path / "text.tflite").read_bytes()
+    assert b"FlexStringLower" in data and report.totals["tf_ops"]
+    skeleton, side = (tmp_path / "text.skeleton").read_bytes(), (tmp_path / "text.kcz").read_bytes()
+    assert kc.deploy.sidecar.join(skeleton, side) == data
 
 
 @pytest.mark.slow  # kept out of the quick subset (3-7 s)

@@ -40,6 +40,7 @@ def convert(
     batch_size: int | None = None,
     sparse: bool = False,
     per_channel: bool = True,
+    tf_ops: bool = False,
 ) -> bytes:
     """Convert a (wrapped or plain) Keras model to ``.tflite`` bytes with Keras's LiteRT export.
 
@@ -64,6 +65,12 @@ def convert(
             ``2**bits`` shared values then stay ``2**bits`` int8 values in the whole tensor
             instead of that many per channel, and its scales cost one float, not one per
             channel. Without sharing, per-tensor scales cost accuracy on BatchNorm networks.
+        tf_ops: also allow TensorFlow operators where TFLite has no builtin one (string
+            processing: ``TextVectorization``, ``StringLookup``), as Keras's own LiteRT export
+            does. They run only where the Flex delegate is linked (Android:
+            ``org.tensorflow:tensorflow-lite-select-tf-ops``): not in LiteRT's Python
+            interpreter (so not in ``kc.deploy.litert.run``), not in TensorFlow Lite Micro.
+            ``False`` (the default): builtins only, a model that every runtime runs.
 
     Returns:
         The ``.tflite`` bytes.
@@ -99,6 +106,8 @@ def convert(
         plain = _unrolled(plain, model.name)
     names = [t.name for t in plain.inputs] if is_functional(plain) else []
     options = _converter_options(quantization, representative_data, names)
+    if tf_ops:
+        options["target_spec"]["supported_ops"].append(tf.lite.OpsSet.SELECT_TF_OPS)
     if not per_channel:  # TensorFlow has no public switch; Dense kernels have their own
         options["_experimental_disable_per_channel"] = True
         options["_experimental_disable_per_channel_quantization_for_dense_layers"] = True
@@ -355,7 +364,8 @@ def _hint(model: keras.Model) -> str:
             "(Keras's own LiteRT export emits TensorFlow ops for it, which need the Flex "
             "delegate: neither LiteRT's Python interpreter nor TensorFlow Lite Micro runs "
             "them). Keep TextVectorization/StringLookup outside the exported model (in "
-            "tf.data, or in the app) and export the part that takes token ids."
+            "tf.data, or in the app) and export the part that takes token ids, or export "
+            "with tf_ops=True for an app that links the Flex delegate."
         )
     rnn = any(isinstance(layer, keras.layers.RNN) for layer in iter_layers(model))
     if not (rnn and is_functional(model) and _unknown_lengths(model)):

@@ -127,6 +127,7 @@ def export(
     coding: str = "auto",
     per_channel: bool = True,
     scaled_copies: bool = True,
+    tf_ops: bool = False,
 ) -> ExportReport:
     """Write ``PATH.tflite``, ``PATH.skeleton``, ``PATH.kcz`` and ``PATH.report.{json,md}``.
 
@@ -161,6 +162,8 @@ def export(
             scale times the kernel's scales as that product (sidecar format version 5,
             ``tflite_buffers.scale_links``). ``False`` for a C decoder built with
             ``KCZ_SCALED_COPY=0`` (about 240 bytes less Cortex-M4 code).
+        tf_ops: allow TensorFlow operators for the Flex delegate, as Keras's export does
+            (see ``convert``; builtins only by default).
 
     Returns:
         The ``ExportReport``: per-tensor rows and totals, including
@@ -173,7 +176,9 @@ def export(
         41.3
     """
     target = Path(path)
-    model_bytes = convert(model, quantization, representative_data, batch_size, sparse, per_channel)
+    model_bytes = convert(
+        model, quantization, representative_data, batch_size, sparse, per_channel, tf_ops
+    )
     cuts = sidecar_cuts(model_bytes)
     links = scale_links(model_bytes) if scaled_copies else []
     skeleton, side, entries = sidecar.split(
@@ -192,6 +197,7 @@ def export(
         "ratio": len(model_bytes) / (len(skeleton) + len(side)),
         "quantization": quantization,
         "per_channel": per_channel if quantization == "int8" else None,
+        "tf_ops": tf_ops,
     }
     report = ExportReport(model.name, rows, totals)
     contents = {
