@@ -188,12 +188,16 @@ def test_cli_export_of_a_saved_model(compressed, tmp_path):
     assert decoded == (out / "m.tflite").read_bytes()
     assert kc.deploy.sidecar.read_header(side)[0]["version"] == 3  # readable by older decoders
     np.save(tmp_path / "calibration.npy", np.random.default_rng(0).normal(size=(16, 12)))
-    cmd[-2:] = ["--int8", str(tmp_path / "calibration.npy"), "--per-tensor"]
-    cmd[-4] = str(out / "q")
+    cmd[-2:] = ["--int8", str(tmp_path / "calibration.npy"), "--per-tensor", "--tf-ops"]
+    cmd[-5] = str(out / "q")
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     totals = json.loads((out / "q.report.json").read_text())["totals"]
-    assert (totals["quantization"], totals["per_channel"]) == ("int8", False)
+    assert (totals["quantization"], totals["per_channel"], totals["tf_ops"]) == (
+        "int8",
+        False,
+        True,
+    )
 
 
 def test_cli_per_tensor_needs_int8(tmp_path, capsys):

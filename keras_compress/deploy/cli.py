@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                      "(v4, smaller) or auto (arithmetic on the first 3 M elements)")  # fmt: skip
     exp.add_argument("--no-scaled-copies", action="store_true",
                      help="no format-v5 scaled copies (KCZ_SCALED_COPY=0 C builds)")  # fmt: skip
+    exp.add_argument("--tf-ops", action="store_true",
+                     help="allow TensorFlow ops (Flex delegate) as Keras does")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             from keras_compress.deploy.exporter import export
 
             model = keras.models.load_model(args.model)
-            kwargs = {"coding": args.coding, "scaled_copies": not args.no_scaled_copies}
+            kwargs = {"coding": args.coding, "scaled_copies": not args.no_scaled_copies,
+                      "tf_ops": args.tf_ops}  # fmt: skip
             if args.int8:
                 samples = np.load(args.int8).astype("float32")
                 kwargs |= {"quantization": "int8",
