@@ -227,7 +227,7 @@ def test_a_residual_chain_into_an_output_keeps_the_channels_all_its_branches_pru
         kernel, bias = features.get_layer(name).get_weights()
         kernel[..., 1], bias[1] = 0.0, 0.0
         features.get_layer(name).set_weights([kernel, bias])
-    with pytest.warns(UserWarning, match=r"zero channels of c \(1\), a \(1\), b \(1\)"):
+    with pytest.warns(UserWarning, match=r"zero channels of a \(1\), b \(1\), c \(1\)"):
         small = kc.remove_pruned_channels(model)
     kept = small.get_layer("features") if nested else small
     assert [kept.get_layer(n).filters for n in "abc"] == [4, 4, 5]  # c feeds the output too

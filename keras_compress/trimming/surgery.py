@@ -114,11 +114,7 @@ class SurgeryError(ValueError):
 
 
 class _OutputChange(SurgeryError):
-    """The surgery would change the shape of ``output``, an output of ``model``."""
-
-    def __init__(self, message: str, model: keras.Model, output: str):
-        super().__init__(message)
-        self.model, self.output = model, output
+    """The surgery would change the shape of a model's output."""
 
 
 def remove_units(model: keras.Model, units: Mapping[str, Iterable[int]]) -> keras.Model:
@@ -258,20 +254,20 @@ def remove_pruned_channels(model: keras.Model, min_keep: int = 1) -> keras.Model
         if dead.size:
             units[layer.name] = dead.tolist()
     outputs, blocked = [], []
-    try:
-        plan = _nested_plan(plain, units)  # usually fine: one walk, not one per layer
+    try:  # usually fine: one walk, not one per layer
+        plan = _nested_plan(plain, units, spare_outputs=outputs)
     except SurgeryError:
+        outputs.clear()
         for name, dead in list(units.items()):
             try:
-                _nested_plan(plain, {name: dead})
-            except _OutputChange:  # its channels are (or flow unchanged into) a model output
+                _nested_plan(plain, {name: dead}, spare_outputs=[])
+            except _OutputChange:  # its channels flow into a model output, untraceably
                 outputs.append(f"{name} ({len(dead)})")
                 del units[name]
             except SurgeryError as error:  # a layer downstream cannot lose them
                 blocked.append(f"{name} ({len(dead)}): {error}")
                 del units[name]
-        kept, plan = _keep_joint_output_channels(plain, units)
-        outputs += kept
+        plan = _nested_plan(plain, units, spare_outputs=outputs)
     if outputs:
         warnings.warn(
             f"remove_pruned_channels keeps the zero channels of {', '.join(outputs)}: they are "
@@ -398,27 +394,11 @@ def _linear_part(op: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(op.convolution_op(inputs, kernel))
 
 
-def _keep_joint_output_channels(model: keras.Model, units: dict) -> tuple[list[str], dict]:
-    """Drop from ``units`` the removals that reach an output only together; name them.
-
-    Each layer's removal may pass alone while several together change an output: the
-    branches of a residual chain into a (nested) model's output, whose channels leave the
-    ``Add`` only where every branch removed them. The owners of such an output's channels
-    keep theirs, until the plan passes. Returns their names and that plan.
-    """
-    kept = []
-    while True:
-        try:
-            return kept, _nested_plan(model, units)
-        except _OutputChange as change:
-            owners = [layer.name for layer in output_owners(change.model) if layer.name in units]
-            if not owners:
-                raise
-            kept += [f"{owner} ({len(units.pop(owner))})" for owner in owners]
-
-
 def channel_plan(
-    model: keras.Model, units: Mapping[str, Iterable[int]], any_factor: bool = True
+    model: keras.Model,
+    units: Mapping[str, Iterable[int]],
+    any_factor: bool = True,
+    spare_outputs: list[str] | None = None,
 ) -> dict:
     """Which channels each changed layer keeps: name -> (input kept, output kept).
 
@@ -431,6 +411,12 @@ def channel_plan(
     ``any_factor=False`` treats products as sums (``remove_pruned_channels``: a pruned
     channel's output is a constant, which still scales the product).
 
+    A removal that would change a model output raises ``SurgeryError``; given a list as
+    ``spare_outputs``, the output is settled instead like a merge that keeps every channel:
+    the layers whose channels reach an output (``output_owners``, through merges) keep theirs,
+    each appended to the list as ``"name (count)"`` (``remove_pruned_channels``: a residual
+    chain's branches may each pass alone yet change the output together).
+
     Example:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc1"),
         ...                           keras.layers.Dense(2, name="fc2")])
@@ -442,16 +428,27 @@ def channel_plan(
     layers = {op.name: op for op in getattr(model, "operations", model.layers)}  # ops too
     kept = {name: _kept_units(layers, name, indices) for name, indices in units.items()}
     kept = {name: k for name, k in kept.items() if k is not None}
-    for _ in range(len(layers) + 1):  # each round settles at least one merge
+    asked = {name: int(layers[name].output.shape[-1]) - k.size for name, k in kept.items()}
+    for _ in range(len(layers) + len(kept) + 1):  # each round settles a merge or an output
         try:
             return _plan(model, kept)
         except _MergeConflict as conflict:
             _settle(layers, kept, conflict, any_factor)
+        except _OutputChange:
+            owners = [o.name for o in output_owners(model) if o.name in kept]
+            if spare_outputs is None or not owners:
+                raise
+            for owner in owners:
+                del kept[owner]
+                spare_outputs.append(f"{owner} ({asked.get(owner, 0)})")
     raise SurgeryError("residual merges could not be settled")  # pragma: no cover
 
 
 def _nested_plan(
-    model: keras.Model, units: Mapping[str, Iterable[int]], any_factor: bool = False
+    model: keras.Model,
+    units: Mapping[str, Iterable[int]],
+    any_factor: bool = False,
+    spare_outputs: list[str] | None = None,
 ) -> dict:
     """``channel_plan`` of ``model`` and of each model nested in it, keyed by layer identity.
 
@@ -475,7 +472,7 @@ def _nested_plan(
     for graph in graphs:
         mine = {n: i for n, i in units.items() if homes.get(n, [model])[0] is graph}
         if graph is model or mine:
-            for name, kept in channel_plan(graph, mine, any_factor).items():
+            for name, kept in channel_plan(graph, mine, any_factor, spare_outputs).items():
                 plan[id(graph.get_layer(name))] = kept
     return plan
 
@@ -525,9 +522,7 @@ def _plan(model: keras.Model, removed: dict) -> dict:
             raise _OutputChange(
                 f"removing units would change the output {name!r} of model {model.name!r}: "
                 "never trim an output layer or what flows unchanged into it (nor, in a nested "
-                "model, the outputs the outer model reads)",
-                model,
-                name,
+                "model, the outputs the outer model reads)"
             )
     return plan
 
