@@ -113,6 +113,24 @@ def test_obs_prunes_dense_and_conv_layers_and_bounds_the_size():
         obs_prune(np.zeros((MAX_OBS_INPUTS + 1, 1)), np.zeros((2, MAX_OBS_INPUTS + 1)), 0.5)
 
 
+@pytest.mark.parametrize(
+    "other",
+    [keras.layers.SeparableConv2D(4, 3, name="other"), keras.layers.Conv2D(4, 3, dilation_rate=2,
+     name="other"), keras.layers.TimeDistributed(keras.layers.Dense(4), name="other")],
+    ids=["separable", "dilated", "time_distributed"],
+)  # fmt: skip
+def test_obs_refuses_other_layers_by_name_before_pruning_any(other):
+    # A SeparableConv2D or TimeDistributed failed with "no attribute 'kernel'", and a dilated
+    # Conv2D was refused only after the layers before it had been pruned in place.
+    model = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(4, 1, name="conv"),
+                              other, keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    before = to_numpy(model.get_layer("conv").kernel).copy()
+    x = np.random.default_rng(8).normal(size=(8, 8, 8, 2)).astype("float32")
+    with pytest.raises(ValueError, match=r"layer 'other' \(\w+\): OBS (takes|handles)"):
+        obs_prune_model(model, x, {"conv": 0.5, "other": 0.5})
+    np.testing.assert_array_equal(to_numpy(model.get_layer("conv").kernel), before)
+
+
 def test_obs_reaches_a_layer_of_a_nested_backbone():
     # OBS looked layers up among the outer model's only ("No such layer: conv").
     layers = keras.layers

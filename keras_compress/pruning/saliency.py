@@ -242,16 +242,25 @@ def obs_prune_layer(
         >>> obs_prune_layer(dense, np.ones((8, 4)), 0.5)[1].shape
         (4, 2)
     """
+    _check_obs_layer(layer)
     kernel = np.asarray(layer.kernel.numpy())
-    if isinstance(layer, keras.layers.Conv2D) and layer.groups == 1:
+    if isinstance(layer, keras.layers.Conv2D):
         flat = kernel.reshape(-1, kernel.shape[-1])
         new, mask, error = obs_prune(flat, conv_patches(layer, inputs), sparsity, **kwargs)
         return new.reshape(kernel.shape), mask.reshape(kernel.shape), error
-    if isinstance(layer, keras.layers.Dense):
-        return obs_prune(kernel, inputs, sparsity, **kwargs)
-    raise ValueError(
-        f"layer {layer.name!r} ({type(layer).__name__}): OBS takes Dense or ungrouped Conv2D"
-    )
+    return obs_prune(kernel, inputs, sparsity, **kwargs)
+
+
+def _check_obs_layer(layer: keras.layers.Layer) -> None:
+    """Raise unless ``layer`` is a Dense or a channels-last, ungrouped, undilated Conv2D."""
+    kind = f"layer {layer.name!r} ({type(layer).__name__})"
+    if isinstance(layer, keras.layers.Conv2D):
+        if layer.groups != 1:
+            raise ValueError(f"{kind}: OBS takes Dense or ungrouped Conv2D")
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
+            raise ValueError(f"{kind}: OBS handles channels_last, undilated Conv2D")
+    elif not isinstance(layer, keras.layers.Dense):
+        raise ValueError(f"{kind}: OBS takes Dense or ungrouped Conv2D")
 
 
 def layer_inputs(model: keras.Model, name: str, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -284,7 +293,10 @@ def obs_prune_model(
         6
     """
     errors = {}
-    refuse_lora([find_layer(model, name)[1] for name in levels], "pruning by OBS")
+    layers = [find_layer(model, name)[1] for name in levels]
+    for layer in layers:  # every layer checked before any is pruned in place
+        _check_obs_layer(layer)
+    refuse_lora(layers, "pruning by OBS")
     for name, sparsity in levels.items():
         _, layer = find_layer(model, name)
         seen = layer_inputs(model, name, x)
