@@ -131,9 +131,20 @@ def test_residual_add_removes_only_channels_every_branch_drops():
     np.testing.assert_allclose(trimmed.predict(x, verbose=0), masked.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     # Disagreeing branches are left alone: nothing in common, nothing removed, and said so.
-    with pytest.warns(UserWarning, match=r"keeps units of a \[0\]: they meet .* in a sum"):
+    with pytest.warns(UserWarning, match=r"keeps units of a \[0\]: they meet .*, a sum"):
         untouched = remove_units(model, {"a": [0]})
     assert untouched.count_params() == model.count_params()
+
+
+def test_a_product_with_a_model_input_keeps_the_channels_and_says_so():
+    # Settled as a product, the mask input (untraceable to any layer) raised instead.
+    image, mask = keras.Input((6, 6, 3)), keras.Input((6, 6, 4))
+    hidden = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)
+    pooled = L.GlobalAveragePooling2D()(L.Multiply()([hidden, mask]))
+    model = keras.Model([image, mask], L.Dense(2, name="out")(pooled))
+    with pytest.warns(UserWarning, match=r"keeps units of c1 \[1\].*a product with a model"):
+        trimmed = remove_units(model, {"c1": [1]})
+    assert trimmed.count_params() == model.count_params()
 
 
 def test_trimmed_model_saves_and_loads(tmp_path):

@@ -169,9 +169,10 @@ def _warn_unremoved(model: keras.Model, units: Mapping[str, Iterable[int]], plan
             kept.append(f"{name} {left}")
     if kept:
         warnings.warn(
-            f"remove_units keeps units of {'; '.join(kept)}: they meet other layers' channels "
-            "in a sum (Add, Subtract, Average, ...), which loses a channel only where every "
-            "branch loses it; name the same units of the other branches' layers too",
+            f"remove_units keeps units of {'; '.join(kept)}: they meet other channels in a "
+            "merge that keeps them, a sum (Add, Subtract, Average, ...), which loses a channel "
+            "only where every branch loses it, or a product with a model input; name the same "
+            "units of the other branches' layers too",
             stacklevel=3,
         )
 
@@ -569,7 +570,8 @@ def _settle(layers: dict, removed: dict, conflict: _MergeConflict, any_factor: b
     """Make the removals feeding a merge agree (see ``channel_plan``).
 
     A sum keeps the channels some branch keeps; with ``any_factor`` a product loses those
-    any factor loses.
+    any factor loses, where the other factors' channels can be traced to their layers (a
+    product with a model input, a mask, is settled as a sum).
     """
     width = int(conflict.layer.output.shape[-1])
     dropped = [
@@ -578,8 +580,13 @@ def _settle(layers: dict, removed: dict, conflict: _MergeConflict, any_factor: b
     # a broadcast operand (one channel, x * scale) has no channels to agree on
     full = [(t, d) for t, d in zip(inbound_tensors(conflict.layer), dropped)
             if t.shape[-1] == width]  # fmt: skip
-    product = type(conflict.layer).__name__ == "Multiply"  # the layer and the keras.ops call
-    common = (set.union if any_factor and product else set.intersection)(*(d for _, d in full))
+    union = set.union(*(d for _, d in full))
+    product = any_factor and type(conflict.layer).__name__ == "Multiply"  # layer or keras.ops
+    if product and all(_channel_owners(layers, producer_name(t)) is not None
+                       for t, d in full if d != union):  # fmt: skip
+        common = union
+    else:
+        common = set.intersection(*(d for _, d in full))
     for tensor, drop in full:
         if drop == common:
             continue
