@@ -238,3 +238,15 @@ def test_a_tensor_with_fewer_values_than_clusters_keeps_them_exactly(toy_data):
     shared_kernel = kc.strip(shared).get_layer("out").get_weights()[0]
     np.testing.assert_array_equal(shared_kernel, kernel)  # every value kept, bit for bit
     assert _distinct(shared)["fc1/kernel"] <= 16
+
+
+def test_a_kernel_constraint_is_said_not_to_act_on_shared_centroids(toy_data):
+    # Sharing fine-tunes centroids, each shared across the kernel: a MaxNorm(0.5) Dense reached
+    # column norms of 1.21 after two epochs, without a word.
+    x, y = toy_data
+    inputs = keras.Input((x.shape[1],))
+    capped = keras.layers.Dense(8, kernel_constraint=keras.constraints.MaxNorm(0.5), name="fc")
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(capped(inputs)))
+    with pytest.warns(UserWarning, match=r"constraints of fc/kernel do not act"):
+        shared = kc.share_weights(model, bits=2)
+    assert isinstance(kc.strip(shared).get_layer("fc").kernel_constraint, keras.constraints.MaxNorm)

@@ -157,6 +157,20 @@ def share_weights(
             f"no layer of model {model.name!r} is selected by bits={bits!r}"
             + (note and f"; {note}")
         )
+    constrained = [
+        weight_key(layer, v)
+        for layer in layers
+        if id(layer) in picked
+        for v in compressible_variables(layer, weights)
+        if v.constraint is not None
+    ]
+    if constrained:
+        warnings.warn(
+            f"share_weights: the constraints of {', '.join(constrained)} do not act while the "
+            "shared centroids train (each centroid is shared across the kernel); they stay in "
+            "the stripped model's config",
+            stacklevel=2,
+        )
     exact = []  # tensors with fewer distinct values than clusters: each value kept as it is
 
     def transform(layer):
