@@ -103,3 +103,21 @@ def test_nearest_upsampling_runs_in_tflm_as_one_resize(data_format, tmp_path):
     micro = kc.tflm.run(int8, q).astype(np.int32)
     lite = kc.deploy.litert.run(int8, q, dequantize=False)[0].astype(np.int32)
     assert np.abs(micro - lite).max() <= 1  # the two runtimes' convolutions round apart
+
+
+def test_a_model_with_several_inputs_runs_in_tflm_by_input_name():
+    # run() set one input and TFLM failed with "Dimension mismatch" on the second.
+    right, left = keras.Input((4,), name="right_side"), keras.Input((4,), name="left_side")
+    joined = keras.layers.Concatenate()([right, left])
+    model = keras.Model([right, left], keras.layers.Dense(2)(joined))
+    rng = np.random.default_rng(0)
+    x = {"right_side": rng.normal(size=(8, 4)), "left_side": 3.0 * rng.normal(size=(8, 4))}
+    x = {k: v.astype("float32") for k, v in x.items()}
+    data = kc.deploy.convert(model, "int8", lambda: ({k: v[i : i + 1] for k, v in x.items()}
+                                                    for i in range(8)), batch_size=1)  # fmt: skip
+    q = {k: rng.integers(-128, 128, size=v.shape).astype(np.int8) for k, v in x.items()}
+    micro = kc.tflm.run(data, q).astype(np.int32)
+    lite = kc.deploy.litert.run(data, q, dequantize=False)[0].astype(np.int32)
+    assert np.abs(micro - lite).max() <= 1
+    with pytest.raises(ValueError, match=r"2 inputs \(.*\); pass them by name"):
+        kc.tflm.run(data, list(q.values()))

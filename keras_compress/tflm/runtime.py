@@ -7,6 +7,7 @@ import importlib
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -77,20 +78,57 @@ def _stderr_to(sink):
         os.close(saved)
 
 
-def run(model: bytes, inputs: np.ndarray) -> np.ndarray:
+def run(model: bytes, inputs: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
     """Outputs of the first output tensor, one invoke per row of ``inputs`` (already quantized).
+
+    Args:
+        model: the ``.tflite`` bytes.
+        inputs: one array for a model with one input; ``{input name: array}`` (the Keras
+            ``Input`` names, as ``kc.deploy.litert.run`` takes them) for several.
+
+    Raises:
+        ValueError: inputs that do not match the model's (names, count).
 
     Example:
         >>> run(result.data, x_int8[:2]).shape  # doctest: +SKIP
         (2, 10)
     """
+    names = input_names(model)
+    if isinstance(inputs, Mapping):
+        if sorted(inputs) != sorted(names):
+            raise ValueError(f"the model takes inputs {names}; got {sorted(inputs)}")
+        columns = [np.asarray(inputs[name]) for name in names]
+    elif len(names) > 1:
+        raise ValueError(
+            f"the model takes {len(names)} inputs ({', '.join(names)}); pass them by name, "
+            "{input name: array}"
+        )
+    else:
+        columns = [np.asarray(inputs)]
     it = interpreter(model)
     outputs = []
-    for row in inputs:
-        it.set_input(row[None], 0)
+    for rows in zip(*columns, strict=True):
+        for index, row in enumerate(rows):
+            it.set_input(row[None], index)
         it.invoke()
         outputs.append(np.array(it.get_output(0))[0])
     return np.stack(outputs)
+
+
+def input_names(model: bytes) -> list[str]:
+    """The model's inputs in the order TFLM indexes them, named as the Keras ``Input`` layers.
+
+    Keras's LiteRT export names each input tensor ``serving_default_<name>:0``; TFLM itself
+    keeps no names, so they are read with LiteRT.
+
+    Example:
+        >>> input_names(open("lenet5_int8.tflite", "rb").read())  # doctest: +SKIP
+        ['input_layer']
+    """
+    from keras_compress.deploy.litert import interpreter as litert
+
+    names = [d["name"] for d in litert(model, delegates=False).get_input_details()]
+    return [re.sub(r"^serving_default_|:0$", "", name) for name in names]
 
 
 def arena_bytes(model: bytes) -> int:
