@@ -195,6 +195,30 @@ def test_channel_pruning_leaves_the_units_of_output_layers_whole(head):
                 layer_targets={"out": 0.5})  # fmt: skip
 
 
+def test_channel_pruning_leaves_layers_no_surgery_trims_with_a_warning_first():
+    # Grouped and channels_first convolutions were channel-pruned (accuracy lost) and only
+    # remove_pruned_channels, after training, said their zero channels had to stay.
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 4))
+    h = layers.Conv2D(8, 3, groups=2, padding="same", name="grouped")(inputs)
+    h = layers.Permute((3, 1, 2))(h)
+    h = layers.Conv2D(6, 3, data_format="channels_first", name="first")(h)
+    h = layers.GlobalAveragePooling2D(data_format="channels_first")(h)
+    h = layers.Dense(8, activation="relu", name="fc")(h)
+    model = keras.Model(inputs, layers.Dense(3, name="out")(h))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 6, 6, 4), dtype=np.float32), rng.integers(0, 3, 64)
+    expected = r"grouped/kernel \(a grouped convolution\), first/kernel \(channels_first\)"
+    with pytest.warns(UserWarning, match=expected):
+        wrapped, _ = _pruned(model, x, y, target=0.5, structure="channels")
+    sparsity = kc.sparsity(wrapped)
+    assert sparsity["grouped/kernel"] == sparsity["first/kernel"] == 0.0
+    assert sparsity["fc/kernel"] == pytest.approx(0.5)
+    wrapped, _ = _pruned(model, x, y, target=0.5, structure="channels",
+                         layer_targets={"grouped": 0.5})  # asked for: pruned  # fmt: skip
+    assert kc.sparsity(wrapped)["grouped/kernel"] == pytest.approx(0.5)
+
+
 def test_remove_pruned_channels_keeps_channels_that_flow_into_an_output():
     # A feature extractor: c2's channels, pooled, are the model's output.
     model = _conv_head(True)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress.core.graph import in_out_view, output_owners
+from keras_compress.core.graph import channels_first, in_out_view, output_owners, step_layer
 from keras_compress.core.selectors import LayerSelector, selects, selects_any
 from keras_compress.core.weights import optimizer_slots
 from keras_compress.core.wrapper import weight_key
@@ -25,6 +25,15 @@ from keras_compress.pruning.structure import group_scores, n_of_m_mask, parse_st
 from keras_compress.pruning.wrapper import PruningWrapper, constraint_masks, step_counter
 
 SPARSITY_CRITERIA = ("class_blind", "class_uniform", "class_distribution", "lamp")
+
+
+def _unremovable(layer: keras.layers.Layer) -> str:
+    """Why ``remove_pruned_channels`` cannot remove ``layer``'s channels, or ``""``."""
+    if channels_first(layer):
+        return "channels_first"
+    if getattr(step_layer(layer), "groups", 1) != 1:
+        return "a grouped convolution"
+    return ""
 
 
 @dataclass
@@ -319,6 +328,7 @@ class MagnitudePruning(keras.callbacks.Callback):
                 targeted.add(c.name)
         if self.structure is not None and self.structure.kind == "channels":
             self._spare_output_channels(classes.values(), targeted)
+            self._spare_unremovable_channels(classes.values(), targeted)
         self._classes = list(classes.values())
         # Each weight's processing element is fixed by the shapes: worked out once.
         self._pe_groups = (
@@ -357,6 +367,30 @@ class MagnitudePruning(keras.callbacks.Callback):
             warnings.warn(
                 f"MagnitudePruning(structure='channels') leaves {spared} unpruned: their units "
                 f"are outputs of model {self.model.name!r}, which no surgery may remove",
+                stacklevel=2,
+            )
+
+    def _spare_unremovable_channels(self, classes, targeted: set[str]) -> None:
+        """Channel pruning leaves alone the layers whose channels no surgery removes.
+
+        A grouped convolution and a ``channels_first`` layer keep their zero channels through
+        ``remove_pruned_channels`` (it reads channels on the last axis, and a group's width
+        is fixed), so zeroing them would cost accuracy and save no computation: such classes
+        are kept at level 0, with a warning, unless ``layer_targets`` names them.
+        """
+        spared = []
+        for c in classes:
+            if c.name in targeted or c.scale == 0:
+                continue
+            reasons = [_unremovable(layer) for layer in c.member_layers]
+            if all(reasons):
+                c.scale = 0.0
+                spared.append(f"{c.name} ({reasons[0]})")
+        if spared:
+            warnings.warn(
+                f"MagnitudePruning(structure='channels') leaves {', '.join(spared)} unpruned: "
+                "no surgery removes their channels (name them in layer_targets to prune them "
+                "anyway)",
                 stacklevel=2,
             )
 
