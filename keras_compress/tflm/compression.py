@@ -45,7 +45,16 @@ DEFAULT_MIN_SAVING = 256
 INSTALL_HINT = 'TensorFlow Lite Micro is missing: pip install "keras-compress[tflm]"'
 
 
-def _upstream(name: str):
+def upstream(name: str):
+    """A module of tflite-micro's Python package (``compression.model_editor``, ...).
+
+    Raises:
+        ImportError: tflite-micro is not installed (the ``tflm`` extra), saying how to get it.
+
+    Example:
+        >>> upstream("compression.model_editor").__name__.rsplit(".", 1)[-1]  # doctest: +SKIP
+        'model_editor'
+    """
     try:
         return importlib.import_module(f"tflite_micro.tensorflow.lite.micro.{name}")
     except ImportError as err:
@@ -167,10 +176,10 @@ def compress(
         raise ValueError(f"unknown TFLM decode method(s) {unknown}; choose from {METHODS}")
     if len(model) < 8 or model[4:8] != b"TFL3":
         raise ValueError("not a TFLite model: no 'TFL3' file identifier at byte offset 4")
-    editor = _upstream("compression.model_editor")
-    constant_inputs = _upstream("compression.constant_inputs")
-    decode_insert = _upstream("compression.decode_insert")
-    compressor = _upstream("compression.compressor")
+    editor = upstream("compression.model_editor")
+    constant_inputs = upstream("compression.constant_inputs")
+    decode_insert = upstream("compression.decode_insert")
+    compressor = upstream("compression.compressor")
     graph_model = editor.read(model)
     owners: dict[int, int] = {}
     for t in editor.iter_tensors(graph_model):
@@ -289,8 +298,8 @@ def _options(tensor, methods: tuple[str, ...]) -> tuple[dict[str, str], dict[str
 
 def _lut(tensor, axis: int | None) -> tuple[str, Encoding | None]:
     """Upstream's LUT encoder: one value table per channel when quantized per channel, else one."""
-    lut = _upstream("compression.lut")
-    spec = _upstream("compression.spec")
+    lut = upstream("compression.lut")
+    spec = upstream("compression.spec")
     tables = lut.compress_array(tensor.array, axis)
     bits = max(int(np.max(tables.indices)).bit_length(), 1)
     if bits > lut.LutAncillaryData.MAX_BITWIDTH:
@@ -305,7 +314,7 @@ def _aligned(model: bytes) -> bytes:
 
     Python's flatbuffers ignores the schema's ``force_align``; TFLM's decoders need it.
     """
-    align = _upstream("tools.tflite_flatbuffer_align_wrapper")
+    align = upstream("tools.tflite_flatbuffer_align_wrapper")
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder, "in.tflite"), Path(folder, "out.tflite")
         source.write_bytes(model)

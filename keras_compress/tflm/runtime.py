@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from keras_compress.tflm.compression import INSTALL_HINT
+from keras_compress.tflm.compression import INSTALL_HINT, upstream
 
 
 def _runtime():
@@ -118,17 +118,16 @@ def run(model: bytes, inputs: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarr
 def input_names(model: bytes) -> list[str]:
     """The model's inputs in the order TFLM indexes them, named as the Keras ``Input`` layers.
 
-    Keras's LiteRT export names each input tensor ``serving_default_<name>:0``; TFLM itself
-    keeps no names, so they are read with LiteRT.
+    Keras's LiteRT export names each input tensor ``serving_default_<name>:0``; TFLM's
+    interpreter keeps no names, so they are read from the flatbuffer (with upstream's model
+    reader, which takes DECODE-coded models too, unlike LiteRT).
 
     Example:
         >>> input_names(open("lenet5_int8.tflite", "rb").read())  # doctest: +SKIP
         ['input_layer']
     """
-    from keras_compress.deploy.litert import interpreter as litert
-
-    names = [d["name"] for d in litert(model, delegates=False).get_input_details()]
-    return [re.sub(r"^serving_default_|:0$", "", name) for name in names]
+    graph = upstream("compression.model_editor").read(bytes(model)).subgraphs[0]
+    return [re.sub(r"^serving_default_|:0$", "", tensor.name or "") for tensor in graph.inputs]
 
 
 def arena_bytes(model: bytes) -> int:
